@@ -1,0 +1,301 @@
+"""People, their roles and memberships, their API tokens, and the audit log of what they (and agents) did."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from rmm.db import TimeStampedModel, UUIDModel, choices_check
+from rmm.ids import uuid7
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def get_by_natural_key(self, username):
+        return self.get(email__iexact=username)
+
+    def _create(self, email: str, password: str | None, **fields):
+        if not email:
+            raise ValueError("A user needs an email address.")
+        user = self.model(email=self.normalize_email(email).lower(), **fields)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str, password: str | None = None, **fields):
+        fields.setdefault("is_staff", False)
+        fields.setdefault("is_superuser", False)
+        return self._create(email, password, **fields)
+
+    def create_superuser(self, email: str, password: str | None = None, **fields):
+        fields["is_staff"] = True
+        fields["is_superuser"] = True
+        return self._create(email, password, **fields)
+
+
+class UserStatus(models.TextChoices):
+    ACTIVE = "active"
+    INVITED = "invited"
+    DISABLED = "disabled"
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """A person who signs in: an operator of the installation, a partner's technician, a customer's admin.
+
+    The email is the login name and is unique regardless of case. ``mfa_secret`` is never displayed after set-up.
+    """
+
+    Status = UserStatus
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    email = models.EmailField(max_length=254)
+    name = models.CharField(max_length=255, blank=True)
+    mfa_enabled = models.BooleanField(default=False)
+    mfa_secret = models.CharField(max_length=64, blank=True, editable=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    is_staff = models.BooleanField(default=False, help_text="May sign in to the admin.")
+    date_joined = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        db_table = "users"
+        ordering = ["email"]
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="%(app_label)s_%(class)s_email_ci_unique"),
+            choices_check("status", UserStatus),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def is_active(self) -> bool:  # Django's auth checks this at login and on every request
+        return self.status != self.Status.DISABLED
+
+    def get_full_name(self) -> str:
+        return self.name or self.email
+
+    def get_short_name(self) -> str:
+        return self.name or self.email
+
+
+class Permission(UUIDModel):
+    """One entry of the permission registry: an action on a resource (``devices:execute``); ``*`` is a wildcard."""
+
+    resource = models.CharField(max_length=50)
+    action = models.CharField(max_length=50)
+    description = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        db_table = "permissions"
+        ordering = ["resource", "action"]
+        constraints = [
+            models.UniqueConstraint(fields=["resource", "action"], name="%(app_label)s_%(class)s_resource_action"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.resource}:{self.action}"
+
+
+class RoleScope(models.TextChoices):
+    SYSTEM = "system"
+    PARTNER = "partner"
+    ORGANIZATION = "organization"
+
+
+class Role(TimeStampedModel):
+    """A named set of permissions granted through a membership; built-in roles have no partner."""
+
+    Scope = RoleScope
+
+    name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=20, choices=Scope.choices)
+    partner = models.ForeignKey(
+        "orgs.Partner",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="roles",
+        help_text="Empty for a built-in role.",
+    )
+    is_system = models.BooleanField(default=False, help_text="Built-in roles cannot be edited.")
+    force_mfa = models.BooleanField(default=False)
+    description = models.TextField(blank=True)
+    permissions = models.ManyToManyField(Permission, through="RolePermission", related_name="roles")
+
+    class Meta:
+        db_table = "roles"
+        ordering = ["name"]
+        constraints = [
+            # unique (partner_id, name), with NULL partners (built-in roles) counted as equal: two constraints,
+            # because NULLS NOT DISTINCT needs PostgreSQL 15 and we support 14.
+            models.UniqueConstraint(
+                fields=["partner", "name"],
+                condition=models.Q(partner__isnull=False),
+                name="%(app_label)s_%(class)s_name_per_partner",
+            ),
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=models.Q(partner__isnull=True),
+                name="%(app_label)s_%(class)s_builtin_name",
+            ),
+            choices_check("scope", RoleScope),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RolePermission(UUIDModel):
+    """A permission granted by a role."""
+
+    role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="role_permissions")
+    permission = models.ForeignKey(Permission, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        db_table = "role_permissions"
+        constraints = [
+            models.UniqueConstraint(fields=["role", "permission"], name="%(app_label)s_%(class)s_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.permission}"
+
+
+class PartnerUserOrgAccess(models.TextChoices):
+    ALL = "all"
+    SELECTED = "selected"
+    NONE = "none"
+
+
+class PartnerUser(TimeStampedModel):
+    """A user's membership in a partner, reaching its organizations according to ``org_access``.
+
+    ``selected`` with no organizations selected reaches nothing: an empty scope never means everything.
+    """
+
+    OrgAccess = PartnerUserOrgAccess
+
+    partner = models.ForeignKey("orgs.Partner", on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="partner_memberships")
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="partner_memberships")
+    org_access = models.CharField(max_length=20, choices=OrgAccess.choices, default=OrgAccess.NONE)
+    selected_organizations = models.ManyToManyField(
+        "orgs.Organization", blank=True, related_name="selected_by", db_table="partner_user_organizations"
+    )
+
+    class Meta:
+        db_table = "partner_users"
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "user"], name="%(app_label)s_%(class)s_unique"),
+            choices_check("org_access", PartnerUserOrgAccess),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.partner} ({self.role})"
+
+
+class OrganizationUser(TimeStampedModel):
+    """A user's membership in one organization; with sites listed, only those sites are reached."""
+
+    org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="org_memberships")
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="org_memberships")
+    sites = models.ManyToManyField(
+        "orgs.Site",
+        blank=True,
+        related_name="restricted_members",
+        db_table="organization_user_sites",
+        help_text="Empty means every site of the organization.",
+    )
+
+    class Meta:
+        db_table = "organization_users"
+        constraints = [models.UniqueConstraint(fields=["org", "user"], name="%(app_label)s_%(class)s_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.org} ({self.role})"
+
+
+class ApiToken(TimeStampedModel):
+    """A personal token (``rmmu_…``) for scripts and the UI API; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    key_prefix = models.CharField(max_length=12)
+    key_hash = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "api_tokens"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key_prefix}…)"
+
+
+class AuditLog(UUIDModel):
+    """One state-changing action by a person or an agent. Append-only: a trigger refuses UPDATE and DELETE.
+
+    The actor and organization references carry no foreign-key constraint on purpose: the record of who did
+    what must outlive the deletion of that user, device or organization.
+    """
+
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
+    actor_device = models.ForeignKey(
+        "devices.Device",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    org = models.ForeignKey(
+        "orgs.Organization",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
+    action = models.CharField(max_length=100)
+    target_type = models.CharField(max_length=50, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        db_table = "audit_log"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["org", "-created_at"], name="audit_log_org_created"),
+            models.Index(fields=["actor_user", "-created_at"], name="audit_log_actor_created"),
+            models.Index(fields=["target_type", "target_id"], name="audit_log_target"),
+            models.Index(fields=["action", "-created_at"], name="audit_log_action_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action}"

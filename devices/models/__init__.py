@@ -1,0 +1,28 @@
+from devices.models.commands import DeviceCommand
+from devices.models.device import Device
+from devices.models.groups import DeviceGroup, DeviceGroupMembership
+from devices.models.inventory import (
+    DeviceConfigEntry,
+    DeviceDisk,
+    DeviceHardware,
+    DeviceNetworkConnection,
+    DeviceNetworkInterface,
+    DeviceRegistryEntry,
+    DeviceSoftware,
+)
+from devices.models.telemetry import DeviceTelemetry
+
+__all__ = [
+    "Device",
+    "DeviceCommand",
+    "DeviceConfigEntry",
+    "DeviceDisk",
+    "DeviceGroup",
+    "DeviceGroupMembership",
+    "DeviceHardware",
+    "DeviceNetworkConnection",
+    "DeviceNetworkInterface",
+    "DeviceRegistryEntry",
+    "DeviceSoftware",
+    "DeviceTelemetry",
+]

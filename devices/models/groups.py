@@ -1,0 +1,88 @@
+"""Device groups: hand-picked (static) or defined by a filter rule (dynamic), with materialised membership."""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.utils import timezone
+
+from rmm.db import TimeStampedModel, UUIDModel, choices_check
+
+
+class DeviceGroupType(models.TextChoices):
+    STATIC = "static"
+    DYNAMIC = "dynamic"
+
+
+class DeviceGroup(TimeStampedModel):
+    """A named set of devices of one organization (optionally one site) to view and target together."""
+
+    Type = DeviceGroupType
+
+    org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="device_groups")
+    site = models.ForeignKey(
+        "orgs.Site",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="device_groups",
+        help_text="Empty means the whole organization.",
+    )
+    name = models.CharField(max_length=255)
+    type = models.CharField(max_length=10, choices=Type.choices, default=Type.STATIC)
+    filter_rules = models.JSONField(null=True, blank=True, help_text="Dynamic groups only; see filter-rules.md.")
+    fields_used = ArrayField(models.TextField(), default=list, blank=True, editable=False)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+
+    class Meta:
+        db_table = "device_groups"
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "name"], name="%(app_label)s_%(class)s_name_per_org"),
+            models.UniqueConstraint(fields=["id", "org"], name="%(app_label)s_%(class)s_id_org"),
+            choices_check("type", DeviceGroupType),
+            models.CheckConstraint(
+                condition=models.Q(type="dynamic", filter_rules__isnull=False)
+                | models.Q(type="static", filter_rules__isnull=True),
+                name="%(app_label)s_%(class)s_rules_iff_dynamic",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeviceGroupMembershipAddedBy(models.TextChoices):
+    MANUAL = "manual"
+    DYNAMIC_RULE = "dynamic_rule"
+
+
+class DeviceGroupMembership(UUIDModel):
+    """A device's membership in a group. Device and group are of the same organization: composite foreign
+    keys (device_id, org_id) and (group_id, org_id) make the database refuse anything else."""
+
+    AddedBy = DeviceGroupMembershipAddedBy
+
+    device = models.ForeignKey(
+        "devices.Device", on_delete=models.CASCADE, db_constraint=False, related_name="group_memberships"
+    )
+    group = models.ForeignKey(
+        DeviceGroup, on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="memberships"
+    )
+    org = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
+    )
+    is_pinned = models.BooleanField(default=False)
+    added_by = models.CharField(max_length=20, choices=AddedBy.choices, default=AddedBy.MANUAL)
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "device_group_memberships"
+        constraints = [
+            models.UniqueConstraint(fields=["device", "group"], name="%(app_label)s_%(class)s_unique"),
+            choices_check("added_by", DeviceGroupMembershipAddedBy),
+        ]
+        indexes = [models.Index(fields=["group", "device"], name="device_group_memb_group_device")]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} in {self.group_id}"

