@@ -56,6 +56,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     name = models.CharField(max_length=255, blank=True)
     mfa_enabled = models.BooleanField(default=False)
     mfa_secret = models.CharField(max_length=64, blank=True, editable=False)
+    # The 30-second TOTP time step of the last accepted code: a code is accepted once, never replayed.
+    mfa_last_totp_step = models.BigIntegerField(null=True, blank=True, editable=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
     is_staff = models.BooleanField(default=False, help_text="May sign in to the admin.")
     date_joined = models.DateTimeField(default=timezone.now)
@@ -299,3 +301,42 @@ class AuditLog(UUIDModel):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action}"
+
+
+class MfaRecoveryCode(UUIDModel):
+    """A one-time code that stands in for a TOTP code when the authenticator is lost. Only its HMAC is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mfa_recovery_codes")
+    code_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        db_table = "mfa_recovery_codes"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "code_hash"], name="%(app_label)s_%(class)s_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"recovery code of {self.user_id} ({'used' if self.used_at else 'unused'})"
+
+
+class LoginFailure(UUIDModel):
+    """A failed sign-in (wrong password, unknown email, wrong second factor), counted to throttle guessing.
+
+    Kept in the database rather than a cache so every gunicorn worker and server sees the same count.
+    """
+
+    email = models.CharField(max_length=254)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        db_table = "login_failures"
+        indexes = [
+            models.Index(fields=["email", "created_at"], name="login_failures_email_created"),
+            models.Index(fields=["ip", "created_at"], name="login_failures_ip_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} from {self.ip} at {self.created_at:%Y-%m-%d %H:%M:%S}"

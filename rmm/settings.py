@@ -10,10 +10,14 @@
 | TELEMETRY_PARTITIONS_AHEAD_DAYS | 7 | daily partitions kept ready ahead of today |
 | DEVICE_OFFLINE_AFTER_SECONDS | 300 | a device not seen for this long is marked offline |
 | AGENT_TOKEN_MAX_AGE_DAYS | 30 | the heartbeat advises rotation of older agent tokens |
+| TRUSTED_PROXIES | (none) | proxies whose X-Forwarded-For and client-certificate headers are believed |
+| LOGIN_TOKEN_HOURS | 12 | lifetime of the token the login endpoint issues |
+| LOGIN_MAX_FAILURES / LOGIN_FAILURE_WINDOW_SECONDS | 10 / 900 | sign-in throttle per email and per IP |
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -39,12 +43,22 @@ elif len(SECRET_KEY) < 32:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Reverse proxies whose X-Forwarded-For (and mTLS headers) are believed: addresses or networks.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+try:
+    TRUSTED_PROXY_NETWORKS = [ipaddress.ip_network(item, strict=False) for item in TRUSTED_PROXIES]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES has an invalid address or network: {exc}") from None
 
 # Domain settings (spec: agent-api.md "Device status over time", data-model.md device_telemetry).
 TELEMETRY_RETENTION_DAYS = env_int("TELEMETRY_RETENTION_DAYS", 30, minimum=1, maximum=3650)
 TELEMETRY_PARTITIONS_AHEAD_DAYS = env_int("TELEMETRY_PARTITIONS_AHEAD_DAYS", 7, minimum=1, maximum=90)
 DEVICE_OFFLINE_AFTER_SECONDS = env_int("DEVICE_OFFLINE_AFTER_SECONDS", 300, minimum=30)
 AGENT_TOKEN_MAX_AGE_DAYS = env_int("AGENT_TOKEN_MAX_AGE_DAYS", 30, minimum=1)
+# People: the lifetime of the API token POST /api/v1/auth/login issues, and the sign-in throttle.
+LOGIN_TOKEN_HOURS = env_int("LOGIN_TOKEN_HOURS", 12, minimum=1, maximum=24 * 90)
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 10, minimum=1)
+LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60, minimum=60)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -135,9 +149,17 @@ STORAGES = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024, minimum=1024)
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    # Token first: its WWW-Authenticate header is what makes "not signed in" a 401 rather than a 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.auth.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "EXCEPTION_HANDLER": "rmm.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
 LOGGING = {

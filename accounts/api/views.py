@@ -1,0 +1,159 @@
+"""Signing in and managing one's own credentials: login, logout, MFA, personal API tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.utils import timezone
+from rest_framework import mixins, status, viewsets
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import audit, auth, services
+from accounts.api.serializers import ApiTokenSerializer, CurrentUserSerializer, LoginSerializer, TotpSerializer
+from accounts.models import ApiToken
+from rmm.errors import ApiError
+from rmm.net import client_ip
+
+
+class LoginView(APIView):
+    """POST {email, password, totp?} → {token, expiresAt, user}."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def post(self, request):
+        body = LoginSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            result = services.login(
+                email=body.validated_data["email"],
+                password=body.validated_data["password"],
+                totp=body.validated_data.get("totp") or None,
+                ip=client_ip(request),
+            )
+        except services.LoginRefused as refused:
+            raise ApiError(refused.status, refused.code, refused.message, extra=refused.extra) from None
+        return Response(
+            {
+                "token": result.token,
+                "expiresAt": result.token_row.expires_at,
+                "user": CurrentUserSerializer(result.user).data,
+            }
+        )
+
+
+class LogoutView(APIView):
+    """POST → revokes the API token the request was made with."""
+
+    def post(self, request):
+        if isinstance(request.auth, ApiToken):
+            ApiToken.objects.filter(pk=request.auth.pk).update(revoked_at=timezone.now())
+            audit.record(action="api_token.revoke", actor_user=request.user, target=request.auth, ip=client_ip(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MeView(APIView):
+    """GET → the signed-in user."""
+
+    def get(self, request):
+        return Response(CurrentUserSerializer(request.user).data)
+
+
+class _MfaView(APIView):
+    # The set-up token of a force_mfa user who has not enrolled yet is accepted here, and only here.
+    authentication_classes = [auth.MfaSetupTokenAuthentication, auth.ApiTokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def totp(self, request) -> str:
+        body = TotpSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return body.validated_data["totp"]
+
+
+class MfaSetupView(_MfaView):
+    """POST → a new TOTP secret and its otpauth:// URI (MFA stays off until enabled with a code)."""
+
+    def post(self, request):
+        if request.user.mfa_enabled:
+            raise ApiError(409, "mfa_already_enabled", "Multi-factor sign-in is already on; disable it first.")
+        secret, uri = auth.begin_mfa_setup(request.user)
+        return Response({"secret": secret, "otpauthUri": uri})
+
+
+class MfaEnableView(_MfaView):
+    """POST {totp} → MFA on, with ten one-time recovery codes (shown only now)."""
+
+    def post(self, request):
+        if request.user.mfa_enabled:
+            raise ApiError(409, "mfa_already_enabled", "Multi-factor sign-in is already on.")
+        if not request.user.mfa_secret:
+            raise ApiError(409, "mfa_setup_required", "Call POST /api/v1/auth/mfa/setup first.")
+        codes = auth.enable_mfa(request.user, self.totp(request))
+        if codes is None:
+            raise ApiError(400, "invalid_totp", "The code is wrong or was already used.", {"totp": ["Wrong code."]})
+        audit.record(action="user.mfa_enable", actor_user=request.user, target=request.user, ip=client_ip(request))
+        return Response({"mfaEnabled": True, "recoveryCodes": codes})
+
+
+class MfaDisableView(_MfaView):
+    """POST {totp} → MFA off (refused while a role of the user forces it)."""
+
+    authentication_classes = [auth.ApiTokenAuthentication]
+
+    def post(self, request):
+        if not request.user.mfa_enabled:
+            raise ApiError(409, "mfa_not_enabled", "Multi-factor sign-in is not on.")
+        if services.role_forces_mfa(request.user):
+            raise ApiError(403, "mfa_required_by_role", "A role you hold requires multi-factor sign-in.")
+        if not auth.disable_mfa(request.user, self.totp(request)):
+            raise ApiError(400, "invalid_totp", "The code is wrong or was already used.", {"totp": ["Wrong code."]})
+        audit.record(action="user.mfa_disable", actor_user=request.user, target=request.user, ip=client_ip(request))
+        return Response({"mfaEnabled": False})
+
+
+class MfaRecoveryCodesView(_MfaView):
+    """POST {totp} → ten new recovery codes; the old ones stop working."""
+
+    authentication_classes = [auth.ApiTokenAuthentication]
+
+    def post(self, request):
+        if not request.user.mfa_enabled:
+            raise ApiError(409, "mfa_not_enabled", "Multi-factor sign-in is not on.")
+        if not auth.verify_second_factor(request.user, self.totp(request)):
+            raise ApiError(400, "invalid_totp", "The code is wrong or was already used.", {"totp": ["Wrong code."]})
+        audit.record(action="user.mfa_recovery_codes", actor_user=request.user, target=request.user)
+        return Response({"recoveryCodes": auth.new_recovery_codes(request.user)})
+
+
+class ApiTokenViewSet(
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The signed-in user's own personal API tokens. POST answers the raw token once; DELETE revokes."""
+
+    serializer_class = ApiTokenSerializer
+
+    def get_queryset(self):
+        # Own tokens only: a person's tokens are nobody else's business, whatever their role.
+        return ApiToken.objects.filter(user=self.request.user).order_by("-created_at")
+
+    def create(self, request, *args, **kwargs):
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        days = body.validated_data.get("expires_in_days")
+        raw, token = auth.issue_api_token(
+            user=request.user, name=body.validated_data["name"], lifetime=dt.timedelta(days=days) if days else None
+        )
+        audit.record(action="api_token.create", actor_user=request.user, target=token, ip=client_ip(request))
+        return Response({**self.get_serializer(token).data, "token": raw}, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance):
+        ApiToken.objects.filter(pk=instance.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        audit.record(
+            action="api_token.revoke", actor_user=self.request.user, target=instance, ip=client_ip(self.request)
+        )

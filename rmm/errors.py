@@ -1,0 +1,141 @@
+"""The one error shape of every API answer (agent-api.md, "Errors"):
+
+    {"error": "stable_snake_case_code", "message": "For people.", "fields": {"field": ["problem", ...]}}
+
+All three keys are always present; ``fields`` is ``{}`` except on a 400 that names request fields. DRF views get
+it through ``exception_handler``; plain Django views (the agent hot path) through ``error_response``; unknown URLs
+and crashes under ``/api/`` through ``handler404`` / ``handler500``.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ApiError(drf.APIException):
+    """An error with its own status, code and message, raised from anywhere under a DRF view."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: dict | None = None,
+        *,
+        headers: dict | None = None,
+        extra: dict | None = None,
+    ):
+        super().__init__(detail=message, code=code)
+        self.status_code = status
+        self.code = code
+        self.message = message
+        self.fields = fields or {}
+        self.headers = headers or {}
+        self.extra = extra or {}  # more keys beside the three, e.g. the setupToken of a 428
+
+
+def error_body(code: str, message: str, fields: dict | None = None) -> dict:
+    return {"error": code, "message": message, "fields": fields or {}}
+
+
+def error_response(status: int, code: str, message: str, fields: dict | None = None) -> JsonResponse:
+    return JsonResponse(error_body(code, message, fields), status=status)
+
+
+_FIRST_CAP = re.compile(r"_([a-z0-9])")
+
+
+def camel(name: str) -> str:
+    return _FIRST_CAP.sub(lambda m: m.group(1).upper(), name)
+
+
+def flatten_validation_errors(detail, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested error detail → ``{"networkInfo[3].ip": ["Enter a valid IP address."]}`` with camelCase keys."""
+    fields: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = "nonFieldErrors" if key in {"non_field_errors", "__all__"} else camel(str(key))
+            path = f"{prefix}.{name}" if prefix else name
+            for sub_path, messages in flatten_validation_errors(value, path).items():
+                fields.setdefault(sub_path, []).extend(messages)
+    elif isinstance(detail, list):
+        if all(not isinstance(item, dict | list) for item in detail):
+            fields[prefix or "nonFieldErrors"] = [str(item) for item in detail]
+        else:
+            for index, item in enumerate(detail):
+                if item:  # DRF puts {} for list items that were fine
+                    for sub_path, messages in flatten_validation_errors(item, f"{prefix}[{index}]").items():
+                        fields.setdefault(sub_path, []).extend(messages)
+    else:
+        fields[prefix or "nonFieldErrors"] = [str(detail)]
+    return fields
+
+
+_DEFAULT_CODES = {
+    drf.ParseError: "invalid_json",
+    drf.NotAuthenticated: "not_authenticated",
+    drf.AuthenticationFailed: "invalid_token",
+    drf.PermissionDenied: "permission_denied",
+    drf.NotFound: "not_found",
+    drf.MethodNotAllowed: "method_not_allowed",
+    drf.NotAcceptable: "not_acceptable",
+    drf.UnsupportedMediaType: "unsupported_media_type",
+    drf.Throttled: "too_many_requests",
+}
+
+
+def exception_handler(exc, context) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: every error a DRF view raises becomes the shared shape."""
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body("payload_too_large", "The request body is too large."), status=413)
+    if isinstance(exc, Http404):
+        exc = drf.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # not an API exception: a real crash, left to handler500 and the logs
+
+    if isinstance(exc, ApiError):
+        response.data = {**error_body(exc.code, exc.message, exc.fields), **exc.extra}
+        for name, value in exc.headers.items():
+            response[name] = value
+    elif isinstance(exc, drf.ValidationError):
+        response.data = error_body(
+            "validation_error", "The request has invalid fields.", flatten_validation_errors(exc.detail)
+        )
+    else:
+        code = next((c for cls, c in _DEFAULT_CODES.items() if isinstance(exc, cls)), None)
+        if code is None:
+            codes = exc.get_codes()
+            code = codes if isinstance(codes, str) else "error"
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(response.status_code).phrase
+        if code == "not_found":
+            detail = "Not found."
+        response.data = error_body(code, str(detail))
+    return response
+
+
+def handler404(request, exception=None):
+    if request.path.startswith("/api/"):
+        return error_response(404, "not_found", "Not found.")
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler500(request):
+    if request.path.startswith("/api/"):
+        return error_response(500, "server_error", "The server failed to answer; the error has been logged.")
+    from django.views.defaults import server_error
+
+    return server_error(request)
