@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts import audit
 from accounts.auth import issue_api_token, issue_setup_token, verify_second_factor
-from accounts.models import ApiToken, LoginFailure, Role, User
+from accounts.models import ApiToken, LoginFailure, OrganizationUser, PartnerUser, Role, User
 
 
 class LoginRefused(Exception):
@@ -103,3 +104,55 @@ def login(*, email: str, password: str, totp: str | None, ip: str | None) -> Log
     User.objects.filter(pk=user.pk).update(**updates)
     audit.record(action="user.login", actor_user=user, target=user, ip=ip, details={"token": token.key_prefix})
     return Login(user=user, token=raw, token_row=token)
+
+
+# --- memberships -----------------------------------------------------------------------------------------------
+
+
+class MembershipError(ValueError):
+    """A membership that breaks a tenancy rule; ``str()`` says which."""
+
+
+def _check_role(role: Role, *, scope: str, partner_id) -> None:
+    if role.scope != scope:
+        raise MembershipError(
+            f"Role {role.name!r} has scope {role.scope!r}; this membership needs a role of scope {scope!r}."
+        )
+    if role.partner_id is not None and role.partner_id != partner_id:
+        raise MembershipError(f"Role {role.name!r} belongs to another partner.")
+
+
+def grant_partner_access(*, partner, user: User, role: Role, org_access: str, organizations=()) -> PartnerUser:
+    """Make ``user`` a member of ``partner`` (or change their membership).
+
+    ``org_access`` is ``all``, ``selected`` (exactly ``organizations``, which must be the partner's; an empty
+    selection reaches nothing) or ``none`` (partner-level objects only).
+    """
+    _check_role(role, scope=Role.Scope.PARTNER, partner_id=partner.pk)
+    if org_access not in PartnerUser.OrgAccess.values:
+        raise MembershipError(f"org_access must be one of {', '.join(PartnerUser.OrgAccess.values)}.")
+    organizations = list(organizations)
+    foreign = [org.slug for org in organizations if org.partner_id != partner.pk]
+    if foreign:
+        raise MembershipError(f"Not organizations of partner {partner.slug!r}: {', '.join(foreign)}.")
+    if organizations and org_access != PartnerUser.OrgAccess.SELECTED:
+        raise MembershipError("Organizations can only be listed with org_access 'selected'.")
+    with transaction.atomic():
+        membership, _ = PartnerUser.objects.update_or_create(
+            partner=partner, user=user, defaults={"role": role, "org_access": org_access}
+        )
+        membership.selected_organizations.set(organizations)
+    return membership
+
+
+def grant_organization_access(*, org, user: User, role: Role, sites=()) -> OrganizationUser:
+    """Make ``user`` a member of ``org`` (or change their membership); with ``sites``, only those are reached."""
+    _check_role(role, scope=Role.Scope.ORGANIZATION, partner_id=org.partner_id)
+    sites = list(sites)
+    foreign = [site.name for site in sites if site.org_id != org.pk]
+    if foreign:
+        raise MembershipError(f"Not sites of organization {org.slug!r}: {', '.join(foreign)}.")
+    with transaction.atomic():
+        membership, _ = OrganizationUser.objects.update_or_create(org=org, user=user, defaults={"role": role})
+        membership.sites.set(sites)
+    return membership
