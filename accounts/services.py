@@ -116,7 +116,7 @@ class MembershipError(ValueError):
 def _check_role(role: Role, *, scope: str, partner_id) -> None:
     if role.scope != scope:
         raise MembershipError(
-            f"Role {role.name!r} has scope {role.scope!r}; this membership needs a role of scope {scope!r}."
+            f"Role {role.name!r} has scope {role.scope!r}; this membership needs a role of scope {str(scope)!r}."
         )
     if role.partner_id is not None and role.partner_id != partner_id:
         raise MembershipError(f"Role {role.name!r} belongs to another partner.")
