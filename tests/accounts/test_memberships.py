@@ -74,7 +74,7 @@ def test_the_service_explains_what_is_wrong_before_the_database_has_to(tenancy, 
             org_access="selected",
             organizations=[tenancy["foreign_org"]],
         )
-    with pytest.raises(MembershipError, match="needs a role of scope .organization."):
+    with pytest.raises(MembershipError, match=r"needs a role of scope .organization."):
         grant_organization_access(org=tenancy["acme"], user=user, role=tenancy["technician"])
 
 
