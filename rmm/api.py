@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.urls import re_path
-from rest_framework import serializers
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import serializers, viewsets
 from rest_framework.routers import SimpleRouter
 
+from rmm import authz
 from rmm.errors import camel
+from rmm.net import client_ip
 
 
 class CamelCaseFieldsMixin:
@@ -24,6 +28,18 @@ class CamelCaseFieldsMixin:
                 field.source = name
             renamed[public] = field
         return renamed
+
+
+class ScopedRelatedField(serializers.PrimaryKeyRelatedField):
+    """A reference by id to an object the requester must reach with ``perm``; anything else is answered as if
+    it did not exist (400 "does not exist"), so a request body cannot probe other tenants."""
+
+    def __init__(self, *, perm: str, **kwargs):
+        self.perm = perm
+        super().__init__(**kwargs)
+
+    def get_queryset(self):
+        return authz.visible(self.context["request"].user, self.perm, super().get_queryset())
 
 
 class CamelCaseSerializer(CamelCaseFieldsMixin, serializers.Serializer):
@@ -46,3 +62,98 @@ class Router(SimpleRouter):
     def __init__(self):
         super().__init__()
         self.trailing_slash = "/?"
+
+
+# --- access control for every tenant-owned resource --------------------------------------------------------------
+
+_ACTION_VERBS = {
+    "list": "read",
+    "retrieve": "read",
+    "create": "write",
+    "update": "write",
+    "partial_update": "write",
+    "destroy": "delete",
+}
+
+
+class ScopedViewSet(viewsets.GenericViewSet):
+    """The base of every technician-API resource. Access control is written here once:
+
+    - every queryset starts from ``authz.visible(user, "<resource>:read", ...)``, before any filter runs, so a
+      list never shows and a lookup never finds what is out of reach (404 ``not_found``, as if it did not exist);
+    - an object in reach whose action the role lacks answers 403 ``permission_denied``;
+    - after a write, still inside its transaction, the object must be inside the writer's reach for the same
+      permission (a device moved into another organization, a site created in a foreign one); otherwise the
+      transaction rolls back and the answer is 403: nothing is saved.
+
+    Subclasses declare ``resource`` and ``queryset``; extra actions name their verb with
+    ``@action(..., verb="execute")`` (default ``write`` for POST-like actions, ``read`` for GET).
+    """
+
+    resource: str = ""
+    lookup_value_regex = "[0-9a-fA-F-]{36}"
+
+    _GUARDED = ("get_queryset", "get_object", "perform_create", "perform_update", "perform_destroy")
+
+    def __init_subclass__(cls, **kwargs):
+        # DRF's mixins define perform_create & co. too: listed before this class among the bases, theirs would
+        # win and skip the reach checks silently. Refuse such a class when it is defined, not in production.
+        super().__init_subclass__(**kwargs)
+        for name in cls._GUARDED:
+            owner = next(klass for klass in cls.__mro__ if name in vars(klass))
+            if not issubclass(owner, ScopedViewSet):
+                raise TypeError(
+                    f"{cls.__name__}.{name} resolves to {owner.__name__}, bypassing ScopedViewSet's access checks; "
+                    "list ScopedViewSet first among the bases."
+                )
+
+    def permission_for(self, action: str | None = None) -> str:
+        action = action or self.action
+        verb = _ACTION_VERBS.get(action)
+        if verb is None:
+            handler = getattr(self, action, None)
+            verb = getattr(handler, "kwargs", {}).get("verb") or ("read" if self.request.method == "GET" else "write")
+        return f"{self.resource}:{verb}"
+
+    def get_queryset(self):
+        return authz.visible(self.request.user, f"{self.resource}:read", super().get_queryset())
+
+    def get_object(self):
+        obj = super().get_object()  # 404 when out of reach: the queryset is already scoped
+        try:
+            authz.check(self.request.user, self.permission_for(), obj)
+        except authz.PermissionDenied:
+            raise drf_exceptions.PermissionDenied() from None
+        return obj
+
+    def _require(self, instance, perm: str | None = None) -> None:
+        if not authz.can(self.request.user, perm or self.permission_for(), instance):
+            raise drf_exceptions.PermissionDenied()
+
+    def perform_create(self, serializer):
+        with transaction.atomic():
+            instance = serializer.save()
+            self._require(instance)
+            self.audit("create", instance)
+
+    def perform_update(self, serializer):
+        with transaction.atomic():
+            instance = serializer.save()
+            self._require(instance)
+            self.audit("update", instance, changed=sorted(serializer.validated_data))
+
+    def perform_destroy(self, instance):
+        with transaction.atomic():
+            self.audit("delete", instance)
+            instance.delete()
+
+    def audit(self, verb: str, instance, **details) -> None:
+        from accounts import audit
+
+        audit.record(
+            action=f"{instance._meta.model_name}.{verb}",
+            actor_user=self.request.user,
+            target=instance,
+            details=details,
+            ip=client_ip(self.request),
+        )

@@ -6,6 +6,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("accounts.api.urls")),
+    path("api/v1/", include("orgs.api.urls")),
 ]
 
 handler404 = "rmm.errors.handler404"
