@@ -37,7 +37,7 @@ def _row(call: Call, *statuses: int):
     return call, dict(zip(PERSONAS, statuses, strict=True))
 
 
-#                                                                 anon super  p.adm  p.tech viewer o.adm  o.user outsider
+# columns:                                                     anon super p.adm p.tech viewer o.adm o.user outsider
 MATRIX = [
     _row(Call("GET", "/api/v1/auth/me"),                           401, 200, 200, 200, 200, 200, 200, 200),
     _row(Call("GET", "/api/v1/api-tokens"),                        401, 200, 200, 200, 200, 200, 200, 200),

@@ -1,0 +1,268 @@
+"""manage.py seed_demo: a demo partner and a fleet of devices, created once, every row inside its device's org."""
+
+import stat
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import call_command
+from django.db import connection
+from django.db.models import Count, OuterRef, Subquery
+
+from accounts.models import AuditLog, PartnerUser, User
+from devices.models import (
+    Device,
+    DeviceCommand,
+    DeviceConfigEntry,
+    DeviceDisk,
+    DeviceGroup,
+    DeviceGroupMembership,
+    DeviceHardware,
+    DeviceNetworkConnection,
+    DeviceNetworkInterface,
+    DeviceRegistryEntry,
+    DeviceSoftware,
+    DeviceTelemetry,
+)
+from orgs.models import EnrollmentKey, Organization, Partner, Site
+from orgs.services import ENROLLMENT_KEY_MARKER, hash_enrollment_key
+
+DEVICE_OWNED = [
+    DeviceHardware,
+    DeviceNetworkInterface,
+    DeviceDisk,
+    DeviceSoftware,
+    DeviceRegistryEntry,
+    DeviceConfigEntry,
+    DeviceNetworkConnection,
+    DeviceCommand,
+    DeviceGroupMembership,
+    DeviceTelemetry,
+]
+
+
+@pytest.fixture
+def credentials_file(tmp_path) -> Path:
+    return tmp_path / "demo-credentials.txt"
+
+
+@pytest.fixture
+def load_default_roles(settings):
+    """Loads fixtures/default_roles.json when called (FIXTURE_DIRS set here too, whatever rmm/settings.py says)."""
+    fixtures = Path(settings.BASE_DIR) / "fixtures"
+    if fixtures not in [Path(folder) for folder in settings.FIXTURE_DIRS]:
+        settings.FIXTURE_DIRS = [*settings.FIXTURE_DIRS, fixtures]
+    return lambda: call_command("loaddata", "default_roles", verbosity=0)
+
+
+@pytest.fixture
+def default_roles(load_default_roles):
+    load_default_roles()
+
+
+@pytest.fixture
+def seed(credentials_file):
+    def seed(**options) -> str:
+        out = StringIO()
+        options = {"devices": 20, "seed": 7, "credentials_file": credentials_file, **options}
+        call_command("seed_demo", stdout=out, **options)
+        return out.getvalue()
+
+    return seed
+
+
+def passwords_in(credentials_file: Path) -> dict[str, str]:
+    lines = [line.split() for line in credentials_file.read_text().splitlines() if not line.startswith("#")]
+    return dict(lines)
+
+
+def row_counts() -> dict[str, int]:
+    models = [Partner, Organization, Site, EnrollmentKey, User, PartnerUser, Device, DeviceGroup, AuditLog]
+    return {model.__name__: model.objects.count() for model in [*models, *DEVICE_OWNED]}
+
+
+@pytest.mark.django_db
+def test_it_creates_the_demo_tenants(seed):
+    output = seed()
+
+    partner = Partner.objects.get(slug="demo-msp")
+    orgs = {org.name: org for org in partner.organizations.all()}
+    assert set(orgs) == {"Acme Corp", "Globex"}
+    for org in orgs.values():
+        assert org.sites.count() == 2
+        key = org.enrollment_keys.get()
+        assert key.site.org_id == org.id
+        assert key.key_prefix.startswith(ENROLLMENT_KEY_MARKER)
+    # The raw keys are printed once, and only their HMACs are stored.
+    printed = [word for word in output.split() if word.startswith(ENROLLMENT_KEY_MARKER)]
+    assert len(printed) == 2
+    assert {hash_enrollment_key(raw) for raw in printed} == set(
+        EnrollmentKey.objects.values_list("key_hash", flat=True)
+    )
+    assert {raw[:8] for raw in printed} == set(EnrollmentKey.objects.values_list("key_prefix", flat=True))
+
+
+@pytest.mark.django_db
+def test_it_spreads_the_devices_over_both_orgs_and_their_sites(seed):
+    seed()
+
+    assert Device.objects.count() == 20
+    per_org = dict(Device.objects.values_list("org__name").annotate(n=Count("id")))
+    assert set(per_org) == {"Acme Corp", "Globex"}
+    assert all(device.site.org_id == device.org_id for device in Device.objects.select_related("site"))
+    assert Device.objects.values("agent_id").distinct().count() == 20
+    for device in Device.objects.all():
+        assert len(device.agent_id) == 64 and int(device.agent_id, 16) >= 0
+        assert len(device.agent_token_hash) == 64
+        assert device.last_seen_at and device.enrolled_at and device.last_seen_ip and device.os_version
+
+
+@pytest.mark.django_db
+def test_every_device_has_its_inventory(seed):
+    seed()
+
+    for device in Device.objects.annotate(
+        software=Count("devicesoftware", distinct=True),
+        interfaces=Count("devicenetworkinterface", distinct=True),
+        disks=Count("devicedisk", distinct=True),
+        connections=Count("devicenetworkconnection", distinct=True),
+    ):
+        assert DeviceHardware.objects.filter(device=device).exists()
+        assert 21 <= device.software <= 60
+        assert 1 <= device.interfaces <= 2
+        assert 1 <= device.disks <= 3
+        assert device.connections >= 1
+        if device.os_type == "windows":
+            assert DeviceRegistryEntry.objects.filter(device=device).exists()
+        else:
+            assert DeviceConfigEntry.objects.filter(device=device).exists()
+
+
+@pytest.mark.django_db
+def test_it_records_a_day_of_telemetry(seed):
+    seed()
+
+    assert DeviceTelemetry.objects.count() > 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT min(ts) > now() - interval '24 hours', max(ts) <= now() FROM device_telemetry")
+        assert cursor.fetchone() == (True, True)
+    online = Device.objects.filter(status="online").first()
+    assert DeviceTelemetry.objects.filter(device=online).count() in (287, 288)
+
+
+@pytest.mark.django_db
+def test_telemetry_can_be_limited_to_the_first_devices(seed):
+    seed(telemetry_devices=3, telemetry_hours=2)
+
+    assert DeviceTelemetry.objects.values("device").distinct().count() <= 3
+    assert DeviceTelemetry.objects.count() <= 3 * 24
+
+
+@pytest.mark.django_db
+def test_every_device_owned_row_is_in_its_devices_org(seed):
+    seed()
+
+    for model in DEVICE_OWNED:
+        assert model.objects.exists(), model.__name__
+        devices_org = Subquery(Device.objects.filter(id=OuterRef("device_id")).values("org_id")[:1])
+        assert not model.objects.exclude(org_id=devices_org).exists(), model.__name__
+
+
+@pytest.mark.django_db
+def test_it_makes_a_static_and_a_dynamic_group_per_org(seed):
+    seed()
+
+    for org in Organization.objects.all():
+        dynamic = DeviceGroup.objects.get(org=org, type="dynamic")
+        static = DeviceGroup.objects.get(org=org, type="static")
+        assert dynamic.filter_rules["conditions"][0] == {"field": "osType", "operator": "equals", "value": "windows"}
+        windows = set(Device.objects.filter(org=org, os_type="windows").values_list("id", flat=True))
+        members = dynamic.memberships.all()
+        assert set(members.values_list("device_id", flat=True)) == windows
+        assert set(members.values_list("added_by", flat=True)) <= {"dynamic_rule"}
+        servers = set(Device.objects.filter(org=org, hostname__startswith="srv-").values_list("id", flat=True))
+        assert set(static.memberships.values_list("device_id", flat=True)) == servers
+
+
+@pytest.mark.django_db
+def test_it_queues_commands_and_writes_audit_entries(seed):
+    seed()
+
+    assert DeviceCommand.objects.exists()
+    for command in DeviceCommand.objects.filter(status__in=["completed", "failed"]):
+        assert set(command.result) == {"exitCode", "stdout", "stderr", "durationMs", "error"}
+        assert command.sent_at <= command.completed_at
+    assert AuditLog.objects.filter(action="organization.create").count() == 2
+
+
+@pytest.mark.django_db
+def test_the_superuser_signs_in_with_the_password_in_the_credentials_file(seed, credentials_file):
+    output = seed()
+
+    password = passwords_in(credentials_file)["admin@example.com"]
+    assert stat.S_IMODE(credentials_file.stat().st_mode) == 0o600
+    assert password in output and "http://127.0.0.1:8000/admin/" in output
+    user = authenticate(username="admin@example.com", password=password)
+    assert user is not None and user.is_superuser and user.is_staff
+
+
+@pytest.mark.django_db
+def test_the_technician_gets_the_partner_technician_role_when_roles_are_loaded(default_roles, seed, credentials_file):
+    seed()
+
+    membership = PartnerUser.objects.get(user__email="tech@example.com")
+    assert membership.partner.slug == "demo-msp"
+    assert membership.role.name == "Partner Technician"
+    assert membership.org_access == "all"
+    assert authenticate(username="tech@example.com", password=passwords_in(credentials_file)["tech@example.com"])
+
+
+@pytest.mark.django_db
+def test_without_roles_it_skips_the_memberships_and_says_so(seed):
+    output = seed()
+
+    assert not PartnerUser.objects.exists()
+    assert "loaddata default_roles" in output
+
+
+@pytest.mark.django_db
+def test_running_it_twice_creates_nothing_and_reprints_the_login(default_roles, seed, credentials_file):
+    seed()
+    before = row_counts()
+    password = passwords_in(credentials_file)["admin@example.com"]
+
+    output = seed(devices=50)
+
+    assert row_counts() == before
+    assert "exists already" in output
+    assert password in output
+    assert f" {ENROLLMENT_KEY_MARKER}" not in output
+
+
+@pytest.mark.django_db
+def test_a_second_run_adds_the_memberships_once_the_roles_are_loaded(seed, load_default_roles):
+    seed()
+    assert not PartnerUser.objects.exists()
+
+    load_default_roles()
+    seed()
+
+    assert set(PartnerUser.objects.values_list("user__email", "role__name")) == {
+        ("admin@example.com", "Partner Admin"),
+        ("tech@example.com", "Partner Technician"),
+    }
+
+
+@pytest.mark.django_db
+def test_the_same_seed_gives_the_same_fleet(seed):
+    def fleet(slug):
+        devices = Device.objects.filter(org__partner__slug=slug)
+        return sorted(devices.values_list("hostname", "os_type", "os_version", "status", "site__name", "tags"))
+
+    seed()
+    Partner.objects.filter(slug="demo-msp").update(slug="demo-msp-first")
+
+    seed()
+
+    assert fleet("demo-msp") == fleet("demo-msp-first")
