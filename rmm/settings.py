@@ -10,6 +10,14 @@
 | TELEMETRY_PARTITIONS_AHEAD_DAYS | 7 | daily partitions kept ready ahead of today |
 | DEVICE_OFFLINE_AFTER_SECONDS | 300 | a device not seen for this long is marked offline |
 | AGENT_TOKEN_MAX_AGE_DAYS | 30 | the heartbeat advises rotation of older agent tokens |
+| AGENT_HEARTBEAT_INTERVAL_SECONDS | 60 | `heartbeatIntervalSeconds` of the agent config object |
+| AGENT_METRICS_INTERVAL_SECONDS | 30 | `metricsCollectionIntervalSeconds` of the agent config object |
+| AGENT_MTLS_MODE | off | client-certificate headers (from TRUSTED_PROXIES only): off, audit (logged), enforce (403) |
+| AGENT_GROUP_COMMIT | true | heartbeats of one server process are written together, one transaction per batch |
+| AGENT_GROUP_COMMIT_MAX_BATCH | 256 | most heartbeats one group-commit transaction takes |
+| COMMAND_DEFAULT_EXPIRY_SECONDS | 86400 | a queued command not claimed within this expires (default expiry) |
+| COMMAND_SENT_TIMEOUT_SECONDS | 3600 | a sent command with no result nor timeoutSeconds times out after this |
+| COMMAND_TIMEOUT_GRACE_SECONDS | 300 | added to a script's own timeoutSeconds before the server times it out |
 | TRUSTED_PROXIES | (none) | proxies whose X-Forwarded-For and client-certificate headers are believed |
 | LOGIN_TOKEN_HOURS | 12 | lifetime of the token the login endpoint issues |
 | LOGIN_MAX_FAILURES / LOGIN_FAILURE_WINDOW_SECONDS | 10 / 900 | sign-in throttle per email and per IP |
@@ -23,7 +31,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from rmm import embedded_pg
-from rmm.env import env_bool, env_int, env_list, env_str, parse_database_url
+from rmm.env import env_bool, env_choice, env_int, env_list, env_str, parse_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -55,13 +63,23 @@ TELEMETRY_RETENTION_DAYS = env_int("TELEMETRY_RETENTION_DAYS", 30, minimum=1, ma
 TELEMETRY_PARTITIONS_AHEAD_DAYS = env_int("TELEMETRY_PARTITIONS_AHEAD_DAYS", 7, minimum=1, maximum=90)
 DEVICE_OFFLINE_AFTER_SECONDS = env_int("DEVICE_OFFLINE_AFTER_SECONDS", 300, minimum=30)
 AGENT_TOKEN_MAX_AGE_DAYS = env_int("AGENT_TOKEN_MAX_AGE_DAYS", 30, minimum=1)
+# Agents (agent-api.md): the config object handed out at enrollment, client certificates, group commit.
+AGENT_HEARTBEAT_INTERVAL_SECONDS = env_int("AGENT_HEARTBEAT_INTERVAL_SECONDS", 60, minimum=5, maximum=3600)
+AGENT_METRICS_INTERVAL_SECONDS = env_int("AGENT_METRICS_INTERVAL_SECONDS", 30, minimum=5, maximum=3600)
+AGENT_MTLS_MODE = env_choice("AGENT_MTLS_MODE", "off", ("off", "audit", "enforce"))
+AGENT_GROUP_COMMIT = env_bool("AGENT_GROUP_COMMIT", True)
+AGENT_GROUP_COMMIT_MAX_BATCH = env_int("AGENT_GROUP_COMMIT_MAX_BATCH", 256, minimum=1, maximum=5000)
+# Commands: how long a queued command waits for its agent, and when a delivered one without a result times out.
+COMMAND_DEFAULT_EXPIRY_SECONDS = env_int("COMMAND_DEFAULT_EXPIRY_SECONDS", 24 * 3600, minimum=60)
+COMMAND_SENT_TIMEOUT_SECONDS = env_int("COMMAND_SENT_TIMEOUT_SECONDS", 3600, minimum=60)
+COMMAND_TIMEOUT_GRACE_SECONDS = env_int("COMMAND_TIMEOUT_GRACE_SECONDS", 300, minimum=0)
 # People: the lifetime of the API token POST /api/v1/auth/login issues, and the sign-in throttle.
 LOGIN_TOKEN_HOURS = env_int("LOGIN_TOKEN_HOURS", 12, minimum=1, maximum=24 * 90)
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 10, minimum=1)
 LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60, minimum=60)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "rmm.admin.RmmAdminConfig",  # django.contrib.admin with our AdminSite (rmm/admin.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -113,6 +131,7 @@ DATABASES = {"default": parse_database_url("DATABASE_URL", _database_url)}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+FIXTURE_DIRS = [BASE_DIR / "fixtures"]  # `manage.py loaddata default_roles`
 
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [

@@ -1,0 +1,618 @@
+"""Admin pages for devices and everything agents report about them.
+
+The device page shows the device with its inventory, group memberships, recent commands and latest telemetry,
+each capped (a device may have 10,000 software rows) with a link to the full, filtered list. Inventory, commands
+and memberships are read-only here: agents replace inventory on upload, and commands and memberships are made
+through the API, which validates and audits them. Device telemetry has a composite primary key, which the Django
+admin cannot register; it gets its own read-only page (``telemetry_page``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.utils import flatten
+from django.db.models import Q
+from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import localize
+from django.utils.html import format_html, format_html_join
+
+from devices.models import (
+    Device,
+    DeviceCommand,
+    DeviceConfigEntry,
+    DeviceDisk,
+    DeviceGroup,
+    DeviceGroupMembership,
+    DeviceHardware,
+    DeviceNetworkConnection,
+    DeviceNetworkInterface,
+    DeviceRegistryEntry,
+    DeviceSoftware,
+    DeviceTelemetry,
+)
+from orgs.admin import SiteFilter
+from rmm.admin import (
+    AuditedAdminMixin,
+    BigTableAdminMixin,
+    CappedTabularInline,
+    ReadOnlyAdminMixin,
+    ReadOnlyInlineMixin,
+    check_view_permission,
+    single_object_filter,
+)
+
+DeviceFilter = single_object_filter("device")
+GroupFilter = single_object_filter("group")
+
+# Samples shown on the device page, and per page of the telemetry list.
+DEVICE_PAGE_TELEMETRY_SAMPLES = 20
+TELEMETRY_PAGE_SIZE = 100
+# Without a device filter the telemetry list looks at one hour at a time: the table has no B-tree index on ts alone
+# (only (device_id, ts) and a BRIN), so "the newest N samples of all devices" is a scan of the hour's rows found
+# through the BRIN, not of every partition.
+TELEMETRY_UNFILTERED_WINDOW = dt.timedelta(hours=1)
+
+
+# --- The device page's inlines -------------------------------------------------------------------------------------
+
+
+class HardwareInline(ReadOnlyInlineMixin, admin.StackedInline):
+    model = DeviceHardware
+    fields = (
+        ("manufacturer", "model", "serial_number"),
+        ("cpu_model", "cpu_cores", "cpu_threads"),
+        ("ram_total_mb", "disk_total_gb", "gpu_model"),
+        ("bios_version", "updated_at"),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        return flatten(self.fields)
+
+
+class NetworkInterfaceInline(CappedTabularInline):
+    model = DeviceNetworkInterface
+    fields = ("interface_name", "ip_address", "ip_type", "mac_address", "is_primary", "public_ip", "updated_at")
+    ordering = ("-is_primary", "interface_name", "ip_address")
+
+
+class DiskInline(CappedTabularInline):
+    model = DeviceDisk
+    fields = ("mount_point", "device_name", "fs_type", "total_gb", "used_gb", "used_percent", "health", "updated_at")
+    ordering = ("mount_point",)
+
+
+class SoftwareInline(CappedTabularInline):
+    model = DeviceSoftware
+    fields = ("name", "version", "publisher", "install_date", "install_location")
+    ordering = ("name", "version")
+    classes = ("collapse",)
+
+
+class RegistryEntryInline(CappedTabularInline):
+    model = DeviceRegistryEntry
+    verbose_name_plural = "registry entries"
+    fields = ("registry_path", "value_name", "value_type", "value_data", "collected_at")
+    ordering = ("registry_path", "value_name")
+    classes = ("collapse",)
+
+
+class ConfigEntryInline(CappedTabularInline):
+    model = DeviceConfigEntry
+    verbose_name_plural = "config entries"
+    fields = ("file_path", "config_key", "config_value", "collected_at")
+    ordering = ("file_path", "config_key")
+    classes = ("collapse",)
+
+
+class NetworkConnectionInline(CappedTabularInline):
+    model = DeviceNetworkConnection
+    fields = ("protocol", "local_addr", "local_port", "remote_addr", "remote_port", "state", "pid", "process_name")
+    ordering = ("protocol", "local_port", "remote_addr")
+    classes = ("collapse",)
+
+
+class GroupMembershipInline(CappedTabularInline):
+    model = DeviceGroupMembership
+    verbose_name_plural = "group memberships"
+    fields = ("group", "added_by", "is_pinned", "added_at")
+    ordering = ("group__name",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("group")
+
+
+class RecentCommandInline(CappedTabularInline):
+    model = DeviceCommand
+    verbose_name_plural = "recent commands"
+    fields = ("type", "status", "created_at", "sent_at", "completed_at", "created_by")
+    ordering = ("-created_at",)
+    max_rows = 20
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("created_by")
+
+
+# --- Devices -------------------------------------------------------------------------------------------------------
+
+
+# Shown for a metric the agent did not report.
+MISSING = "\N{EN DASH}"
+
+
+def _percent(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.1f} %"
+
+
+def _bytes(value: int | None) -> str:
+    return MISSING if value is None else filesizeformat(value)
+
+
+def _mb(value: int | None) -> str:
+    return MISSING if value is None else f"{value:,} MB"
+
+
+def _telemetry_row(sample: DeviceTelemetry) -> tuple:
+    return (
+        localize(timezone.localtime(sample.ts)),
+        _percent(sample.cpu_percent),
+        _percent(sample.ram_percent),
+        _mb(sample.ram_used_mb),
+        _percent(sample.disk_percent),
+        _bytes(sample.network_in_bytes),
+        _bytes(sample.network_out_bytes),
+        MISSING if sample.process_count is None else sample.process_count,
+    )
+
+
+TELEMETRY_HEADERS = ("time", "CPU", "RAM", "RAM used", "disk", "network in", "network out", "processes")
+
+
+def _telemetry_url(**params) -> str:
+    url = reverse("admin:devices_devicetelemetry_changelist")
+    params = {key: value for key, value in params.items() if value not in (None, "")}
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+@admin.register(Device)
+class DeviceAdmin(AuditedAdminMixin, BigTableAdminMixin, admin.ModelAdmin):
+    """Managed endpoints. Devices are created by enrollment; here only the display name and tags can change.
+
+    Token hashes are never shown: ``agent_token_hash`` and ``previous_token_hash`` are in no field list.
+    Deleting is left to the API (``DELETE devices/{id}`` decommissions): Django's confirmation page would list
+    every inventory row of the device, and an RMM keeps the device row for its history.
+    """
+
+    list_display = (
+        "hostname",
+        "display_name",
+        "org",
+        "site_name",
+        "status",
+        "os_type",
+        "os_version",
+        "agent_version",
+        "last_seen_at",
+        "last_seen_ip",
+    )
+    list_display_links = ("hostname",)
+    list_filter = ("status", "os_type", "org", SiteFilter)
+    list_select_related = ("org", "site")
+    search_fields = ("hostname", "display_name", "agent_id", "hardware__serial_number", "last_seen_ip")
+    # (hostname, id) is indexed: the first page is an index scan, not a sort of every device.
+    ordering = ("hostname", "id")
+    fieldsets = (
+        (None, {"fields": ("hostname", "display_name", "agent_id", "org", "site", "tags", "status")}),
+        ("System", {"fields": ("os_type", "os_version", "os_build", "architecture", "agent_version")}),
+        ("Contact", {"fields": ("last_seen_at", "last_seen_ip")}),
+        ("Telemetry", {"fields": ("recent_telemetry",)}),
+        (
+            "Enrollment and credentials",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "enrolled_at",
+                    "enrolled_by",
+                    "agent_token_issued_at",
+                    "previous_token_expires_at",
+                    "mtls_cert_serial_number",
+                    "mtls_cert_issued_at",
+                    "mtls_cert_expires_at",
+                    "mtls_cert_cf_id",
+                ),
+            },
+        ),
+        ("Quarantine", {"classes": ("collapse",), "fields": ("quarantined_at", "quarantined_reason")}),
+        ("Record", {"classes": ("collapse",), "fields": ("id", "created_at", "updated_at")}),
+    )
+    readonly_fields = (
+        "agent_id",
+        "org",
+        "site",
+        "hostname",
+        "status",
+        "os_type",
+        "os_version",
+        "os_build",
+        "architecture",
+        "agent_version",
+        "last_seen_at",
+        "last_seen_ip",
+        "recent_telemetry",
+        "enrolled_at",
+        "enrolled_by",
+        "agent_token_issued_at",
+        "previous_token_expires_at",
+        "mtls_cert_serial_number",
+        "mtls_cert_issued_at",
+        "mtls_cert_expires_at",
+        "mtls_cert_cf_id",
+        "quarantined_at",
+        "quarantined_reason",
+        "id",
+        "created_at",
+        "updated_at",
+    )
+    inlines = (
+        HardwareInline,
+        NetworkInterfaceInline,
+        DiskInline,
+        GroupMembershipInline,
+        RecentCommandInline,
+        SoftwareInline,
+        RegistryEntryInline,
+        ConfigEntryInline,
+        NetworkConnectionInline,
+    )
+
+    def get_queryset(self, request):
+        # The change page shows the site as "organization / site" and links the enrolling user.
+        return super().get_queryset(request).select_related("org", "site__org", "enrolled_by")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="site", ordering="site__name")
+    def site_name(self, obj: Device) -> str:
+        return obj.site.name
+
+    @admin.display(description="latest samples")
+    def recent_telemetry(self, obj: Device) -> str:
+        samples = DeviceTelemetry.objects.filter(device_id=obj.pk).order_by("-ts")[:DEVICE_PAGE_TELEMETRY_SAMPLES]
+        rows = format_html_join(
+            "\n", "<tr>" + "<td>{}</td>" * len(TELEMETRY_HEADERS) + "</tr>", map(_telemetry_row, samples)
+        )
+        if not rows:
+            return "No telemetry received yet."
+        return format_html(
+            '<table class="device-telemetry"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>'
+            '<p><a href="{}">All samples of this device</a></p>',
+            format_html_join("", "<th>{}</th>", ((header,) for header in TELEMETRY_HEADERS)),
+            rows,
+            _telemetry_url(device=obj.pk),
+        )
+
+
+# --- Inventory lists -----------------------------------------------------------------------------------------------
+
+
+class DeviceRowAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Shared by the lists of rows agents report: read-only, filterable by organization and by one device
+    (``?device=<id>``, the target of the "see all" links on the device page)."""
+
+    list_filter = ("org", DeviceFilter)
+    list_select_related = ("device", "org")
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+
+@admin.register(DeviceHardware)
+class DeviceHardwareAdmin(DeviceRowAdmin):
+    """The hardware summary of each device (one row per device)."""
+
+    list_display = ("device", "manufacturer", "model", "serial_number", "cpu_model", "cpu_cores", "ram_total_mb")
+    search_fields = ("=serial_number", "device__hostname", "model")
+    fields = (
+        "device",
+        "org",
+        "manufacturer",
+        "model",
+        "serial_number",
+        "cpu_model",
+        "cpu_cores",
+        "cpu_threads",
+        "ram_total_mb",
+        "disk_total_gb",
+        "gpu_model",
+        "bios_version",
+        "updated_at",
+    )
+
+
+@admin.register(DeviceNetworkInterface)
+class DeviceNetworkInterfaceAdmin(DeviceRowAdmin):
+    """Addresses of every device's network adapters."""
+
+    list_display = ("device", "interface_name", "ip_address", "ip_type", "mac_address", "is_primary", "public_ip")
+    list_filter = ("ip_type", "is_primary", *DeviceRowAdmin.list_filter)
+    search_fields = ("=ip_address", "=mac_address", "=public_ip", "device__hostname")
+    # Leading with device_id lets PostgreSQL walk the device_id index and sort only within each device.
+    ordering = ("device_id", "interface_name")
+    fields = ("device", "org", "interface_name", "ip_address", "ip_type", "mac_address", "is_primary", "public_ip")
+
+
+@admin.register(DeviceDisk)
+class DeviceDiskAdmin(DeviceRowAdmin):
+    """Mounted volumes of every device, with their fill level and health."""
+
+    list_display = ("device", "mount_point", "fs_type", "total_gb", "used_percent", "health")
+    list_filter = ("health", *DeviceRowAdmin.list_filter)
+    search_fields = ("mount_point", "device__hostname")
+    ordering = ("device_id", "mount_point")
+    fields = (
+        "device",
+        "org",
+        "mount_point",
+        "device_name",
+        "fs_type",
+        "total_gb",
+        "used_gb",
+        "free_gb",
+        "used_percent",
+        "health",
+        "updated_at",
+    )
+
+
+@admin.register(DeviceSoftware)
+class DeviceSoftwareAdmin(DeviceRowAdmin):
+    """Installed programs of every device: "which devices have X" is a search by name."""
+
+    list_display = ("name", "version", "publisher", "device", "install_date")
+    search_fields = ("name", "publisher", "device__hostname")
+    ordering = ("device_id", "name")
+    fields = ("device", "org", "name", "version", "publisher", "install_date", "install_location", "updated_at")
+
+
+@admin.register(DeviceRegistryEntry)
+class DeviceRegistryEntryAdmin(DeviceRowAdmin):
+    """Windows registry values agents were asked to collect."""
+
+    list_display = ("device", "registry_path", "value_name", "value_type", "value_data", "collected_at")
+    search_fields = ("registry_path", "value_name", "device__hostname")
+    # The unique index (device_id, registry_path, value_name) serves this order.
+    ordering = ("device_id", "registry_path", "value_name")
+    fields = ("device", "org", "registry_path", "value_name", "value_type", "value_data", "collected_at")
+
+
+@admin.register(DeviceConfigEntry)
+class DeviceConfigEntryAdmin(DeviceRowAdmin):
+    """Configuration-file keys agents were asked to collect."""
+
+    list_display = ("device", "file_path", "config_key", "config_value", "collected_at")
+    search_fields = ("file_path", "config_key", "device__hostname")
+    ordering = ("device_id", "file_path", "config_key")
+    fields = ("device", "org", "file_path", "config_key", "config_value", "collected_at")
+
+
+@admin.register(DeviceNetworkConnection)
+class DeviceNetworkConnectionAdmin(DeviceRowAdmin):
+    """Open sockets seen on every device."""
+
+    list_display = (
+        "device",
+        "protocol",
+        "local_addr",
+        "local_port",
+        "remote_addr",
+        "remote_port",
+        "state",
+        "process_name",
+    )
+    list_filter = ("protocol", *DeviceRowAdmin.list_filter)
+    search_fields = ("=remote_addr", "=local_port", "process_name", "device__hostname")
+    ordering = ("device_id", "protocol", "local_port")
+    fields = (
+        "device",
+        "org",
+        "protocol",
+        "local_addr",
+        "local_port",
+        "remote_addr",
+        "remote_port",
+        "state",
+        "pid",
+        "process_name",
+        "updated_at",
+    )
+
+
+# --- Groups and commands -------------------------------------------------------------------------------------------
+
+
+class MemberInline(CappedTabularInline):
+    model = DeviceGroupMembership
+    verbose_name_plural = "members"
+    fields = ("device", "added_by", "is_pinned", "added_at")
+    ordering = ("device__hostname",)
+    see_all_param = "group"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("device")
+
+
+class DeviceGroupForm(forms.ModelForm):
+    class Meta:
+        model = DeviceGroup
+        fields = ("org", "site", "name", "parent")
+
+    def clean(self):
+        cleaned = super().clean()
+        org = cleaned.get("org") or (self.instance.org if self.instance.org_id else None)
+        # The database refuses these too (composite foreign keys), but as an error page rather than a form error.
+        if org and cleaned.get("site") and cleaned["site"].org_id != org.pk:
+            self.add_error("site", "This site belongs to another organization.")
+        if org and cleaned.get("parent") and cleaned["parent"].org_id != org.pk:
+            self.add_error("parent", "The parent group belongs to another organization.")
+        return cleaned
+
+
+@admin.register(DeviceGroup)
+class DeviceGroupAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Device groups with their members. Only static groups are made here; dynamic groups are made through the API,
+    which validates the filter rule and derives ``fields_used``."""
+
+    form = DeviceGroupForm
+    list_display = ("name", "org", "site", "type", "parent", "created_at")
+    list_filter = ("type", "org", SiteFilter)
+    list_select_related = ("org", "site__org", "parent")
+    search_fields = ("name", "org__name")
+    autocomplete_fields = ("site", "parent")
+    fields = ("org", "site", "name", "parent", "type", "filter_rules", "fields_used", "id", "created_at", "updated_at")
+    readonly_fields = ("type", "filter_rules", "fields_used", "id", "created_at", "updated_at")
+    inlines = (MemberInline,)
+
+    def get_readonly_fields(self, request, obj=None):
+        # Members' rows carry the group's org_id (a composite foreign key): a group cannot change organization.
+        return (*self.readonly_fields, "org") if obj else self.readonly_fields
+
+
+@admin.register(DeviceGroupMembership)
+class DeviceGroupMembershipAdmin(DeviceRowAdmin):
+    """Which device is in which group, and whether a person or the group's rule put it there."""
+
+    list_display = ("device", "group", "org", "added_by", "is_pinned", "added_at")
+    list_filter = ("added_by", "is_pinned", "org", DeviceFilter, GroupFilter)
+    list_select_related = ("device", "group", "org")
+    search_fields = ("device__hostname", "group__name")
+    fields = ("device", "group", "org", "added_by", "is_pinned", "added_at")
+
+
+@admin.register(DeviceCommand)
+class DeviceCommandAdmin(DeviceRowAdmin):
+    """Commands queued for agents and what they reported back. Commands are queued through the API."""
+
+    list_display = ("created_at", "type", "status", "device", "org", "created_by", "sent_at", "completed_at")
+    list_filter = ("status", "type", *DeviceRowAdmin.list_filter)
+    list_select_related = ("device", "org", "created_by")
+    search_fields = ("device__hostname", "=device__agent_id")
+    # Newest first by primary key (a time-ordered UUIDv7): an index scan. No index serves "-created_at" across
+    # organizations, so that order would sort the whole table.
+    ordering = ("-pk",)
+    fields = (
+        "device",
+        "org",
+        "type",
+        "status",
+        "payload",
+        "result",
+        "created_by",
+        "created_at",
+        "sent_at",
+        "completed_at",
+        "expires_at",
+        "updated_at",
+    )
+
+
+# --- Telemetry -----------------------------------------------------------------------------------------------------
+
+
+class TelemetryQueryForm(forms.Form):
+    """The telemetry page's query string: an optional device, and the keyset position of the page."""
+
+    device = forms.UUIDField(required=False, label="Device id")
+    before = forms.DateTimeField(required=False, label="Older than")
+    # With no device filter several devices can share a ts, so the position is (ts, device id).
+    before_device = forms.UUIDField(required=False, widget=forms.HiddenInput)
+
+
+def _telemetry_samples(
+    *, device: Device | None, before: dt.datetime | None, before_device
+) -> tuple[list[DeviceTelemetry], str | None, dt.datetime | None]:
+    """One page of samples, newest first, with the link to the next (older) page and the window looked at."""
+    queryset = DeviceTelemetry.objects.select_related("device")
+    window_start = None
+    if device is not None:
+        queryset = queryset.filter(device_id=device.pk).order_by("-ts")
+        if before is not None:
+            queryset = queryset.filter(ts__lt=before)
+    else:
+        window_start = (before or timezone.now()) - TELEMETRY_UNFILTERED_WINDOW
+        queryset = queryset.filter(ts__gte=window_start).order_by("-ts", "-device_id")
+        if before is not None and before_device is not None:
+            queryset = queryset.filter(Q(ts__lt=before) | Q(ts=before, device_id__lt=before_device))
+        elif before is not None:
+            queryset = queryset.filter(ts__lt=before)
+    samples = list(queryset[: TELEMETRY_PAGE_SIZE + 1])
+    older_url = None
+    if len(samples) > TELEMETRY_PAGE_SIZE:
+        samples = samples[:TELEMETRY_PAGE_SIZE]
+        last = samples[-1]
+        older_url = _telemetry_url(
+            device=device.pk if device else None,
+            before=last.ts.isoformat(),
+            before_device=None if device else last.device_id,
+        )
+    elif device is None:
+        # This window is exhausted; the next page is the window before it.
+        older_url = _telemetry_url(before=window_start.isoformat())
+    return samples, older_url, window_start
+
+
+def telemetry_page(request, site) -> TemplateResponse:
+    """Device telemetry, newest first, read-only, ``TELEMETRY_PAGE_SIZE`` samples per page.
+
+    ``?device=<uuid>`` shows one device's samples (an index scan of its (device_id, ts) primary key). Without it,
+    the page shows one ``TELEMETRY_UNFILTERED_WINDOW`` at a time. Paging is by keyset (``before`` = the last ts
+    shown), never by offset, and nothing counts the table: it holds a sample per device every minute or so.
+    """
+    check_view_permission(request, DeviceTelemetry)
+    form = TelemetryQueryForm(request.GET)
+    samples, older_url, window_start, device, before = [], None, None, None, None
+    status = 200
+    if not form.is_valid():
+        status = 400
+    else:
+        before = form.cleaned_data["before"]
+        if form.cleaned_data["device"] is not None:
+            device = Device.objects.select_related("org", "site").filter(pk=form.cleaned_data["device"]).first()
+            if device is None:
+                form.add_error("device", "No device has this id.")
+                status = 404
+        if status == 200:
+            samples, older_url, window_start = _telemetry_samples(
+                device=device, before=before, before_device=form.cleaned_data["before_device"]
+            )
+
+    opts = DeviceTelemetry._meta
+    context = {
+        **site.each_context(request),
+        "title": f"Telemetry of {device}" if device else "Device telemetry",
+        "subtitle": None,
+        "opts": opts,
+        "app_label": opts.app_label,
+        "form": form,
+        "device": device,
+        "headers": TELEMETRY_HEADERS,
+        "rows": [(sample, _telemetry_row(sample)) for sample in samples],
+        "window_start": window_start,
+        "window_minutes": int(TELEMETRY_UNFILTERED_WINDOW.total_seconds() // 60),
+        "older_url": older_url,
+        "newest_url": _telemetry_url(device=device.pk if device else None) if before else None,
+    }
+    request.current_app = site.name
+    return TemplateResponse(request, "admin/devices/devicetelemetry/telemetry_list.html", context, status=status)
+
+
+admin.site.register_page(DeviceTelemetry, telemetry_page)
