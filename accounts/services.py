@@ -122,13 +122,17 @@ def _check_role(role: Role, *, scope: str, partner_id) -> None:
         raise MembershipError(f"Role {role.name!r} belongs to another partner.")
 
 
-def grant_partner_access(*, partner, user: User, role: Role, org_access: str, organizations=()) -> PartnerUser:
-    """Make ``user`` a member of ``partner`` (or change their membership).
+def grant_partner_access(
+    *, partner, user: User, role: Role, org_access: str, organizations=(), actor: User | None = None
+) -> PartnerUser:
+    """Make ``user`` a member of ``partner`` (or change their membership); ``actor`` (None: the operator) must
+    not hand out more than they hold.
 
     ``org_access`` is ``all``, ``selected`` (exactly ``organizations``, which must be the partner's; an empty
     selection reaches nothing) or ``none`` (partner-level objects only).
     """
     _check_role(role, scope=Role.Scope.PARTNER, partner_id=partner.pk)
+    check_can_grant(actor, role_permission_names(role), partner_id=partner.pk)
     if org_access not in PartnerUser.OrgAccess.values:
         raise MembershipError(f"org_access must be one of {', '.join(PartnerUser.OrgAccess.values)}.")
     organizations = list(organizations)
@@ -145,9 +149,10 @@ def grant_partner_access(*, partner, user: User, role: Role, org_access: str, or
     return membership
 
 
-def grant_organization_access(*, org, user: User, role: Role, sites=()) -> OrganizationUser:
+def grant_organization_access(*, org, user: User, role: Role, sites=(), actor: User | None = None) -> OrganizationUser:
     """Make ``user`` a member of ``org`` (or change their membership); with ``sites``, only those are reached."""
     _check_role(role, scope=Role.Scope.ORGANIZATION, partner_id=org.partner_id)
+    check_can_grant(actor, role_permission_names(role), org_id=org.pk)
     sites = list(sites)
     foreign = [site.name for site in sites if site.org_id != org.pk]
     if foreign:
@@ -156,3 +161,43 @@ def grant_organization_access(*, org, user: User, role: Role, sites=()) -> Organ
         membership, _ = OrganizationUser.objects.update_or_create(org=org, user=user, defaults={"role": role})
         membership.sites.set(sites)
     return membership
+
+
+# --- no escalation ---------------------------------------------------------------------------------------------
+
+
+class EscalationRefused(PermissionError):
+    """The actor tried to hand out (or define) more than they hold themselves."""
+
+
+def _held_for_granting(actor: User, *, partner_id=None, org_id=None) -> frozenset[str] | None:
+    """What the actor holds where the grant takes effect: partner-level permissions for a partner role or
+    membership, whole-organization permissions for an organization membership. None: out of reach."""
+    from rmm import authz
+
+    current = authz.reach(actor)
+    if org_id is not None:
+        entry = current.orgs.get(org_id)
+        # A member restricted to some sites cannot hand out organization-wide access.
+        return entry.org_permissions if entry is not None and entry.whole_org else None
+    return current.partners.get(partner_id)
+
+
+def check_can_grant(actor: User | None, permissions, *, partner_id=None, org_id=None) -> None:
+    """Refuse unless ``actor`` holds ``users:write`` where the grant takes effect and every one of
+    ``permissions`` there too (wildcards count only against held wildcards: handing out ``*:*`` needs ``*:*``).
+    ``actor`` None is the operator (management commands); superusers may grant anything."""
+    from rmm.authz import covers
+
+    if actor is None or actor.is_superuser:
+        return
+    held = _held_for_granting(actor, partner_id=partner_id, org_id=org_id)
+    if held is None or not covers(held, "users:write"):
+        raise EscalationRefused("You may not manage access here (users:write is needed).")
+    missing = sorted(perm for perm in permissions if not covers(held, perm))
+    if missing:
+        raise EscalationRefused(f"You cannot grant permissions you do not hold: {', '.join(missing)}.")
+
+
+def role_permission_names(role: Role) -> list[str]:
+    return [f"{resource}:{action}" for resource, action in role.permissions.values_list("resource", "action")]

@@ -61,11 +61,26 @@ MATRIX = [
     _row(Call("POST", "/api/v1/sites", {"orgId": "{org_a}", "name": "Annex"}),
                                                                    401, 201, 201, 403, 403, 201, 403, 400),
     _row(Call("DELETE", "/api/v1/sites/{site_empty}"),             401, 204, 204, 403, 403, 204, 404, 404),
+    _row(Call("GET", "/api/v1/permissions"),                       401, 200, 200, 200, 200, 200, 200, 200),
+    _row(Call("GET", "/api/v1/roles"),                             401, 200, 200, 200, 200, 200, 200, 200),
+    _row(Call("POST", "/api/v1/roles", {"partnerId": "{partner_a}", "name": "Matrix", "scope": "partner",
+                                        "permissions": ["devices:read"]}),
+                                                                   401, 201, 201, 403, 403, 400, 400, 400),
+    _row(Call("PATCH", "/api/v1/roles/{builtin_role}", {"description": "x"}),
+                                                                   401, 403, 403, 403, 403, 403, 403, 403),
+    _row(Call("GET", "/api/v1/users"),                             401, 200, 200, 200, 200, 200, 200, 200),
+    _row(Call("GET", "/api/v1/users/{org_user}"),                  401, 200, 200, 404, 200, 200, 200, 404),
+    _row(Call("PATCH", "/api/v1/users/{org_user}", {"name": "Renamed"}),
+                                                                   401, 200, 200, 404, 403, 200, 403, 404),
+    _row(Call("GET", "/api/v1/partner-users"),                     401, 200, 200, 200, 200, 200, 200, 200),
+    _row(Call("GET", "/api/v1/organization-users"),                401, 200, 200, 200, 200, 200, 200, 200),
+    _row(Call("DELETE", "/api/v1/organization-users/{org_user_membership}"),
+                                                                   401, 204, 204, 404, 403, 204, 403, 404),
 ]  # fmt: skip
 
 
 @pytest.fixture
-def ids(world):
+def ids(world, roles, org_user):
     org_empty = Organization.objects.create(partner=world.partner_a, name="Empty", slug="empty")
     site_empty = Site.objects.create(org=world.org_a, name="Empty site")
     return {
@@ -75,6 +90,9 @@ def ids(world):
         "site_a1": world.site_a1.pk,
         "site_a2": world.site_a2.pk,
         "site_empty": site_empty.pk,
+        "builtin_role": roles["Partner Admin"].pk,
+        "org_user": org_user.pk,
+        "org_user_membership": org_user.org_memberships.get().pk,
     }
 
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from accounts.models import ApiToken, User
-from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer
+from accounts.models import ApiToken, OrganizationUser, PartnerUser, Permission, Role, User
+from orgs.models import Organization, Partner, Site
+from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
 
 
 class LoginSerializer(CamelCaseSerializer):
@@ -38,3 +39,156 @@ class ApiTokenSerializer(CamelCaseModelSerializer):
             "expires_in_days",
         ]
         read_only_fields = ["key_prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
+
+
+class PermissionSerializer(CamelCaseModelSerializer):
+    class Meta:
+        model = Permission
+        fields = ["id", "resource", "action", "description"]
+
+
+class RoleSerializer(CamelCaseModelSerializer):
+    partner_id = ScopedRelatedField(perm="users:read", source="partner", queryset=Partner.objects.all())
+    # Written as a list of names; read back by to_representation (a ListField cannot read a related manager).
+    permissions = serializers.ListField(
+        child=serializers.CharField(max_length=101),
+        allow_empty=True,
+        write_only=True,
+        help_text='Like ["devices:read", "sites:*"].',
+    )
+
+    class Meta:
+        model = Role
+        fields = [
+            "id",
+            "name",
+            "scope",
+            "partner_id",
+            "is_system",
+            "force_mfa",
+            "description",
+            "permissions",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "is_system", "created_at", "updated_at"]
+        validators = []  # (partner, name) uniqueness is checked in validate(), naming the field
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["permissions"] = sorted(f"{p.resource}:{p.action}" for p in instance.permissions.all())
+        return data
+
+    def validate_scope(self, value):
+        if value not in (Role.Scope.PARTNER, Role.Scope.ORGANIZATION):
+            raise serializers.ValidationError("A custom role is of scope 'partner' or 'organization'.")
+        if self.instance is not None and value != self.instance.scope:
+            raise serializers.ValidationError("A role's scope cannot change; its memberships depend on it.")
+        return value
+
+    def validate_permissions(self, value):
+        registry = {str(permission): permission for permission in Permission.objects.all()}
+        unknown = sorted(set(value) - set(registry))
+        if unknown:
+            raise serializers.ValidationError(f"Not in the permission registry: {', '.join(unknown)}.")
+        return [registry[name] for name in sorted(set(value))]
+
+    def validate(self, attrs):
+        partner = attrs.get("partner") or getattr(self.instance, "partner", None)
+        name = attrs.get("name")
+        if partner is not None and name is not None:
+            clash = Role.objects.filter(partner=partner, name=name).exclude(pk=getattr(self.instance, "pk", None))
+            if clash.exists() or Role.objects.filter(partner__isnull=True, name=name).exists():
+                raise serializers.ValidationError({"name": ["A role of that name exists already."]})
+        if self.instance is not None and "partner" in attrs and attrs["partner"] != self.instance.partner:
+            raise serializers.ValidationError({"partnerId": ["A role cannot move to another partner."]})
+        return attrs
+
+    def save(self, **kwargs):
+        permissions = self.validated_data.pop("permissions", None)
+        role = super().save(**kwargs)
+        if permissions is not None:
+            role.permissions.set(permissions)
+        return role
+
+
+class PartnerUserSerializer(CamelCaseModelSerializer):
+    partner_id = ScopedRelatedField(perm="users:read", source="partner", queryset=Partner.objects.all())
+    user_id = ScopedRelatedField(perm="users:read", source="user", queryset=User.objects.all())
+    role_id = ScopedRelatedField(perm="users:read", source="role", queryset=Role.objects.all())
+    organization_ids = ScopedRelatedField(
+        perm="organizations:read",
+        source="selected_organizations",
+        queryset=Organization.objects.all(),
+        many=True,
+        required=False,
+    )
+
+    class Meta:
+        model = PartnerUser
+        fields = [
+            "id",
+            "partner_id",
+            "user_id",
+            "role_id",
+            "org_access",
+            "organization_ids",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        validators = []
+
+
+class OrganizationUserSerializer(CamelCaseModelSerializer):
+    org_id = ScopedRelatedField(perm="users:read", source="org", queryset=Organization.objects.all())
+    user_id = ScopedRelatedField(perm="users:read", source="user", queryset=User.objects.all())
+    role_id = ScopedRelatedField(perm="users:read", source="role", queryset=Role.objects.all())
+    site_ids = ScopedRelatedField(
+        perm="sites:read", source="sites", queryset=Site.objects.all(), many=True, required=False
+    )
+
+    class Meta:
+        model = OrganizationUser
+        fields = ["id", "org_id", "user_id", "role_id", "site_ids", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        validators = []
+
+
+class UserSerializer(CamelCaseModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "email", "name", "status", "mfa_enabled", "last_login", "date_joined"]
+        read_only_fields = ["id", "email", "mfa_enabled", "last_login", "date_joined"]
+
+
+class InviteSerializer(CamelCaseSerializer):
+    """A new user and their first membership, created together so the user is inside the inviter's reach."""
+
+    email = serializers.EmailField()
+    name = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    password = serializers.CharField(
+        max_length=1024,
+        required=False,
+        write_only=True,
+        trim_whitespace=False,
+        help_text="Optional: without one the user is 'invited' and cannot sign in until a password is set.",
+    )
+    role_id = ScopedRelatedField(perm="users:read", queryset=Role.objects.all())
+    partner_id = ScopedRelatedField(perm="users:read", queryset=Partner.objects.all(), required=False)
+    org_access = serializers.ChoiceField(choices=PartnerUser.OrgAccess.choices, required=False)
+    organization_ids = ScopedRelatedField(
+        perm="organizations:read", queryset=Organization.objects.all(), many=True, required=False
+    )
+    org_id = ScopedRelatedField(perm="users:read", queryset=Organization.objects.all(), required=False)
+    site_ids = ScopedRelatedField(perm="sites:read", queryset=Site.objects.all(), many=True, required=False)
+
+    def validate_email(self, value):
+        if User.objects.filter(email__iexact=value).exists():
+            raise serializers.ValidationError("A user with this email exists already; add a membership instead.")
+        return value.lower()
+
+    def validate(self, attrs):
+        if bool(attrs.get("partner_id")) == bool(attrs.get("org_id")):
+            raise serializers.ValidationError({"nonFieldErrors": ["Give either partnerId or orgId."]})
+        return attrs

@@ -1,8 +1,13 @@
-from accounts.api import views
+from accounts.api import access, views
 from rmm.api import Router, route
 
 router = Router()
 router.register("api-tokens", views.ApiTokenViewSet, basename="api-token")
+router.register("permissions", access.PermissionViewSet, basename="permission")
+router.register("roles", access.RoleViewSet, basename="role")
+router.register("users", access.UserViewSet, basename="user")
+router.register("partner-users", access.PartnerUserViewSet, basename="partner-user")
+router.register("organization-users", access.OrganizationUserViewSet, basename="organization-user")
 
 urlpatterns = [
     route("auth/login", views.LoginView.as_view(), "auth-login"),

@@ -1,0 +1,280 @@
+"""Users, roles, memberships and the permission catalogue over the technician API.
+
+Nobody hands out more than they hold (accounts.services.check_can_grant), built-in roles are read-only, and a
+person shared with tenants outside the caller's reach cannot be changed or deleted by that caller.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from rest_framework import mixins, viewsets
+from rest_framework.response import Response
+
+from accounts import services
+from accounts.api.serializers import (
+    InviteSerializer,
+    OrganizationUserSerializer,
+    PartnerUserSerializer,
+    PermissionSerializer,
+    RoleSerializer,
+    UserSerializer,
+)
+from accounts.models import OrganizationUser, PartnerUser, Permission, Role, User
+from rmm import authz
+from rmm.api import ScopedViewSet
+from rmm.errors import ApiError
+
+
+@contextmanager
+def _refusals():
+    """Turn the services' refusals into API answers."""
+    try:
+        yield
+    except services.EscalationRefused as exc:
+        raise ApiError(403, "escalation_refused", str(exc)) from None
+    except services.MembershipError as exc:
+        raise ApiError(400, "validation_error", str(exc), {"nonFieldErrors": [str(exc)]}) from None
+
+
+class PermissionViewSet(viewsets.ReadOnlyModelViewSet):
+    """The permission registry: a catalogue every signed-in user may read."""
+
+    queryset = Permission.objects.order_by("resource", "action")
+    serializer_class = PermissionSerializer
+    pagination_class = None
+
+
+class _CrudViewSet(
+    ScopedViewSet,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+):
+    resource = "users"
+
+
+class RoleViewSet(_CrudViewSet):
+    """Built-in roles (read-only) and a partner's custom roles. Defining or changing a custom role needs
+    partner-level users:write in its partner and may only include permissions the caller holds there."""
+
+    queryset = Role.objects.prefetch_related("permissions").order_by("name", "id")
+    serializer_class = RoleSerializer
+
+    def _require_partner_level(self, partner) -> None:
+        if not authz.has_partner_permission(self.request.user, partner, "users:write"):
+            raise ApiError(403, "permission_denied", "Roles are managed at partner level (users:write).")
+
+    def perform_create(self, serializer):
+        partner = serializer.validated_data["partner"]
+        self._require_partner_level(partner)
+        names = [str(p) for p in serializer.validated_data.get("permissions", [])]
+        with _refusals():
+            services.check_can_grant(self.request.user, names, partner_id=partner.pk)
+        super().perform_create(serializer)
+
+    def perform_update(self, serializer):
+        role = serializer.instance
+        if role.is_system or role.partner_id is None:
+            raise ApiError(403, "system_role_read_only", "Built-in roles cannot be changed.")
+        self._require_partner_level(role.partner)
+        if "permissions" in serializer.validated_data:
+            names = [str(p) for p in serializer.validated_data["permissions"]]
+            with _refusals():
+                services.check_can_grant(self.request.user, names, partner_id=role.partner_id)
+        super().perform_update(serializer)
+
+    def perform_destroy(self, instance):
+        if instance.is_system or instance.partner_id is None:
+            raise ApiError(403, "system_role_read_only", "Built-in roles cannot be deleted.")
+        self._require_partner_level(instance.partner)
+        if instance.partner_memberships.exists() or instance.org_memberships.exists():
+            raise ApiError(409, "role_in_use", "Members hold this role; give them another role first.")
+        super().perform_destroy(instance)
+
+
+class PartnerUserViewSet(_CrudViewSet):
+    """Partner memberships: who serves a partner's organizations, with which role and org_access."""
+
+    queryset = PartnerUser.objects.select_related("user", "role").prefetch_related("selected_organizations")
+    serializer_class = PartnerUserSerializer
+
+    def _grant(self, serializer, instance=None):
+        data = serializer.validated_data
+        current = instance or PartnerUser()
+        with _refusals(), transaction.atomic():
+            membership = services.grant_partner_access(
+                partner=data.get("partner", getattr(current, "partner", None)),
+                user=data.get("user", getattr(current, "user", None)),
+                role=data.get("role", getattr(current, "role", None)),
+                org_access=data.get("org_access", current.org_access),
+                organizations=data.get(
+                    "selected_organizations", list(current.selected_organizations.all()) if instance else []
+                ),
+                actor=self.request.user,
+            )
+            serializer.instance = membership
+            self._require(membership)
+            self.audit("update" if instance else "create", membership)
+
+    def perform_create(self, serializer):
+        if PartnerUser.objects.filter(
+            partner=serializer.validated_data["partner"], user=serializer.validated_data["user"]
+        ).exists():
+            raise ApiError(409, "membership_exists", "This user is already a member; change that membership.")
+        self._grant(serializer)
+
+    def perform_update(self, serializer):
+        for field in ("partner", "user"):
+            if field in serializer.validated_data and serializer.validated_data[field] != getattr(
+                serializer.instance, field
+            ):
+                raise ApiError(400, "validation_error", "A membership cannot move.", {f"{field}Id": ["Read-only."]})
+        with _refusals():
+            services.check_can_grant(
+                self.request.user,
+                services.role_permission_names(serializer.instance.role),
+                partner_id=serializer.instance.partner_id,
+            )
+        self._grant(serializer, serializer.instance)
+
+    def perform_destroy(self, instance):
+        with _refusals():  # nobody removes a member more powerful than themselves
+            services.check_can_grant(
+                self.request.user, services.role_permission_names(instance.role), partner_id=instance.partner_id
+            )
+        super().perform_destroy(instance)
+
+
+class OrganizationUserViewSet(_CrudViewSet):
+    """Organization memberships: a customer's own people, optionally restricted to some sites."""
+
+    queryset = OrganizationUser.objects.select_related("user", "role").prefetch_related("sites")
+    serializer_class = OrganizationUserSerializer
+
+    def _grant(self, serializer, instance=None):
+        data = serializer.validated_data
+        with _refusals(), transaction.atomic():
+            membership = services.grant_organization_access(
+                org=data.get("org", getattr(instance, "org", None)),
+                user=data.get("user", getattr(instance, "user", None)),
+                role=data.get("role", getattr(instance, "role", None)),
+                sites=data.get("sites", list(instance.sites.all()) if instance else []),
+                actor=self.request.user,
+            )
+            serializer.instance = membership
+            self._require(membership)
+            self.audit("update" if instance else "create", membership)
+
+    def perform_create(self, serializer):
+        if OrganizationUser.objects.filter(
+            org=serializer.validated_data["org"], user=serializer.validated_data["user"]
+        ).exists():
+            raise ApiError(409, "membership_exists", "This user is already a member; change that membership.")
+        self._grant(serializer)
+
+    def perform_update(self, serializer):
+        for field in ("org", "user"):
+            if field in serializer.validated_data and serializer.validated_data[field] != getattr(
+                serializer.instance, field
+            ):
+                raise ApiError(400, "validation_error", "A membership cannot move.", {f"{field}Id": ["Read-only."]})
+        with _refusals():
+            services.check_can_grant(
+                self.request.user,
+                services.role_permission_names(serializer.instance.role),
+                org_id=serializer.instance.org_id,
+            )
+        self._grant(serializer, serializer.instance)
+
+    def perform_destroy(self, instance):
+        with _refusals():
+            services.check_can_grant(
+                self.request.user, services.role_permission_names(instance.role), org_id=instance.org_id
+            )
+        super().perform_destroy(instance)
+
+
+class UserViewSet(
+    ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin
+):
+    """People in reach. POST creates a user together with their first membership (users:invite); a person who
+    also belongs to tenants outside the caller's reach can only be changed by someone who reaches them all."""
+
+    resource = "users"
+    queryset = User.objects.order_by("email")
+    serializer_class = UserSerializer
+
+    def _shared_beyond_reach(self, user: User) -> bool:
+        actor = self.request.user
+        partner_rows = PartnerUser.objects.filter(user=user)
+        org_rows = OrganizationUser.objects.filter(user=user)
+        return partner_rows.count() != authz.visible(actor, "users:write", partner_rows).count() or (
+            org_rows.count() != authz.visible(actor, "users:write", org_rows).count()
+        )
+
+    def perform_update(self, serializer):
+        if serializer.instance.is_superuser or self._shared_beyond_reach(serializer.instance):
+            raise ApiError(
+                409, "user_shared_with_other_tenants", "This person also belongs to tenants you do not manage."
+            )
+        super().perform_update(serializer)
+
+    def perform_destroy(self, instance):
+        if instance == self.request.user:
+            raise ApiError(409, "cannot_delete_self", "You cannot delete yourself.")
+        if instance.is_superuser or self._shared_beyond_reach(instance):
+            raise ApiError(
+                409, "user_shared_with_other_tenants", "This person also belongs to tenants you do not manage."
+            )
+        super().perform_destroy(instance)
+
+    def create(self, request, *args, **kwargs):
+        body = InviteSerializer(data=request.data, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        partner, org = data.get("partner_id"), data.get("org_id")
+        allowed = (
+            authz.has_partner_permission(request.user, partner, "users:invite")
+            if partner
+            else authz.can(request.user, "users:invite", org)
+        )
+        if not allowed:
+            raise ApiError(403, "permission_denied", "Adding people here needs users:invite.")
+        password = data.get("password")
+        if password:
+            try:
+                validate_password(password)
+            except DjangoValidationError as exc:
+                raise ApiError(
+                    400, "validation_error", "The password is too weak.", {"password": exc.messages}
+                ) from None
+        with _refusals(), transaction.atomic():
+            user = User.objects.create_user(
+                data["email"],
+                password,
+                name=data.get("name", ""),
+                is_staff=True,
+                status=User.Status.ACTIVE if password else User.Status.INVITED,
+            )
+            if partner:
+                services.grant_partner_access(
+                    partner=partner,
+                    user=user,
+                    role=data["role_id"],
+                    org_access=data.get("org_access", PartnerUser.OrgAccess.NONE),
+                    organizations=data.get("organization_ids", []),
+                    actor=request.user,
+                )
+            else:
+                services.grant_organization_access(
+                    org=org, user=user, role=data["role_id"], sites=data.get("site_ids", []), actor=request.user
+                )
+            self._require(user, "users:read")
+            self.audit("create", user)
+        return Response(UserSerializer(user).data, status=201)
