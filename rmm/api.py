@@ -26,6 +26,9 @@ class CamelCaseFieldsMixin:
             public = camel(name)
             if field.source is None and public != name:
                 field.source = name
+            if public != name and hasattr(self, f"validate_{name}"):
+                # DRF looks validators up by the field's (now camelCase) name: keep validate_<snake_name> working.
+                setattr(self, f"validate_{public}", getattr(self, f"validate_{name}"))
             renamed[public] = field
         return renamed
 
@@ -91,6 +94,7 @@ class ScopedViewSet(viewsets.GenericViewSet):
     """
 
     resource: str = ""
+    verb: str | None = None  # set per extra action: @action(..., verb="execute")
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 
     _GUARDED = ("get_queryset", "get_object", "perform_create", "perform_update", "perform_destroy")
@@ -111,8 +115,7 @@ class ScopedViewSet(viewsets.GenericViewSet):
         action = action or self.action
         verb = _ACTION_VERBS.get(action)
         if verb is None:
-            handler = getattr(self, action, None)
-            verb = getattr(handler, "kwargs", {}).get("verb") or ("read" if self.request.method == "GET" else "write")
+            verb = self.verb or ("read" if self.request.method == "GET" else "write")
         return f"{self.resource}:{verb}"
 
     def get_queryset(self):

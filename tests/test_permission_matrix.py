@@ -76,6 +76,15 @@ MATRIX = [
     _row(Call("GET", "/api/v1/organization-users"),                401, 200, 200, 200, 200, 200, 200, 200),
     _row(Call("DELETE", "/api/v1/organization-users/{org_user_membership}"),
                                                                    401, 204, 204, 404, 403, 204, 403, 404),
+    _row(Call("GET", "/api/v1/devices"),                           401, 200, 200, 200, 200, 200, 200, 200),
+    _row(Call("GET", "/api/v1/devices/summary"),                   401, 200, 200, 200, 200, 200, 200, 200),
+    _row(Call("GET", "/api/v1/devices/{device_a1}"),               401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("GET", "/api/v1/devices/{device_a2}"),               401, 200, 200, 200, 200, 200, 404, 404),
+    _row(Call("PATCH", "/api/v1/devices/{device_a1}", {"displayName": "Reception"}),
+                                                                   401, 200, 200, 403, 403, 200, 200, 404),
+    _row(Call("DELETE", "/api/v1/devices/{device_a1}"),            401, 204, 204, 403, 403, 204, 403, 404),
+    _row(Call("GET", "/api/v1/devices/{device_a1}/software"),      401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("GET", "/api/v1/devices/{device_a1}/hardware"),      401, 200, 200, 200, 200, 200, 200, 404),
 ]  # fmt: skip
 
 
@@ -92,6 +101,8 @@ def ids(world, roles, org_user):
         "site_empty": site_empty.pk,
         "builtin_role": roles["Partner Admin"].pk,
         "org_user": org_user.pk,
+        "device_a1": world.devices[world.site_a1][0].pk,
+        "device_a2": world.devices[world.site_a2][0].pk,
         "org_user_membership": org_user.org_memberships.get().pk,
     }
 

@@ -1,0 +1,7 @@
+from devices.api import views
+from rmm.api import Router
+
+router = Router()
+router.register("devices", views.DeviceViewSet, basename="device")
+
+urlpatterns = router.urls

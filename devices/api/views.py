@@ -1,0 +1,132 @@
+"""Devices over the technician API: the fleet list, one device, its inventory, decommissioning."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import Count
+from rest_framework import mixins
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from devices.api import serializers as s
+from devices.filters import DeviceFilter
+from devices.models import (
+    Device,
+    DeviceConfigEntry,
+    DeviceDisk,
+    DeviceHardware,
+    DeviceNetworkConnection,
+    DeviceNetworkInterface,
+    DeviceRegistryEntry,
+    DeviceSoftware,
+)
+from rmm.api import ScopedViewSet
+from rmm.errors import ApiError
+from rmm.pagination import KeysetPagination, Ordering
+
+DEVICE_ORDERINGS = {
+    "hostname": Ordering("hostname"),
+    "-lastSeenAt": Ordering("last_seen_at", descending=True, is_datetime=True, nullable=True),
+    "enrolledAt": Ordering("enrolled_at", is_datetime=True, nullable=True),
+}
+
+# Inventory kinds served under devices/{id}/…: model, serializer, the order a page walks in.
+INVENTORY = {
+    "disks": (DeviceDisk, s.DiskSerializer, Ordering("mount_point")),
+    "network-interfaces": (DeviceNetworkInterface, s.NetworkInterfaceSerializer, Ordering("interface_name")),
+    "software": (DeviceSoftware, s.SoftwareSerializer, Ordering("name")),
+    "registry-entries": (DeviceRegistryEntry, s.RegistryEntrySerializer, Ordering("registry_path")),
+    "config-entries": (DeviceConfigEntry, s.ConfigEntrySerializer, Ordering("file_path")),
+    "connections": (DeviceNetworkConnection, s.ConnectionSerializer, Ordering("local_port")),
+}
+
+
+class DeviceViewSet(
+    ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin
+):
+    """GET the fleet (filters, keyset pages), GET/PATCH one device, DELETE = decommission."""
+
+    resource = "devices"
+    queryset = Device.objects.all()
+    serializer_class = s.DeviceSerializer
+    filterset_class = DeviceFilter
+    pagination_class = KeysetPagination
+    http_method_names = ["get", "patch", "delete", "post", "head", "options"]
+
+    @property
+    def orderings(self):
+        if self.action in INVENTORY_ACTIONS:
+            ordering = INVENTORY[INVENTORY_ACTIONS[self.action]][2]
+            return {ordering.field: ordering}
+        return DEVICE_ORDERINGS
+
+    @property
+    def default_ordering(self) -> str:
+        return next(iter(self.orderings))
+
+    def perform_destroy(self, instance):
+        """Decommissioning is terminal: the agent is refused from now on (403 device_decommissioned)."""
+        with transaction.atomic():
+            if instance.status != Device.Status.DECOMMISSIONED:
+                Device.objects.filter(pk=instance.pk).update(status=Device.Status.DECOMMISSIONED)
+                self.audit("decommission", instance)
+
+    def perform_update(self, serializer):
+        if serializer.instance.status == Device.Status.DECOMMISSIONED:
+            raise ApiError(409, "device_decommissioned", "A decommissioned device cannot change.")
+        super().perform_update(serializer)
+
+    @action(detail=False, methods=["get"], url_path="summary", verb="read")
+    def summary(self, request):
+        """Counts by status and by OS within reach, for dashboards (two grouped counts, no rows)."""
+        devices = self.filter_queryset(self.get_queryset())
+        by_status = dict(devices.order_by().values_list("status").annotate(n=Count("id")))
+        by_os = dict(devices.order_by().values_list("os_type").annotate(n=Count("id")))
+        return Response(
+            {
+                "byStatus": {value: by_status.get(value, 0) for value in Device.Status.values},
+                "byOsType": {value: by_os.get(value, 0) for value in Device.OsType.values},
+                "total": sum(by_status.values()),
+            }
+        )
+
+    @action(detail=True, methods=["get"], url_path="hardware", verb="read")
+    def hardware(self, request, pk=None):
+        device = self.get_object()
+        row = DeviceHardware.objects.filter(device=device).first()
+        if row is None:
+            raise ApiError(404, "not_found", "This device has not reported its hardware yet.")
+        return Response(s.HardwareSerializer(row).data)
+
+    def _inventory(self, kind: str):
+        device = self.get_object()
+        model, serializer_class, _ordering = INVENTORY[kind]
+        page = self.paginate_queryset(model.objects.filter(device_id=device.pk, org_id=device.org_id))
+        return self.get_paginated_response(serializer_class(page, many=True).data)
+
+    @action(detail=True, methods=["get"], url_path="disks", verb="read")
+    def disks(self, request, pk=None):
+        return self._inventory("disks")
+
+    @action(detail=True, methods=["get"], url_path="network-interfaces", verb="read")
+    def network_interfaces(self, request, pk=None):
+        return self._inventory("network-interfaces")
+
+    @action(detail=True, methods=["get"], url_path="software", verb="read")
+    def software(self, request, pk=None):
+        return self._inventory("software")
+
+    @action(detail=True, methods=["get"], url_path="registry-entries", verb="read")
+    def registry_entries(self, request, pk=None):
+        return self._inventory("registry-entries")
+
+    @action(detail=True, methods=["get"], url_path="config-entries", verb="read")
+    def config_entries(self, request, pk=None):
+        return self._inventory("config-entries")
+
+    @action(detail=True, methods=["get"], url_path="connections", verb="read")
+    def connections(self, request, pk=None):
+        return self._inventory("connections")
+
+
+INVENTORY_ACTIONS = {name.replace("-", "_"): name for name in INVENTORY}
