@@ -7,6 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("orgs.api.urls")),
+    path("api/v1/", include("devices.api.urls")),
 ]
 
 handler404 = "rmm.errors.handler404"
