@@ -2,15 +2,23 @@
 
 Secrets are never shown: ``mfa_secret``, token and recovery-code hashes are in no field list, and the password
 appears only as Django's masked summary with its "reset password" link.
+
+Access is the ``users`` resource of the authorization module, with the no-escalation rule of
+``accounts.services.check_can_grant``: nobody grants, through a membership or a custom role, a permission they do
+not hold where it takes effect, and nobody changes a person (their email, password, status) or a membership that
+holds more than they could grant. The sign-in form of the admin (``AdminLoginForm``) applies the API's sign-in rules.
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.forms.models import BaseInlineFormSet
 
+from accounts import audit, services
 from accounts.models import (
     ApiToken,
     AuditLog,
@@ -23,13 +31,94 @@ from accounts.models import (
     RolePermission,
     User,
 )
-from rmm.admin import AuditedAdminMixin, BigTableAdminMixin, ReadOnlyAdminMixin, ReadOnlyInlineMixin
+from accounts.services import may_manage_membership, may_manage_user
+from orgs.models import Organization
+from rmm import authz
+from rmm.admin import (
+    AuditedAdminMixin,
+    BigTableAdminMixin,
+    ReadOnlyAdminMixin,
+    ReadOnlyInlineMixin,
+    ScopedAdminMixin,
+    ScopedInlineMixin,
+    SuperuserOnlyAdminMixin,
+    is_operator,
+    with_actor,
+)
+from rmm.net import client_ip
+
+# --- Signing in -----------------------------------------------------------------------------------------------------
+
+
+class AdminLoginForm(AdminAuthenticationForm):
+    """The admin's sign-in: the rules of POST /api/v1/auth/login (``services.check_credentials``: the throttle,
+    disabled accounts, roles that force MFA, the authenticator code), then Django's staff-only check."""
+
+    totp = forms.CharField(
+        label="Authenticator code",
+        required=False,
+        max_length=64,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+        help_text="When multi-factor sign-in is on: the code from your authenticator app, or a recovery code.",
+    )
+
+    def clean(self):
+        email, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if email is None or not password:
+            return self.cleaned_data
+        ip = client_ip(self.request) if self.request is not None else None
+        try:
+            user = services.check_credentials(
+                email=email, password=password, totp=self.cleaned_data.get("totp") or None, ip=ip
+            )
+        except services.LoginRefused as refusal:
+            raise self._refusal_error(refusal) from None
+        # Django's login() records which backend authenticated the user; check_credentials did the password check.
+        user.backend = "django.contrib.auth.backends.ModelBackend"
+        self.confirm_login_allowed(user)  # staff only (and not disabled)
+        self.user_cache = user
+        audit.record(action="user.login", actor_user=user, target=user, ip=ip, details={"via": "admin"})
+        return self.cleaned_data
+
+    def _refusal_error(self, refusal: services.LoginRefused) -> forms.ValidationError:
+        if refusal.code == "invalid_credentials":
+            return self.get_invalid_login_error()
+        if refusal.code == "mfa_required":
+            return forms.ValidationError({"totp": "Enter the code from your authenticator app."}, code="mfa_required")
+        if refusal.code == "invalid_totp":
+            return forms.ValidationError({"totp": refusal.message}, code="invalid_totp")
+        if refusal.code == "mfa_enrollment_required":
+            return forms.ValidationError(
+                "Your role requires multi-factor sign-in, which this account has not set up yet. Set it up through "
+                "the API: POST /api/v1/auth/login answers with a setup token; with it, POST /api/v1/auth/mfa/setup "
+                "and POST /api/v1/auth/mfa/enable. Then sign in here with your authenticator code.",
+                code="mfa_enrollment_required",
+            )
+        return forms.ValidationError(refusal.message, code=refusal.code)  # the throttle (429), a disabled account
+
+
+class ActorFormMixin:
+    """A form that checks what its user may grant; ``actor`` is set per request (``rmm.admin.with_actor``)."""
+
+    actor: User | None = None
+
+    def check_grant(self, permissions, *, partner_id=None, org_id=None) -> None:
+        if self.actor is None:
+            raise RuntimeError(f"{type(self).__name__} needs the acting user (see rmm.admin.with_actor).")
+        try:
+            services.check_can_grant(self.actor, permissions, partner_id=partner_id, org_id=org_id)
+        except services.EscalationRefused as exc:
+            raise forms.ValidationError(str(exc), code="escalation_refused") from None
 
 
 class UserCreationForm(AdminUserCreationForm):
     class Meta:
         model = User
         fields = ("email", "name")
+        help_texts = {
+            "email": "The new user has no membership yet: give them one on the partner-user or organization-user "
+            "page. (Technicians invite people through the API, which creates both at once.)"
+        }
 
     def clean_email(self):
         # Stored lower-case, as UserManager does; the unique index on lower(email) is checked by model validation.
@@ -45,7 +134,7 @@ class UserForm(UserChangeForm):
         return User.objects.normalize_email(self.cleaned_data["email"]).lower()
 
 
-class PartnerMembershipInline(ReadOnlyInlineMixin, admin.TabularInline):
+class PartnerMembershipInline(ReadOnlyInlineMixin, ScopedInlineMixin, admin.TabularInline):
     """The user's partner memberships, for reading; they are edited on the partner-user page."""
 
     model = PartnerUser
@@ -57,7 +146,7 @@ class PartnerMembershipInline(ReadOnlyInlineMixin, admin.TabularInline):
         return super().get_queryset(request).select_related("partner", "role")
 
 
-class OrganizationMembershipInline(ReadOnlyInlineMixin, admin.TabularInline):
+class OrganizationMembershipInline(ReadOnlyInlineMixin, ScopedInlineMixin, admin.TabularInline):
     """The user's organization memberships, for reading; they are edited on the organization-user page."""
 
     model = OrganizationUser
@@ -70,9 +159,16 @@ class OrganizationMembershipInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
-    """People who sign in, by email. The MFA secret is never shown; MFA is set up and removed by the user."""
+class UserAdmin(AuditedAdminMixin, ScopedAdminMixin, DjangoUserAdmin):
+    """People who sign in, by email. The MFA secret is never shown; MFA is set up and removed by the user.
 
+    Users see themselves and the members of what they manage (``authz``'s ``users`` rules). Adding a user here is
+    for operators only: a new user has no membership, so it would fall outside its creator's reach at once;
+    technicians invite people through the API, which creates the membership with the user. Superuser status,
+    Django groups and Django permissions are operators' business too.
+    """
+
+    resource = "users"
     form = UserForm
     add_form = UserCreationForm
     list_display = ("email", "name", "status", "mfa_enabled", "is_staff", "is_superuser", "last_login", "date_joined")
@@ -94,20 +190,90 @@ class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
     def get_inlines(self, request, obj):
         return self.inlines if obj else ()
 
+    def has_add_permission(self, request):
+        return is_operator(request.user)
+
+    def _may_manage(self, request, obj) -> bool:
+        cache = request.__dict__.setdefault("_rmm_may_manage_user", {})
+        if obj.pk not in cache:
+            cache[obj.pk] = may_manage_user(request.user, obj)
+        return cache[obj.pk]
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and (obj is None or self._may_manage(request, obj))
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj == request.user and not is_operator(request.user):
+            return False  # as in the API: nobody deletes themself
+        return super().has_delete_permission(request, obj) and (obj is None or self._may_manage(request, obj))
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or is_operator(request.user):
+            return fieldsets
+        # Django groups and permissions (and guardian grants through groups) are beyond the authorization rules.
+        return tuple(
+            (name, {**options, "fields": ("is_staff", "is_superuser")}) if name == "Admin access" else (name, options)
+            for name, options in fieldsets
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        return readonly if is_operator(request.user) else (*readonly, "is_superuser")
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "is_operator": is_operator(request.user)}
+        return super().changelist_view(request, extra_context)
+
 
 @admin.register(Permission)
-class PermissionAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    """The permission registry: ``resource:action`` pairs roles grant (``*`` is a wildcard)."""
+class PermissionAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+    """The permission registry: ``resource:action`` pairs roles grant (``*`` is a wildcard). A public catalogue
+    every staff user may read; only operators change it."""
+
+    resource = "permissions"
 
     list_display = ("resource", "action", "description")
     list_filter = ("resource",)
     search_fields = ("resource", "action", "description")
 
+    def has_view_permission(self, request, obj=None):
+        return authz.reach(request.user).is_active
 
-class RolePermissionInline(admin.TabularInline):
+    def has_add_permission(self, request):
+        return is_operator(request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return is_operator(request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return is_operator(request.user)
+
+
+class RolePermissionFormSet(ActorFormMixin, BaseInlineFormSet):
+    """A custom role's permissions: only what the actor holds at partner level in the role's partner."""
+
+    def clean(self):
+        super().clean()
+        if any(self.errors) or self.instance.partner_id is None:
+            return  # a built-in role: operators only (the role's admin)
+        kept = [
+            str(form.cleaned_data["permission"])
+            for form in self.forms
+            if form.cleaned_data.get("permission") and not form.cleaned_data.get("DELETE")
+        ]
+        self.check_grant(kept, partner_id=self.instance.partner_id)
+
+
+class RolePermissionInline(ScopedInlineMixin, admin.TabularInline):
     model = RolePermission
+    formset = RolePermissionFormSet
+    scope_rows = False  # the rows of a role the user may see; authz has no scope of its own for them
     extra = 0
     fields = ("permission",)
+
+    def get_formset(self, request, obj=None, **kwargs):
+        return with_actor(super().get_formset(request, obj, **kwargs), request)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("permission")
@@ -123,10 +289,43 @@ class RolePermissionInline(admin.TabularInline):
         return super().has_delete_permission(request, obj) and not (obj and obj.is_system)
 
 
-@admin.register(Role)
-class RoleAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    """Named permission sets; built-in roles (no partner, ``is_system``) are read-only."""
+class RoleForm(ActorFormMixin, forms.ModelForm):
+    """A role; for anyone but operators a custom role of a partner where they manage users (partner-level
+    ``users:write``), of scope partner or organization."""
 
+    class Meta:
+        model = Role
+        fields = ("name", "scope", "partner", "force_mfa", "description")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not is_operator(self.actor):
+            if "scope" in self.fields:
+                self.fields["scope"].choices = [
+                    (value, label) for value, label in self.fields["scope"].choices if value != Role.Scope.SYSTEM
+                ]
+            if "partner" in self.fields:
+                self.fields["partner"].required = True
+
+    def clean(self):
+        cleaned = super().clean()
+        partner = cleaned.get("partner") if "partner" in self.fields else self.instance.partner
+        if partner is not None and not is_operator(self.actor):
+            self.check_grant((), partner_id=partner.pk)
+        return cleaned
+
+
+@admin.register(Role)
+class RoleAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+    """Named permission sets; built-in roles (no partner, ``is_system``) are read-only.
+
+    Everyone reads the built-in roles and the custom roles of the partners they work in; a partner's custom roles
+    are made, changed and deleted at partner level (``users:write`` / ``users:delete`` in that partner) and grant
+    only permissions their maker holds there (``RolePermissionFormSet``).
+    """
+
+    resource = "users"
+    form = RoleForm
     list_display = ("name", "scope", "partner", "is_system", "force_mfa")
     list_filter = ("scope", "is_system", "force_mfa", "partner")
     list_select_related = ("partner",)
@@ -135,16 +334,42 @@ class RoleAdmin(AuditedAdminMixin, admin.ModelAdmin):
     readonly_fields = ("is_system", "id", "created_at", "updated_at")
     inlines = (RolePermissionInline,)
 
+    def get_form(self, request, obj=None, **kwargs):
+        return with_actor(super().get_form(request, obj, **kwargs), request)
+
+    def get_readonly_fields(self, request, obj=None):
+        # A role's members' memberships belong to its partner: moving it would break or widen them.
+        if obj is not None and not is_operator(request.user):
+            return (*self.readonly_fields, "partner")
+        return self.readonly_fields
+
+    def has_add_permission(self, request):
+        return is_operator(request.user) or bool(authz.reach(request.user).partners_with(self.permission("add")))
+
+    def _at_partner_level(self, request, obj, action: str) -> bool:
+        if obj.is_system:
+            return False
+        if is_operator(request.user):
+            return True
+        return obj.partner_id is not None and authz.has_partner_permission(
+            request.user, obj.partner_id, self.permission(action)
+        )
+
     def has_change_permission(self, request, obj=None):
-        return super().has_change_permission(request, obj) and not (obj and obj.is_system)
+        if obj is None:
+            return super().has_change_permission(request)
+        return self._at_partner_level(request, obj, "change")
 
     def has_delete_permission(self, request, obj=None):
-        return super().has_delete_permission(request, obj) and not (obj and obj.is_system)
+        if obj is None:
+            return super().has_delete_permission(request)
+        return self._at_partner_level(request, obj, "delete")
 
 
 @admin.register(RolePermission)
-class RolePermissionAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    """Role → permission grants, one row each (also editable on the role's page)."""
+class RolePermissionAdmin(AuditedAdminMixin, SuperuserOnlyAdminMixin, admin.ModelAdmin):
+    """Role → permission grants, one row each, for operators (others edit a role's permissions on its page,
+    where the no-escalation rule applies)."""
 
     list_display = ("role", "permission")
     list_filter = ("role",)
@@ -152,14 +377,15 @@ class RolePermissionAdmin(AuditedAdminMixin, admin.ModelAdmin):
     search_fields = ("role__name", "permission__resource", "permission__action")
 
 
-class PartnerUserForm(forms.ModelForm):
+class PartnerUserForm(ActorFormMixin, forms.ModelForm):
     class Meta:
         model = PartnerUser
         fields = ("partner", "user", "role", "org_access", "selected_organizations")
 
     def clean(self):
         cleaned = super().clean()
-        partner, role = cleaned.get("partner"), cleaned.get("role")
+        partner = cleaned.get("partner") if "partner" in self.fields else self.instance.partner
+        role = cleaned.get("role")
         if role and role.scope != Role.Scope.PARTNER:
             self.add_error("role", "A partner membership needs a role of scope partner.")
         if role and partner and role.partner_id not in (None, partner.pk):
@@ -167,12 +393,45 @@ class PartnerUserForm(forms.ModelForm):
         selected = cleaned.get("selected_organizations")
         if partner and selected and any(org.partner_id != partner.pk for org in selected):
             self.add_error("selected_organizations", "Only organizations of this partner can be selected.")
+        if partner and role and not self.errors:
+            self.check_grant(services.role_permission_names(role), partner_id=partner.pk)
         return cleaned
 
 
+class MembershipAdminMixin:
+    """Memberships are granted by whoever may grant their role where it takes effect (``check_can_grant``, in the
+    forms); a membership whose current role the user could not grant is read-only to them. A membership does not
+    move: its partner or organization and its user are fixed once made."""
+
+    resource = "users"
+    choice_permissions = {"user": "users:read", "role": "users:read"}
+    scope_field = ""
+
+    def get_form(self, request, obj=None, **kwargs):
+        return with_actor(super().get_form(request, obj, **kwargs), request)
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        return (*readonly, self.scope_field, "user") if obj is not None else readonly
+
+    def _may_manage(self, request, obj) -> bool:
+        if not hasattr(obj, "_rmm_may_manage"):
+            obj._rmm_may_manage = may_manage_membership(request.user, obj)
+        return obj._rmm_may_manage
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and (obj is None or self._may_manage(request, obj))
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and (obj is None or self._may_manage(request, obj))
+
+
 @admin.register(PartnerUser)
-class PartnerUserAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    """A user's membership in a partner: its role, and which of the partner's organizations it reaches."""
+class PartnerUserAdmin(MembershipAdminMixin, AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+    """A user's membership in a partner: its role, and which of the partner's organizations it reaches. Managed
+    with partner-level ``users:write``; the partner dropdown offers the partners where the user holds it."""
+
+    scope_field = "partner"
 
     form = PartnerUserForm
     list_display = ("user", "partner", "role", "org_access", "created_at")
@@ -182,15 +441,28 @@ class PartnerUserAdmin(AuditedAdminMixin, admin.ModelAdmin):
     autocomplete_fields = ("user", "selected_organizations")
     readonly_fields = ("id", "created_at", "updated_at")
 
+    def has_add_permission(self, request):
+        return is_operator(request.user) or bool(authz.reach(request.user).partners_with(self.permission("add")))
 
-class OrganizationUserForm(forms.ModelForm):
+    def field_choices(self, request, db_field, queryset=None):
+        if db_field.name == "selected_organizations":
+            # Any organization of a partner where the user manages members (check_can_grant works at partner level).
+            queryset = Organization.objects.all() if queryset is None else queryset
+            if is_operator(request.user):
+                return queryset
+            return queryset.filter(partner_id__in=authz.reach(request.user).partners_with(self.permission("change")))
+        return super().field_choices(request, db_field, queryset)
+
+
+class OrganizationUserForm(ActorFormMixin, forms.ModelForm):
     class Meta:
         model = OrganizationUser
         fields = ("org", "user", "role", "sites")
 
     def clean(self):
         cleaned = super().clean()
-        org, role = cleaned.get("org"), cleaned.get("role")
+        org = cleaned.get("org") if "org" in self.fields else self.instance.org
+        role = cleaned.get("role")
         if role and role.scope != Role.Scope.ORGANIZATION:
             self.add_error("role", "An organization membership needs a role of scope organization.")
         if role and org and role.partner_id not in (None, org.partner_id):
@@ -198,12 +470,18 @@ class OrganizationUserForm(forms.ModelForm):
         sites = cleaned.get("sites")
         if org and sites and any(site.org_id != org.pk for site in sites):
             self.add_error("sites", "Only sites of this organization can be selected.")
+        if org and role and not self.errors:
+            self.check_grant(services.role_permission_names(role), org_id=org.pk)
         return cleaned
 
 
 @admin.register(OrganizationUser)
-class OrganizationUserAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    """A user's membership in one organization, optionally restricted to some of its sites."""
+class OrganizationUserAdmin(MembershipAdminMixin, AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+    """A user's membership in one organization, optionally restricted to some of its sites. Managed with
+    ``users:write`` on the whole organization; the organization dropdown offers the organizations where the user
+    holds it."""
+
+    scope_field = "org"
 
     form = OrganizationUserForm
     list_display = ("user", "org", "role", "created_at")
@@ -215,8 +493,11 @@ class OrganizationUserAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    """Personal API tokens, for reading and deleting. Users create their own through the API; the hash stays hidden."""
+class ApiTokenAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+    """Personal API tokens, for reading and deleting. Users create their own through the API; the hash stays hidden.
+    Everyone sees and deletes their own tokens only (authz scopes tokens by owner); operators see all."""
+
+    resource = "users"
 
     list_display = ("name", "key_prefix", "user", "expires_at", "last_used_at", "revoked_at", "created_at")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter), "expires_at")
@@ -235,16 +516,29 @@ class ApiTokenAdmin(AuditedAdminMixin, admin.ModelAdmin):
     )
     readonly_fields = fields
 
+    def has_view_permission(self, request, obj=None):
+        if obj is None:
+            return authz.reach(request.user).is_active
+        return super().has_view_permission(request, obj)
+
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        if obj is None:
+            return authz.reach(request.user).is_active
+        return super().has_delete_permission(request, obj)
+
 
 @admin.register(AuditLog)
-class AuditLogAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Who did what, for reading only: the table is append-only (a trigger refuses UPDATE and DELETE)."""
+class AuditLogAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+    """Who did what, for reading only: the table is append-only (a trigger refuses UPDATE and DELETE). Read with
+    ``audit:read`` on the whole organization; rows of no organization (sign-ins) are for operators."""
+
+    resource = "audit"
 
     list_display = ("created_at", "action", "actor_user", "actor_device", "org", "target_type", "target_id", "ip")
     list_filter = ("created_at", "org")
@@ -259,7 +553,7 @@ class AuditLogAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(MfaRecoveryCode)
-class MfaRecoveryCodeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class MfaRecoveryCodeAdmin(ReadOnlyAdminMixin, SuperuserOnlyAdminMixin, admin.ModelAdmin):
     """Which users hold recovery codes and which were used; the codes' hashes are never shown."""
 
     list_display = ("user", "created_at", "used_at")
@@ -271,7 +565,7 @@ class MfaRecoveryCodeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(LoginFailure)
-class LoginFailureAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class LoginFailureAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, SuperuserOnlyAdminMixin, admin.ModelAdmin):
     """Failed sign-ins, counted to throttle password guessing."""
 
     list_display = ("created_at", "email", "ip")

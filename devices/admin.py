@@ -5,6 +5,9 @@ each capped (a device may have 10,000 software rows) with a link to the full, fi
 and memberships are read-only here: agents replace inventory on upload, and commands and memberships are made
 through the API, which validates and audits them. Device telemetry has a composite primary key, which the Django
 admin cannot register; it gets its own read-only page (``telemetry_page``).
+
+Everything here is the ``devices`` resource of the authorization module: lists and pages show the devices (and
+their rows) the user reaches with ``devices:read``, and changing a device or a group needs ``devices:write``.
 """
 
 from __future__ import annotations
@@ -38,13 +41,17 @@ from devices.models import (
     DeviceTelemetry,
 )
 from orgs.admin import SiteFilter
+from orgs.models import Organization
+from rmm import authz
 from rmm.admin import (
     AuditedAdminMixin,
     BigTableAdminMixin,
     CappedTabularInline,
     ReadOnlyAdminMixin,
     ReadOnlyInlineMixin,
-    check_view_permission,
+    ScopedAdminMixin,
+    ScopedInlineMixin,
+    organizations_holding,
     single_object_filter,
 )
 
@@ -58,12 +65,13 @@ TELEMETRY_PAGE_SIZE = 100
 # (only (device_id, ts) and a BRIN), so "the newest N samples of all devices" is a scan of the hour's rows found
 # through the BRIN, not of every partition.
 TELEMETRY_UNFILTERED_WINDOW = dt.timedelta(hours=1)
+TELEMETRY_PERMISSION = "devices:read"
 
 
 # --- The device page's inlines -------------------------------------------------------------------------------------
 
 
-class HardwareInline(ReadOnlyInlineMixin, admin.StackedInline):
+class HardwareInline(ReadOnlyInlineMixin, ScopedInlineMixin, admin.StackedInline):
     model = DeviceHardware
     fields = (
         ("manufacturer", "model", "serial_number"),
@@ -180,9 +188,30 @@ def _telemetry_url(**params) -> str:
     return f"{url}?{urlencode(params)}" if params else url
 
 
+class DeviceForm(forms.ModelForm):
+    """A device's editable fields. Its site can change within its organization only: moving a device to another
+    organization is not an admin operation (its rows, keys and history carry the organization)."""
+
+    class Meta:
+        model = Device
+        fields = ("display_name", "site", "tags")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "site" in self.fields and self.instance.org_id:
+            self.fields["site"].queryset = self.fields["site"].queryset.filter(org_id=self.instance.org_id)
+
+    def clean_site(self):
+        site = self.cleaned_data["site"]
+        if self.instance.org_id and site.org_id != self.instance.org_id:
+            raise forms.ValidationError("A device stays in its organization: pick one of its sites.")
+        return site
+
+
 @admin.register(Device)
-class DeviceAdmin(AuditedAdminMixin, BigTableAdminMixin, admin.ModelAdmin):
-    """Managed endpoints. Devices are created by enrollment; here only the display name and tags can change.
+class DeviceAdmin(AuditedAdminMixin, BigTableAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+    """Managed endpoints. Devices are created by enrollment; here only the display name, the tags and the site
+    (among the sites of its organization where the user may write devices) can change.
 
     Token hashes are never shown: ``agent_token_hash`` and ``previous_token_hash`` are in no field list.
     Deleting is left to the API (``DELETE devices/{id}`` decommissions): Django's confirmation page would list
@@ -201,6 +230,8 @@ class DeviceAdmin(AuditedAdminMixin, BigTableAdminMixin, admin.ModelAdmin):
         "last_seen_at",
         "last_seen_ip",
     )
+    resource = "devices"
+    form = DeviceForm
     list_display_links = ("hostname",)
     list_filter = ("status", "os_type", "org", SiteFilter)
     list_select_related = ("org", "site")
@@ -234,7 +265,6 @@ class DeviceAdmin(AuditedAdminMixin, BigTableAdminMixin, admin.ModelAdmin):
     readonly_fields = (
         "agent_id",
         "org",
-        "site",
         "hostname",
         "status",
         "os_type",
@@ -305,9 +335,11 @@ class DeviceAdmin(AuditedAdminMixin, BigTableAdminMixin, admin.ModelAdmin):
 # --- Inventory lists -----------------------------------------------------------------------------------------------
 
 
-class DeviceRowAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class DeviceRowAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     """Shared by the lists of rows agents report: read-only, filterable by organization and by one device
-    (``?device=<id>``, the target of the "see all" links on the device page)."""
+    (``?device=<id>``, the target of the "see all" links on the device page). Rows follow their device's reach."""
+
+    resource = "devices"
 
     list_filter = ("org", DeviceFilter)
     list_select_related = ("device", "org")
@@ -456,6 +488,13 @@ class DeviceGroupForm(forms.ModelForm):
         model = DeviceGroup
         fields = ("org", "site", "name", "parent")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "parent" in self.fields and self.instance.pk:
+            # A group's parent is another group of its organization.
+            parents = self.fields["parent"].queryset.filter(org_id=self.instance.org_id).exclude(pk=self.instance.pk)
+            self.fields["parent"].queryset = parents
+
     def clean(self):
         cleaned = super().clean()
         org = cleaned.get("org") or (self.instance.org if self.instance.org_id else None)
@@ -468,10 +507,17 @@ class DeviceGroupForm(forms.ModelForm):
 
 
 @admin.register(DeviceGroup)
-class DeviceGroupAdmin(AuditedAdminMixin, admin.ModelAdmin):
+class DeviceGroupAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     """Device groups with their members. Only static groups are made here; dynamic groups are made through the API,
-    which validates the filter rule and derives ``fields_used``."""
+    which validates the filter rule and derives ``fields_used``.
 
+    Groups bound to a site are reached through that site; groups of the whole organization need whole-organization
+    reach. The organization dropdown offers organizations where the user may write devices on some site (a
+    site-restricted member makes groups of their sites), the parent dropdown groups the user may read.
+    """
+
+    resource = "devices"
+    choice_permissions = {"parent": "devices:read"}
     form = DeviceGroupForm
     list_display = ("name", "org", "site", "type", "parent", "created_at")
     list_filter = ("type", "org", SiteFilter)
@@ -485,6 +531,13 @@ class DeviceGroupAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # Members' rows carry the group's org_id (a composite foreign key): a group cannot change organization.
         return (*self.readonly_fields, "org") if obj else self.readonly_fields
+
+    def field_choices(self, request, db_field, queryset=None):
+        if db_field.name == "org":
+            return organizations_holding(
+                request.user, self.permission("change"), Organization.objects.all() if queryset is None else queryset
+            )
+        return super().field_choices(request, db_field, queryset)
 
 
 @admin.register(DeviceGroupMembership)
@@ -538,10 +591,11 @@ class TelemetryQueryForm(forms.Form):
 
 
 def _telemetry_samples(
-    *, device: Device | None, before: dt.datetime | None, before_device
+    *, user, device: Device | None, before: dt.datetime | None, before_device
 ) -> tuple[list[DeviceTelemetry], str | None, dt.datetime | None]:
-    """One page of samples, newest first, with the link to the next (older) page and the window looked at."""
-    queryset = DeviceTelemetry.objects.select_related("device")
+    """One page of samples of devices ``user`` may read, newest first, with the link to the next (older) page and
+    the window looked at."""
+    queryset = authz.visible(user, TELEMETRY_PERMISSION, DeviceTelemetry.objects.select_related("device"))
     window_start = None
     if device is not None:
         queryset = queryset.filter(device_id=device.pk).order_by("-ts")
@@ -576,8 +630,11 @@ def telemetry_page(request, site) -> TemplateResponse:
     ``?device=<uuid>`` shows one device's samples (an index scan of its (device_id, ts) primary key). Without it,
     the page shows one ``TELEMETRY_UNFILTERED_WINDOW`` at a time. Paging is by keyset (``before`` = the last ts
     shown), never by offset, and nothing counts the table: it holds a sample per device every minute or so.
+
+    Only samples of devices the user may read are shown (``authz.visible``, by organization, site and device); a
+    device out of reach is answered like one that does not exist (404). The site serves the page only to users who
+    hold ``devices:read`` somewhere (``register_page``).
     """
-    check_view_permission(request, DeviceTelemetry)
     form = TelemetryQueryForm(request.GET)
     samples, older_url, window_start, device, before = [], None, None, None, None
     status = 200
@@ -586,13 +643,14 @@ def telemetry_page(request, site) -> TemplateResponse:
     else:
         before = form.cleaned_data["before"]
         if form.cleaned_data["device"] is not None:
-            device = Device.objects.select_related("org", "site").filter(pk=form.cleaned_data["device"]).first()
+            devices = authz.visible(request.user, TELEMETRY_PERMISSION, Device.objects.select_related("org", "site"))
+            device = devices.filter(pk=form.cleaned_data["device"]).first()
             if device is None:
                 form.add_error("device", "No device has this id.")
                 status = 404
         if status == 200:
             samples, older_url, window_start = _telemetry_samples(
-                device=device, before=before, before_device=form.cleaned_data["before_device"]
+                user=request.user, device=device, before=before, before_device=form.cleaned_data["before_device"]
             )
 
     opts = DeviceTelemetry._meta
@@ -615,4 +673,4 @@ def telemetry_page(request, site) -> TemplateResponse:
     return TemplateResponse(request, "admin/devices/devicetelemetry/telemetry_list.html", context, status=status)
 
 
-admin.site.register_page(DeviceTelemetry, telemetry_page)
+admin.site.register_page(DeviceTelemetry, telemetry_page, permission=TELEMETRY_PERMISSION)

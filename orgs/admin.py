@@ -1,4 +1,9 @@
-"""Admin pages for the tenancy tree (partners → organizations → sites) and enrollment keys."""
+"""Admin pages for the tenancy tree (partners → organizations → sites) and enrollment keys.
+
+Access as in the API (rmm/authz.py): partners are read by their members and changed by operators only;
+organizations are created and deleted at partner level; sites and enrollment keys follow their organization's
+(or site's) ``sites:*`` and ``devices:write``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ import uuid
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from orgs.models import EnrollmentKey, Organization, Partner, Site
 from orgs.services import generate_enrollment_key, revoke_enrollment_keys
-from rmm.admin import AuditedAdminMixin
+from rmm import authz
+from rmm.admin import AuditedAdminMixin, ScopedAdminMixin, is_operator, scoped_choices, with_actor
 from rmm.net import client_ip
 
 
@@ -20,7 +27,8 @@ class SiteFilter(admin.SimpleListFilter):
     """Filter by site, listing the sites of the organization chosen in the ``org`` filter.
 
     With no organization chosen it lists every site only while there are few: the stock related-field filter would
-    put thousands of sites in the sidebar. The parameter name is the one Django's own filter would use.
+    put thousands of sites in the sidebar. The parameter name is the one Django's own filter would use. Only sites
+    the user may see with the list's view permission are named.
     """
 
     title = "site"
@@ -29,7 +37,7 @@ class SiteFilter(admin.SimpleListFilter):
     max_unscoped_choices = 100
 
     def lookups(self, request, model_admin):
-        sites = Site.objects.select_related("org").order_by("org__name", "name")
+        sites = scoped_choices(request.user, model_admin.permission("view"), Site.objects.order_by("org__name", "name"))
         org_id = request.GET.get(self.org_parameter_name)
         selected = self.value()
         try:
@@ -57,8 +65,11 @@ class SiteFilter(admin.SimpleListFilter):
 
 
 @admin.register(Partner)
-class PartnerAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    """MSPs and enterprises: the top of the tenancy tree, with their limits."""
+class PartnerAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+    """MSPs and enterprises: the top of the tenancy tree, with their limits. Members read their own partner
+    (authz answers a partner's members with ``*:read``); adding, changing and deleting one is for operators."""
+
+    resource = "partners"
 
     list_display = ("name", "slug", "type", "status", "max_organizations", "max_devices", "timezone", "created_at")
     list_filter = ("status", "type")
@@ -79,10 +90,50 @@ class PartnerAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "updated_at",
     )
 
+    def has_view_permission(self, request, obj=None):
+        if obj is None:
+            return is_operator(request.user) or bool(authz.reach(request.user).partners)
+        return super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request):
+        return is_operator(request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return is_operator(request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return is_operator(request.user)
+
+
+class OrganizationForm(forms.ModelForm):
+    """Checks the partner's organization limit for anyone but operators (who set the limits), as the API does."""
+
+    actor = None  # set per request (rmm.admin.with_actor)
+
+    class Meta:
+        model = Organization
+        fields = ("partner", "name", "slug", "type", "status", "max_devices", "settings")
+
+    def clean(self):
+        cleaned = super().clean()
+        partner = cleaned.get("partner")
+        if self.instance._state.adding and partner is not None and not is_operator(self.actor):
+            limit = partner.max_organizations
+            if limit is not None and partner.organizations.count() >= limit:
+                raise forms.ValidationError(f"Partner {partner.name} already has its maximum of {limit} organizations.")
+        return cleaned
+
 
 @admin.register(Organization)
-class OrganizationAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    """A partner's customers; every device, site and membership hangs off one of these."""
+class OrganizationAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+    """A partner's customers; every device, site and membership hangs off one of these.
+
+    Creating and deleting an organization is a partner-level act (``organizations:write`` / ``:delete`` held
+    through a partner membership): an Org Admin changes its own organization but never adds or deletes one.
+    """
+
+    resource = "organizations"
+    form = OrganizationForm
 
     list_display = ("name", "partner", "slug", "type", "status", "max_devices", "created_at")
     list_filter = ("status", "type", "partner")
@@ -96,10 +147,35 @@ class OrganizationAdmin(AuditedAdminMixin, admin.ModelAdmin):
         # Moving an organization to another partner would silently change who reaches its devices.
         return (*self.readonly_fields, "partner") if obj else self.readonly_fields
 
+    def get_form(self, request, obj=None, **kwargs):
+        return with_actor(super().get_form(request, obj, **kwargs), request)
+
+    def _partner_level(self, request, action: str) -> bool:
+        return is_operator(request.user) or bool(authz.reach(request.user).partners_with(self.permission(action)))
+
+    def has_add_permission(self, request):
+        return self._partner_level(request, "add")
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is None:
+            return self._partner_level(request, "delete")
+        return super().has_delete_permission(request, obj)  # authz asks partner level for deleting one
+
+    def check_still_in_reach(self, request, obj, action):
+        if action == "add":
+            # The reach was computed before this organization existed; creating one is a partner-level right.
+            if not authz.has_partner_permission(request.user, obj.partner_id, self.permission("add")):
+                raise PermissionDenied("Creating an organization needs partner-level access.")
+            return
+        super().check_still_in_reach(request, obj, action)
+
 
 @admin.register(Site)
-class SiteAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    """Locations of an organization; devices and enrollment keys belong to a site."""
+class SiteAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+    """Locations of an organization; devices and enrollment keys belong to a site. The organization dropdown offers
+    the organizations where the user may write sites (whole-organization reach)."""
+
+    resource = "sites"
 
     list_display = ("name", "org", "timezone", "created_at")
     list_filter = ("org",)
@@ -130,8 +206,15 @@ class EnrollmentKeyForm(forms.ModelForm):
 
 
 @admin.register(EnrollmentKey)
-class EnrollmentKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    """Keys agents use to enroll into a site. Adding one shows the raw key once; only its hash is stored."""
+class EnrollmentKeyAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+    """Keys agents use to enroll into a site. Adding one shows the raw key once; only its hash is stored.
+
+    Keys are managed, and even listed, with ``devices:write`` on their site (the API's rule: a key lets a machine
+    into the fleet); the site dropdown offers the sites where the user holds it.
+    """
+
+    resource = "devices"
+    verbs = {"view": "write", "add": "write", "change": "write", "delete": "delete"}
 
     form = EnrollmentKeyForm
     list_display = (
@@ -228,5 +311,6 @@ class EnrollmentKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_selected(self, request, queryset):
+        queryset = authz.visible(request.user, self.permission("change"), queryset)
         revoked = revoke_enrollment_keys(keys=queryset, actor_user=request.user, ip=client_ip(request))
         self.message_user(request, f"Revoked {revoked} enrollment key(s).", messages.SUCCESS)

@@ -5,26 +5,35 @@
 
 - read-only pages for models the admin refuses to register (Django 5.2 rejects composite primary keys, and
   ``device_telemetry`` has one), listed in the app index and the sidebar like any other model;
-- access for superusers only, until the admin is wired to the authorization module (see ``has_permission``).
+- the same access rules as the API: any active staff user signs in (with their authenticator code when MFA is on,
+  through ``accounts.services.check_credentials`` like the API), and what they see and change is decided by the
+  authorization module (``rmm/authz.py``), never by Django's model permissions. Every ModelAdmin of our apps is
+  either a :class:`ScopedAdminMixin` (querysets, permissions, foreign-key choices and list filters from
+  ``authz``) or a :class:`SuperuserOnlyAdminMixin`; a test fails for one that is neither.
 
-This module is imported while the app registry is still loading, so it must not import models at module level.
+This module is imported while the app registry is still loading, so it must not import models at module level
+(``rmm.authz`` imports models: it is imported inside functions, through ``_authz()``).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 from django.contrib.admin.exceptions import AlreadyRegistered
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import get_fields_from_path
+from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, path, reverse
@@ -37,43 +46,67 @@ from rmm.net import client_ip
 PageView = Callable[[HttpRequest, "RmmAdminSite"], HttpResponse]
 
 
+def _authz():
+    from rmm import authz  # imports models, which this module may not do at import time (see the docstring)
+
+    return authz
+
+
+def is_operator(user) -> bool:
+    """A superuser whose account is not disabled: an operator of the installation, who sees everything."""
+    return bool(user.is_active and user.is_superuser)
+
+
 class RmmAdminSite(admin.AdminSite):
-    """The admin of the installation: every table of the data model, browsable by operators."""
+    """The admin of the installation: every table of the data model, browsable by operators and, within their
+    reach, by partners' technicians and customers' admins."""
 
     site_header = "RMM administration"
     site_title = "RMM admin"
     index_title = "Schema browser"
+    login_template = "admin/login_with_mfa.html"
 
     def __init__(self, name: str = "admin") -> None:
         super().__init__(name)
-        self._pages: dict[type[Model], PageView] = {}
+        self._pages: dict[type[Model], tuple[PageView, str]] = {}
+
+    @property
+    def login_form(self):
+        # The form checks credentials with accounts.services, which imports models: not at this module's import.
+        from accounts.admin import AdminLoginForm
+
+        return AdminLoginForm
 
     def has_permission(self, request: HttpRequest) -> bool:
-        # The spec says the admin follows the same access rules as the API (a user reaches only the organizations
-        # of their memberships). Until every ModelAdmin scopes its querysets through the authorization module,
-        # Django's model permissions would let a staff user read every tenant's rows, so only superusers
-        # (operators of the installation, who see everything anyway) may sign in.
-        return request.user.is_active and request.user.is_superuser
+        # Any active staff user may sign in; every ModelAdmin then shows only what the authorization module lets
+        # them reach (ScopedAdminMixin), and operators-only tables stay closed (SuperuserOnlyAdminMixin).
+        return request.user.is_active and request.user.is_staff
 
-    def register_page(self, model: type[Model], view: PageView) -> None:
+    def autocomplete_view(self, request):
+        return ScopedAutocompleteJsonView.as_view(admin_site=self)(request)
+
+    def register_page(self, model: type[Model], view: PageView, *, permission: str) -> None:
         """Serve ``view`` as the list page of ``model`` (``admin:<app>_<model>_changelist``).
 
-        For models ``register()`` refuses. The page is listed under its app for users holding the model's
-        ``view`` permission; the view itself must check that permission too (``check_view_permission``).
+        For models ``register()`` refuses. The page is listed under its app, and served, only to users who hold
+        ``permission`` somewhere (``authz.holds_anywhere``); the view itself must still narrow what it shows with
+        ``authz.visible``.
         """
         if model in self._registry or model in self._pages:
             raise AlreadyRegistered(f"The model {model.__name__} is already registered.")
-        self._pages[model] = view
+        self._pages[model] = (view, permission)
 
     def is_registered_page(self, model: type[Model]) -> bool:
         return model in self._pages
 
     def get_urls(self):
         pages = []
-        for model, view in self._pages.items():
+        for model, (view, permission) in self._pages.items():
             opts = model._meta
 
-            def page(request, *, _view=view):
+            def page(request, *, _view=view, _permission=permission):
+                if not _authz().holds_anywhere(request.user, _permission):
+                    raise PermissionDenied
                 return _view(request, self)
 
             pages.append(
@@ -89,11 +122,11 @@ class RmmAdminSite(admin.AdminSite):
     def get_app_list(self, request: HttpRequest, app_label: str | None = None):
         app_list = super().get_app_list(request, app_label)
         apps = {app["app_label"]: app for app in app_list}
-        for model in self._pages:
+        for model, (_view, permission) in self._pages.items():
             opts = model._meta
             if app_label not in (None, opts.app_label) or opts.app_label not in apps:
                 continue
-            if not request.user.has_perm(f"{opts.app_label}.view_{opts.model_name}"):
+            if not _authz().holds_anywhere(request.user, permission):
                 continue
             models = apps[opts.app_label]["models"]
             models.append(
@@ -117,11 +150,320 @@ class RmmAdminConfig(AdminConfig):
     default_site = "rmm.admin.RmmAdminSite"
 
 
-def check_view_permission(request: HttpRequest, model: type[Model]) -> None:
-    """Raise ``PermissionDenied`` unless the user may view ``model`` (for pages served by ``register_page``)."""
-    opts = model._meta
-    if not request.user.has_perm(f"{opts.app_label}.view_{opts.model_name}"):
-        raise PermissionDenied
+# --- Access control: every admin page asks the authorization module ------------------------------------------------
+
+
+@functools.cache
+def tenant_models() -> frozenset[type[Model]]:
+    """Models whose rows belong to a tenant: a form field, an autocomplete or a list filter offering them must
+    offer only what the user reaches. (The permission registry is a public catalogue and not among them.)"""
+    from accounts.models import Role, User
+    from devices.models import Device, DeviceGroup
+    from orgs.models import EnrollmentKey, Organization, Partner, Site
+
+    return frozenset({Partner, Organization, Site, EnrollmentKey, Device, DeviceGroup, User, Role})
+
+
+def scoped_choices(user, perm: str, queryset: QuerySet) -> QuerySet:
+    """``queryset`` (of a tenant model) narrowed to the objects ``user`` may pick where ``perm`` is needed.
+
+    Partners are the exception to ``authz.visible``: what hangs off a partner (an organization, a custom role, a
+    partner membership) is made at partner level, so a write permission offers the partners where it is held at
+    partner level (``authz.has_partner_permission``), while a read permission offers the partners the user is a
+    member of.
+    """
+    from orgs.models import Partner, Site
+
+    authz = _authz()
+    if queryset.model is Partner and perm.partition(":")[2] != "read":
+        if is_operator(user):
+            return queryset
+        return queryset.filter(pk__in=authz.reach(user).partners_with(perm))
+    queryset = authz.visible(user, perm, queryset)
+    if queryset.model is Site:
+        queryset = queryset.select_related("org")  # a site's name includes its organization's
+    return queryset
+
+
+def organizations_holding(user, perm: str, queryset: QuerySet) -> QuerySet:
+    """Organizations where ``perm`` is held on the whole organization *or on some of its sites*.
+
+    For an organization picked together with a site (a site-bound group): ``authz.visible`` on organizations
+    answers a write permission with whole-organization reach only. Whether the object finally made is in reach is
+    checked after saving, as always.
+    """
+    authz = _authz()
+    current = authz.reach(user)
+    if current.is_superuser:
+        return queryset
+    return queryset.filter(
+        pk__in=[org_id for org_id, entry in current.orgs.items() if authz.covers(entry.permissions, perm)]
+    )
+
+
+def with_actor(form_class: type, request: HttpRequest) -> type:
+    """``form_class`` (a form or formset class made for this request by ``get_form``/``get_formset``) with
+    ``actor`` set to the requesting user, for checks that depend on who acts (the no-escalation rule, limits)."""
+    return type(form_class.__name__, (form_class,), {"actor": request.user})
+
+
+DEFAULT_VERBS: Mapping[str, str] = MappingProxyType(
+    {"view": "read", "add": "write", "change": "write", "delete": "delete"}
+)
+
+
+class ScopedRelatedFieldListFilter(admin.RelatedFieldListFilter):
+    """Django's related-object filter, listing only what the user may see with the admin's view permission (the
+    stock filter lists every row of the related table: every tenant's organizations, in the sidebar)."""
+
+    def field_choices(self, field, request, model_admin):
+        queryset = field.related_model._default_manager.all()
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        if ordering:
+            queryset = queryset.order_by(*ordering)
+        queryset = scoped_choices(request.user, model_admin.permission("view"), queryset)
+        return [(obj.pk, str(obj)) for obj in queryset]
+
+    def has_output(self):
+        # Django drops a filter with a single choice together with its parameter; a user reaching one organization
+        # who follows a link filtered by another would then see their whole list instead of nothing.
+        return super().has_output() or bool(self.lookup_val or self.lookup_val_isnull)
+
+
+def _first_owner(cls: type, name: str) -> type:
+    return next(klass for klass in cls.__mro__ if name in vars(klass))
+
+
+class ScopedAdminMixin:
+    """A ModelAdmin whose every answer comes from the authorization module, as the API's ``ScopedViewSet``.
+
+    - ``get_queryset``: ``authz.visible(user, "<resource>:<view verb>", …)``, so lists, change pages (an object
+      out of reach is "not found": Django redirects to the index with a message), autocompletes and deletions
+      never see other tenants' rows;
+    - ``has_view/change/delete_permission(obj)``: ``authz.can`` on the object; without an object (may this user
+      see the list, is there an "add" button), whether the permission is held anywhere (``authz.holds_anywhere``).
+      Django's model permissions are never consulted: technicians have none.
+    - foreign-key and many-to-many choices, autocompletes and related-object list filters offer only objects the
+      user may pick (``field_choices``: by default with this admin's ``change`` permission; ``choice_permissions``
+      names another per field);
+    - after saving, inside the admin's transaction, the object must still be in reach for the permission used;
+      otherwise ``PermissionDenied`` (403) rolls the transaction back and nothing is saved.
+
+    List it right before ``admin.ModelAdmin`` (after mixins that restrict further, like ``ReadOnlyAdminMixin``):
+    a class in which one of these methods resolves to Django's own version is refused when it is defined.
+    """
+
+    resource: str = ""
+    verbs: Mapping[str, str] = DEFAULT_VERBS
+    # Field name → the permission needed on an object to pick it in that field (default: permission("change")).
+    choice_permissions: Mapping[str, str] = {}
+
+    _GUARDED = (
+        "get_queryset",
+        "has_module_permission",
+        "has_view_permission",
+        "has_add_permission",
+        "has_change_permission",
+        "has_delete_permission",
+        "formfield_for_foreignkey",
+        "formfield_for_manytomany",
+        "get_list_filter",
+        "save_model",
+        "delete_model",
+        "delete_queryset",
+    )
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not issubclass(cls, admin.ModelAdmin):
+            return
+        if not cls.resource:
+            raise TypeError(f"{cls.__name__} needs a resource (the 'resource' of 'resource:action').")
+        for name in cls._GUARDED:
+            owner = _first_owner(cls, name)
+            if owner.__module__.startswith("django."):
+                raise TypeError(
+                    f"{cls.__name__}.{name} resolves to {owner.__name__}, bypassing ScopedAdminMixin's access "
+                    "checks; list ScopedAdminMixin right before admin.ModelAdmin among the bases."
+                )
+
+    def permission(self, action: str) -> str:
+        """The ``resource:action`` permission for one of Django's actions (view, add, change, delete)."""
+        return f"{self.resource}:{self.verbs[action]}"
+
+    def holds_anywhere(self, request: HttpRequest, action: str) -> bool:
+        return _authz().holds_anywhere(request.user, self.permission(action))
+
+    def _allowed(self, request: HttpRequest, action: str, obj) -> bool:
+        if obj is None:
+            return self.holds_anywhere(request, action)
+        return _authz().can(request.user, self.permission(action), obj)
+
+    def get_queryset(self, request):
+        return _authz().visible(request.user, self.permission("view"), super().get_queryset(request))
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._allowed(request, "view", obj)
+
+    def has_add_permission(self, request):
+        return self.holds_anywhere(request, "add")
+
+    def has_change_permission(self, request, obj=None):
+        return self._allowed(request, "change", obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._allowed(request, "delete", obj)
+
+    # Choices -------------------------------------------------------------------------------------------------------
+
+    def field_choices(self, request: HttpRequest, db_field, queryset: QuerySet | None = None) -> QuerySet:
+        """The objects the user may pick in ``db_field`` (a relation to a tenant model), from ``queryset``."""
+        if queryset is None:
+            queryset = db_field.related_model._default_manager.all()
+        perm = self.choice_permissions.get(db_field.name) or self.permission("change")
+        return scoped_choices(request.user, perm, queryset)
+
+    def _scoped_field_kwargs(self, db_field, request, kwargs: dict) -> dict:
+        if "queryset" not in kwargs and db_field.related_model in tenant_models():
+            base = self.get_field_queryset(kwargs.get("using"), db_field, request)
+            kwargs["queryset"] = self.field_choices(request, db_field, base)
+        return kwargs
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        return super().formfield_for_foreignkey(
+            db_field, request, **self._scoped_field_kwargs(db_field, request, kwargs)
+        )
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        return super().formfield_for_manytomany(
+            db_field, request, **self._scoped_field_kwargs(db_field, request, kwargs)
+        )
+
+    def get_list_filter(self, request):
+        return [self._scoped_list_filter(entry) for entry in super().get_list_filter(request)]
+
+    def _scoped_list_filter(self, entry):
+        if isinstance(entry, str):
+            field = get_fields_from_path(self.model, entry)[-1]
+            if getattr(field, "related_model", None) in tenant_models():
+                return (entry, ScopedRelatedFieldListFilter)
+        return entry
+
+    # Writes --------------------------------------------------------------------------------------------------------
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        self.check_still_in_reach(request, obj, "change" if change else "add")
+        _authz().clear_cache(request.user)  # the rest of the request (e.g. the redirect's checks) sees the write
+
+    def check_still_in_reach(self, request: HttpRequest, obj, action: str) -> None:
+        """After a write, still inside the admin's transaction: refuse (403, rolled back) when the object saved is
+        not one the user may ``action`` (e.g. a device moved to a site out of reach)."""
+        if not _authz().can(request.user, self.permission(action), obj):
+            raise PermissionDenied("This change would put the object out of your reach.")
+
+    def delete_model(self, request, obj):
+        if not _authz().can(request.user, self.permission("delete"), obj):
+            raise PermissionDenied
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        # Django's "delete selected" asks has_delete_permission for each object already; this is the last guard.
+        allowed = _authz().visible(request.user, self.permission("delete"), queryset)
+        if queryset.exclude(pk__in=allowed.values("pk")).exists():
+            raise PermissionDenied
+        super().delete_queryset(request, queryset)
+
+
+class SuperuserOnlyAdminMixin:
+    """A ModelAdmin for operators only (secrets' bookkeeping, the sign-in throttle, raw role grants): other staff
+    users neither see it in the index nor open any of its pages."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not issubclass(cls, admin.ModelAdmin):
+            return
+        for name in ("get_queryset", "has_module_permission", "has_view_permission"):
+            owner = _first_owner(cls, name)
+            if owner.__module__.startswith("django."):
+                raise TypeError(
+                    f"{cls.__name__}.{name} resolves to {owner.__name__}: list SuperuserOnlyAdminMixin first."
+                )
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        return queryset if is_operator(request.user) else queryset.none()
+
+    def has_module_permission(self, request):
+        return is_operator(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return is_operator(request.user)
+
+    def has_add_permission(self, request):
+        return is_operator(request.user) and super().has_add_permission(request)
+
+    def has_change_permission(self, request, obj=None):
+        return is_operator(request.user) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return is_operator(request.user) and super().has_delete_permission(request, obj)
+
+
+class ScopedInlineMixin:
+    """An inline answers as its parent's admin does: it is shown when the parent may be viewed, editable when the
+    parent may be changed, and its rows are narrowed with the parent admin's view permission (a user's page lists
+    only the memberships the viewer reaches). ``scope_rows = False`` for rows the authorization module does not
+    scope on their own (a role's permission grants: the role was checked)."""
+
+    scope_rows = True
+
+    def _parent_admin(self) -> ScopedAdminMixin:
+        return self.admin_site._registry[self.parent_model]
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if self.scope_rows:
+            queryset = _authz().visible(request.user, self._parent_admin().permission("view"), queryset)
+        return queryset
+
+    def _may_write_parent(self, request, obj) -> bool:
+        parent = self._parent_admin()
+        return parent.has_change_permission(request, obj) if obj is not None else parent.has_add_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._parent_admin().has_view_permission(request, obj)
+
+    def has_add_permission(self, request, obj=None):
+        return self._may_write_parent(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return self._may_write_parent(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._may_write_parent(request, obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if "queryset" not in kwargs and db_field.related_model in tenant_models():
+            kwargs["queryset"] = self._parent_admin().field_choices(request, db_field)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ScopedAutocompleteJsonView(AutocompleteJsonView):
+    """The autocomplete of a form field offers what the field accepts: the related admin's visible rows (Django's
+    view) narrowed by the source admin's ``field_choices`` for that field (e.g. a device's site: sites where the
+    user may write devices, not every site they may read)."""
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        source_admin = self.admin_site._registry.get(self.source_field.model)
+        if isinstance(source_admin, ScopedAdminMixin):
+            choices = source_admin.field_choices(self.request, self.source_field)
+            return queryset.filter(pk__in=choices.values("pk"))
+        return queryset if is_operator(self.request.user) else queryset.none()
 
 
 class EstimatedCountPaginator(Paginator):
@@ -219,7 +561,8 @@ def single_object_filter(field_name: str, *, title: str | None = None) -> type[a
 
     Django's ``RelatedFieldListFilter`` would list every row of the related table in the sidebar. This filter is
     reached by links (e.g. "see all" under a capped inline) and shows only the selected object, so the user can
-    see what the list is filtered by and clear it.
+    see what the list is filtered by and clear it. The object is named only when the user may see it with the
+    admin's view permission: an id out of reach shows as the bare id, and the (scoped) list stays empty.
     """
 
     class SingleObjectFilter(admin.SimpleListFilter):
@@ -238,7 +581,12 @@ def single_object_filter(field_name: str, *, title: str | None = None) -> type[a
                 pk = uuid.UUID(value)
             except ValueError as exc:
                 raise IncorrectLookupParameters(f"{field_name}: not a UUID") from exc
-            related = self._related_model._default_manager.filter(pk=pk).first()
+            related = self._related_model._default_manager.filter(pk=pk)
+            if isinstance(model_admin, ScopedAdminMixin):
+                related = scoped_choices(request.user, model_admin.permission("view"), related)
+            elif not is_operator(request.user):
+                related = related.none()
+            related = related.first()
             return [(value, str(related) if related else value)]
 
         def queryset(self, request, queryset):
@@ -290,7 +638,7 @@ class ReadOnlyInlineMixin:
         return self.fields
 
 
-class CappedTabularInline(ReadOnlyInlineMixin, admin.TabularInline):
+class CappedTabularInline(ReadOnlyInlineMixin, ScopedInlineMixin, admin.TabularInline):
     """A read-only table of a parent's children: the first ``max_rows`` in ``ordering``, then a link to the
     child's list filtered by the parent (``?<see_all_param>=<parent id>``; the child admin needs a
     ``single_object_filter`` on that field)."""

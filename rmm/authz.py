@@ -90,6 +90,7 @@ __all__ = [
     "covers",
     "guardian_permission",
     "has_partner_permission",
+    "holds_anywhere",
     "permissions_by_org",
     "reach",
     "visible",
@@ -453,6 +454,23 @@ def has_partner_permission(user, partner: Partner | uuid.UUID, perm: str) -> boo
         return True
     partner_id = partner.pk if isinstance(partner, Partner) else partner
     return covers(current.partners.get(partner_id, ()), perm)
+
+
+def holds_anywhere(user, perm: str) -> bool:
+    """Does the user hold ``perm`` somewhere: on an organization or a site of their reach, at partner level, or
+    through a guardian grant? For deciding whether to offer a page or a button at all (the admin's "may this user
+    add devices here?" before any object exists); every object is still checked with :func:`can`."""
+    _split(perm)
+    current = reach(user)
+    if not current.is_active:
+        return False
+    if current.is_superuser:
+        return True
+    return (
+        any(covers(entry.permissions, perm) for entry in current.orgs.values())
+        or any(covers(held, perm) for held in current.partners.values())
+        or any(covers(held, perm) for grants in current.object_grants.values() for held in grants.values())
+    )
 
 
 # --- how each model is scoped -----------------------------------------------------------------------------------

@@ -239,14 +239,23 @@ def test_the_telemetry_page_answers_200_and_is_listed_under_devices(operator_cli
     assert reverse("admin:devices_devicetelemetry_changelist") in index.content.decode()
 
 
-def test_the_admin_is_for_superusers_only(client, schema):
-    staff = User.objects.create_user(email="staff@example.com", password="a long password 2", is_staff=True)
-    client.force_login(staff)
+def test_the_admin_is_for_staff_users_only(client, schema):
+    user = User.objects.create_user(email="user@example.com", password="a long password 2")
+    client.force_login(user)
 
     response = client.get(admin_url(Device, "changelist"))
 
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_a_staff_user_without_memberships_gets_in_but_reaches_nothing(client, schema):
+    staff = User.objects.create_user(email="staff@example.com", password="a long password 2", is_staff=True)
+    client.force_login(staff)
+
+    assert client.get(reverse("admin:index")).status_code == 200
+    assert client.get(admin_url(Device, "changelist")).status_code == 403
+    assert client.get(admin_url(Device, "change", schema.devices[0].pk)).status_code == 403
 
 
 # --- The device page ------------------------------------------------------------------------------------------------
@@ -327,12 +336,18 @@ def test_device_rows_cannot_be_added_changed_or_deleted(operator_client, schema)
     assert DeviceSoftware.objects.filter(pk=software.pk, name=software.name).exists()
 
 
-def test_saving_a_device_changes_only_display_name_and_tags(operator_client, schema):
+def test_saving_a_device_changes_only_display_name_tags_and_site(operator_client, schema):
     device = schema.devices[0]
     url = admin_url(Device, "change", device.pk)
     page = operator_client.get(url)
     form = page.context["adminform"].form
-    data = {"display_name": "Reception PC", "tags": "demo,reception", "hostname": "EVIL", "status": "quarantined"}
+    data = {
+        "display_name": "Reception PC",
+        "tags": "demo,reception",
+        "site": str(device.site_id),
+        "hostname": "EVIL",
+        "status": "quarantined",
+    }
     # The inline formsets' management forms and row ids, as the browser sends them.
     for formset in page.context["inline_admin_formsets"]:
         management = formset.formset.management_form
