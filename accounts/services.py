@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from accounts import audit
 from accounts.auth import issue_api_token, issue_setup_token, verify_second_factor
-from accounts.models import ApiToken, LoginFailure, OrganizationUser, PartnerUser, Role, User
+from accounts.models import ApiToken, LoginFailure, OrganizationUser, PartnerUser, Role, RolePermission, User
 
 
 class LoginRefused(Exception):
@@ -201,3 +202,44 @@ def check_can_grant(actor: User | None, permissions, *, partner_id=None, org_id=
 
 def role_permission_names(role: Role) -> list[str]:
     return [f"{resource}:{action}" for resource, action in role.permissions.values_list("resource", "action")]
+
+
+# --- who may change whom -----------------------------------------------------------------------------------------
+
+
+def may_manage_user(actor: User, target: User) -> bool:
+    """May ``actor`` change or delete ``target`` (email, password, status)? Taking over an account takes over all
+    its access, so only when ``actor`` could have granted every one of ``target``'s memberships themselves
+    (``check_can_grant``): never a superuser, never a person also serving tenants out of the actor's reach or
+    holding more than the actor there."""
+    if actor.is_superuser and actor.is_active:
+        return True
+    if target.is_superuser:
+        return False
+    partner_rows = list(PartnerUser.objects.filter(user=target).values_list("partner_id", "role_id"))
+    org_rows = list(OrganizationUser.objects.filter(user=target).values_list("org_id", "role_id"))
+    perms: defaultdict[object, list[str]] = defaultdict(list)
+    grants = RolePermission.objects.filter(role_id__in={role_id for _, role_id in partner_rows + org_rows})
+    for role_id, resource, action in grants.values_list("role_id", "permission__resource", "permission__action"):
+        perms[role_id].append(f"{resource}:{action}")
+    try:
+        for partner_id, role_id in partner_rows:
+            check_can_grant(actor, perms[role_id], partner_id=partner_id)
+        for org_id, role_id in org_rows:
+            check_can_grant(actor, perms[role_id], org_id=org_id)
+    except EscalationRefused:
+        return False
+    return True
+
+
+def may_manage_membership(actor: User, membership: PartnerUser | OrganizationUser) -> bool:
+    """May ``actor`` change or remove ``membership``? Only if they could grant its current role there: nobody
+    demotes or removes a member more powerful than themselves (as the API's memberships)."""
+    where = (
+        {"partner_id": membership.partner_id} if isinstance(membership, PartnerUser) else {"org_id": membership.org_id}
+    )
+    try:
+        check_can_grant(actor, role_permission_names(membership.role), **where)
+    except EscalationRefused:
+        return False
+    return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import django_filters
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
@@ -16,6 +17,7 @@ from rest_framework.response import Response
 
 from accounts import services
 from accounts.api.serializers import (
+    AuditLogSerializer,
     InviteSerializer,
     OrganizationUserSerializer,
     PartnerUserSerializer,
@@ -23,10 +25,11 @@ from accounts.api.serializers import (
     RoleSerializer,
     UserSerializer,
 )
-from accounts.models import OrganizationUser, PartnerUser, Permission, Role, User
+from accounts.models import AuditLog, OrganizationUser, PartnerUser, Permission, Role, User
 from rmm import authz
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
+from rmm.pagination import KeysetPagination, Ordering
 
 
 @contextmanager
@@ -203,34 +206,31 @@ class OrganizationUserViewSet(_CrudViewSet):
 class UserViewSet(
     ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin
 ):
-    """People in reach. POST creates a user together with their first membership (users:invite); a person who
-    also belongs to tenants outside the caller's reach can only be changed by someone who reaches them all."""
+    """People in reach. POST creates a user together with their first membership (users:invite). Changing or
+    deleting a person takes over all their access, so it needs that the caller could have granted every one of
+    their memberships (accounts.services.may_manage_user), the same rule as the admin."""
 
     resource = "users"
     queryset = User.objects.order_by("email")
     serializer_class = UserSerializer
 
-    def _shared_beyond_reach(self, user: User) -> bool:
-        actor = self.request.user
-        partner_rows = PartnerUser.objects.filter(user=user)
-        org_rows = OrganizationUser.objects.filter(user=user)
-        return partner_rows.count() != authz.visible(actor, "users:write", partner_rows).count() or (
-            org_rows.count() != authz.visible(actor, "users:write", org_rows).count()
-        )
-
     def perform_update(self, serializer):
-        if serializer.instance.is_superuser or self._shared_beyond_reach(serializer.instance):
+        if not services.may_manage_user(self.request.user, serializer.instance):
             raise ApiError(
-                409, "user_shared_with_other_tenants", "This person also belongs to tenants you do not manage."
+                409,
+                "user_beyond_your_authority",
+                "This person holds access you could not grant (here or in tenants you do not manage).",
             )
         super().perform_update(serializer)
 
     def perform_destroy(self, instance):
         if instance == self.request.user:
             raise ApiError(409, "cannot_delete_self", "You cannot delete yourself.")
-        if instance.is_superuser or self._shared_beyond_reach(instance):
+        if not services.may_manage_user(self.request.user, instance):
             raise ApiError(
-                409, "user_shared_with_other_tenants", "This person also belongs to tenants you do not manage."
+                409,
+                "user_beyond_your_authority",
+                "This person holds access you could not grant (here or in tenants you do not manage).",
             )
         super().perform_destroy(instance)
 
@@ -278,3 +278,39 @@ class UserViewSet(
             self._require(user, "users:read")
             self.audit("create", user)
         return Response(UserSerializer(user).data, status=201)
+
+
+class AuditLogFilter(django_filters.FilterSet):
+    actor = django_filters.UUIDFilter(field_name="actor_user_id")
+    actorDevice = django_filters.UUIDFilter(field_name="actor_device_id")
+    action = django_filters.CharFilter(method="filter_action", max_length=100)
+    targetType = django_filters.CharFilter(field_name="target_type")
+    targetId = django_filters.CharFilter(field_name="target_id")
+    orgId = django_filters.UUIDFilter(field_name="org_id")
+    # "from" is a Python keyword: declared below under its API name.
+    to = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = AuditLog
+        fields: list[str] = []
+
+    def filter_action(self, queryset, name, value):
+        """``device.quarantine`` exactly, or ``device.*`` for every action on devices."""
+        if value.endswith(".*"):
+            return queryset.filter(action__startswith=value[:-1])
+        return queryset.filter(action=value)
+
+
+AuditLogFilter.base_filters["from"] = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+
+
+class AuditLogViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
+    """Who did what, newest first (audit:read). Rows without an organization are the operators' business."""
+
+    resource = "audit"
+    queryset = AuditLog.objects.all()
+    serializer_class = AuditLogSerializer
+    filterset_class = AuditLogFilter
+    pagination_class = KeysetPagination
+    orderings = {"-createdAt": Ordering("created_at", descending=True, is_datetime=True)}
+    default_ordering = "-createdAt"

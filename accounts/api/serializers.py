@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from accounts.models import ApiToken, OrganizationUser, PartnerUser, Permission, Role, User
+from accounts.models import ApiToken, AuditLog, OrganizationUser, PartnerUser, Permission, Role, User
 from orgs.models import Organization, Partner, Site
 from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
 
@@ -192,3 +192,16 @@ class InviteSerializer(CamelCaseSerializer):
         if bool(attrs.get("partner_id")) == bool(attrs.get("org_id")):
             raise serializers.ValidationError({"nonFieldErrors": ["Give either partnerId or orgId."]})
         return attrs
+
+
+class AuditLogSerializer(CamelCaseModelSerializer):
+    actor_user_id = serializers.UUIDField(read_only=True)
+    actor_device_id = serializers.UUIDField(read_only=True)
+    org_id = serializers.UUIDField(read_only=True)
+
+    class Meta:
+        model = AuditLog
+        fields = [
+            "id", "created_at", "actor_user_id", "actor_device_id", "org_id", "action", "target_type", "target_id",
+            "details", "ip",
+        ]  # fmt: skip

@@ -8,6 +8,7 @@ router.register("roles", access.RoleViewSet, basename="role")
 router.register("users", access.UserViewSet, basename="user")
 router.register("partner-users", access.PartnerUserViewSet, basename="partner-user")
 router.register("organization-users", access.OrganizationUserViewSet, basename="organization-user")
+router.register("audit-log", access.AuditLogViewSet, basename="audit-log")
 
 urlpatterns = [
     route("auth/login", views.LoginView.as_view(), "auth-login"),

@@ -186,7 +186,7 @@ def test_an_invite_into_another_partner_is_answered_as_if_it_did_not_exist(world
 def test_a_person_shared_with_another_tenant_cannot_be_disabled_by_one_of_them(world, roles, org_user, outsider):
     PartnerUser.objects.create(partner=world.partner_b, user=org_user, role=roles["Partner Viewer"], org_access="all")
     response = client_for(outsider).patch(f"/api/v1/users/{org_user.pk}", {"status": "disabled"}, format="json")
-    assert error_of(response, 409) == "user_shared_with_other_tenants"
+    assert error_of(response, 409) == "user_beyond_your_authority"
     org_user.refresh_from_db()
     assert org_user.status == "active"
 
@@ -195,3 +195,13 @@ def test_it_lists_only_people_in_reach(world, partner_admin, org_user, outsider)
     emails = {row["email"] for row in client_for(outsider).get("/api/v1/users").json()}
     assert org_user.email not in emails and partner_admin.email not in emails
     assert outsider.email in emails
+
+
+def test_an_org_admin_cannot_take_over_a_partner_admin_who_also_belongs_to_their_org(
+    world, roles, partner_admin, org_admin
+):
+    OrganizationUser.objects.create(org=world.org_a, user=partner_admin, role=roles["Org User"])
+    response = client_for(org_admin).patch(f"/api/v1/users/{partner_admin.pk}", {"status": "disabled"}, format="json")
+    assert error_of(response, 409) == "user_beyond_your_authority"
+    partner_admin.refresh_from_db()
+    assert partner_admin.status == "active"
