@@ -19,9 +19,9 @@ class DeviceStatus(models.TextChoices):
 
 
 class DeviceOsType(models.TextChoices):
-    WINDOWS = "windows"
-    MACOS = "macos"
-    LINUX = "linux"
+    WINDOWS = "windows", "Windows"
+    MACOS = "macos", "macOS"
+    LINUX = "linux", "Linux"
 
 
 class Device(TimeStampedModel):
@@ -36,7 +36,7 @@ class Device(TimeStampedModel):
 
     org = models.ForeignKey("orgs.Organization", on_delete=models.PROTECT, related_name="devices", db_index=False)
     site = models.ForeignKey("orgs.Site", on_delete=models.PROTECT, related_name="devices")
-    agent_id = models.CharField(max_length=64, unique=True)
+    agent_id = models.CharField("agent ID", max_length=64, unique=True)
     # NULL (not "") for devices created before tokens existed, as the spec says.
     agent_token_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)  # noqa: DJ001
     agent_token_issued_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -44,14 +44,14 @@ class Device(TimeStampedModel):
     previous_token_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     hostname = models.CharField(max_length=255)
     display_name = models.CharField(max_length=255, blank=True)
-    os_type = models.CharField(max_length=10, choices=OsType.choices)
-    os_version = models.CharField(max_length=100, blank=True)
-    os_build = models.CharField(max_length=100, blank=True)
+    os_type = models.CharField("OS type", max_length=10, choices=OsType.choices)
+    os_version = models.CharField("OS version", max_length=100, blank=True)
+    os_build = models.CharField("OS build", max_length=100, blank=True)
     architecture = models.CharField(max_length=20, blank=True)
     agent_version = models.CharField(max_length=20, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ONLINE)
     last_seen_at = models.DateTimeField(null=True, blank=True)
-    last_seen_ip = models.CharField(max_length=45, blank=True)
+    last_seen_ip = models.CharField("last seen IP", max_length=45, blank=True)
     enrolled_at = models.DateTimeField(null=True, blank=True)
     enrolled_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

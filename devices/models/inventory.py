@@ -16,16 +16,16 @@ class DeviceHardware(DeviceOwned):
     device = models.OneToOneField(
         "devices.Device", on_delete=models.CASCADE, db_constraint=False, related_name="hardware"
     )
-    cpu_model = models.CharField(max_length=255, blank=True)
-    cpu_cores = models.PositiveIntegerField(null=True, blank=True)
-    cpu_threads = models.PositiveIntegerField(null=True, blank=True)
-    ram_total_mb = models.PositiveBigIntegerField(null=True, blank=True)
-    disk_total_gb = models.FloatField(null=True, blank=True)
-    gpu_model = models.CharField(max_length=255, blank=True)
+    cpu_model = models.CharField("CPU model", max_length=255, blank=True)
+    cpu_cores = models.PositiveIntegerField("CPU cores", null=True, blank=True)
+    cpu_threads = models.PositiveIntegerField("CPU threads", null=True, blank=True)
+    ram_total_mb = models.PositiveBigIntegerField("RAM (MB)", null=True, blank=True)
+    disk_total_gb = models.FloatField("disk total (GB)", null=True, blank=True)
+    gpu_model = models.CharField("GPU model", max_length=255, blank=True)
     serial_number = models.CharField(max_length=255, blank=True)
     manufacturer = models.CharField(max_length=255, blank=True)
     model = models.CharField(max_length=255, blank=True)
-    bios_version = models.CharField(max_length=255, blank=True)
+    bios_version = models.CharField("BIOS version", max_length=255, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -48,11 +48,11 @@ class DeviceNetworkInterface(DeviceOwned):
     IpType = DeviceNetworkInterfaceIpType
 
     interface_name = models.CharField(max_length=255)
-    mac_address = models.CharField(max_length=17, blank=True)
-    ip_address = models.CharField(max_length=45, blank=True)
-    ip_type = models.CharField(max_length=4, choices=IpType.choices, default=IpType.IPV4)
+    mac_address = models.CharField("MAC address", max_length=17, blank=True)
+    ip_address = models.CharField("IP address", max_length=45, blank=True)
+    ip_type = models.CharField("IP type", max_length=4, choices=IpType.choices, default=IpType.IPV4)
     is_primary = models.BooleanField(default=False)
-    public_ip = models.CharField(max_length=45, blank=True)
+    public_ip = models.CharField("public IP", max_length=45, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
