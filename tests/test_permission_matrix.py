@@ -85,6 +85,11 @@ MATRIX = [
     _row(Call("DELETE", "/api/v1/devices/{device_a1}"),            401, 204, 204, 403, 403, 204, 403, 404),
     _row(Call("GET", "/api/v1/devices/{device_a1}/software"),      401, 200, 200, 200, 200, 200, 200, 404),
     _row(Call("GET", "/api/v1/devices/{device_a1}/hardware"),      401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("GET", "/api/v1/audit-log"),                         401, 200, 200, 200, 200, 200, 200, 200),
+    _row(Call("POST", "/api/v1/devices/{device_a1}/quarantine", {"reason": "suspicious"}),
+                                                                   401, 200, 200, 403, 403, 200, 200, 404),
+    _row(Call("POST", "/api/v1/devices/{device_a1}/approve"),      401, 409, 409, 403, 403, 409, 409, 404),
+    _row(Call("POST", "/api/v1/devices/{device_a1}/rotate-token"), 401, 202, 202, 403, 403, 202, 202, 404),
 ]  # fmt: skip
 
 

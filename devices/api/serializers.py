@@ -13,7 +13,7 @@ from devices.models import (
     DeviceSoftware,
 )
 from orgs.models import Site
-from rmm.api import CamelCaseModelSerializer, ScopedRelatedField
+from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
 
 DEVICE_FIELDS = [
     "id", "org_id", "site_id", "agent_id", "hostname", "display_name", "os_type", "os_version", "os_build",
@@ -115,3 +115,7 @@ ConnectionSerializer = _child(
     "process_name",
     "updated_at",
 )
+
+
+class QuarantineSerializer(CamelCaseSerializer):
+    reason = serializers.CharField(max_length=255)

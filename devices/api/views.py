@@ -20,8 +20,10 @@ from devices.models import (
     DeviceRegistryEntry,
     DeviceSoftware,
 )
+from devices.services import actions
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
+from rmm.net import client_ip
 from rmm.pagination import KeysetPagination, Ordering
 
 DEVICE_ORDERINGS = {
@@ -89,6 +91,25 @@ class DeviceViewSet(
                 "total": sum(by_status.values()),
             }
         )
+
+    @action(detail=True, methods=["post"], url_path="quarantine", verb="write")
+    def quarantine(self, request, pk=None):
+        body = s.QuarantineSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        device = actions.quarantine(
+            device=self.get_object(), reason=body.validated_data["reason"], actor=request.user, ip=client_ip(request)
+        )
+        return Response(s.DeviceSerializer(device, context=self.get_serializer_context()).data)
+
+    @action(detail=True, methods=["post"], url_path="approve", verb="write")
+    def approve(self, request, pk=None):
+        device = actions.approve(device=self.get_object(), actor=request.user, ip=client_ip(request))
+        return Response(s.DeviceSerializer(device, context=self.get_serializer_context()).data)
+
+    @action(detail=True, methods=["post"], url_path="rotate-token", verb="write")
+    def rotate_token(self, request, pk=None):
+        actions.request_token_rotation(device=self.get_object(), actor=request.user, ip=client_ip(request))
+        return Response({"rotationRequested": True}, status=202)
 
     @action(detail=True, methods=["get"], url_path="hardware", verb="read")
     def hardware(self, request, pk=None):

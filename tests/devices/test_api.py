@@ -283,3 +283,44 @@ def test_inventory_of_a_device_out_of_reach_is_404(world, outsider, kind):
     response = client_for(outsider).get(f"/api/v1/devices/{device.pk}/{kind}")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def test_quarantine_and_approve_are_audited(world, org_admin):
+    device = world.devices[world.site_a1][0]
+    client = client_for(org_admin)
+    response = client.post(f"/api/v1/devices/{device.pk}/quarantine", {"reason": "ransomware alert"}, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == "quarantined" and response.json()["quarantinedReason"] == "ransomware alert"
+    approved = client.post(f"/api/v1/devices/{device.pk}/approve")
+    assert approved.status_code == 200 and approved.json()["status"] == "online"
+    device.refresh_from_db()
+    assert device.quarantined_at is None and device.quarantined_reason == ""
+    actions = list(
+        AuditLog.objects.filter(target_id=str(device.pk)).order_by("created_at").values_list("action", flat=True)
+    )
+    assert actions == ["device.quarantine", "device.approve"]
+
+
+def test_quarantine_needs_a_reason_and_approve_needs_a_quarantine(world, org_admin):
+    device = world.devices[world.site_a1][0]
+    client = client_for(org_admin)
+    assert "reason" in client.post(f"/api/v1/devices/{device.pk}/quarantine", {}, format="json").json()["fields"]
+    refused = client.post(f"/api/v1/devices/{device.pk}/approve")
+    assert refused.status_code == 409 and refused.json()["error"] == "invalid_status"
+
+
+def test_a_decommissioned_device_cannot_be_quarantined(world, org_admin):
+    device = world.devices[world.site_a1][0]
+    Device.objects.filter(pk=device.pk).update(status="decommissioned")
+    response = client_for(org_admin).post(f"/api/v1/devices/{device.pk}/quarantine", {"reason": "x"}, format="json")
+    assert response.status_code == 409
+
+
+def test_rotate_token_marks_the_token_due_for_the_next_heartbeat(world, org_admin):
+    device = world.devices[world.site_a1][0]
+    Device.objects.filter(pk=device.pk).update(agent_token_issued_at=timezone.now())
+    response = client_for(org_admin).post(f"/api/v1/devices/{device.pk}/rotate-token")
+    assert response.status_code == 202
+    device.refresh_from_db()
+    assert device.agent_token_issued_at is None
+    assert AuditLog.objects.filter(action="device.request_token_rotation", target_id=str(device.pk)).exists()
