@@ -68,6 +68,7 @@ class Command(BaseCommand):
     ) -> None:
         if devices < 0 or telemetry_hours < 0 or telemetry_devices < 0:
             raise CommandError("--devices, --telemetry-hours and --telemetry-devices must not be negative.")
+        credentials_file = Path(credentials_file)  # call_command() passes options without argparse's type=
         started = time.monotonic()
         result = seed_demo(
             devices=devices,

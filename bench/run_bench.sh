@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The agent API benchmark: a fresh database, gunicorn started with rmm/gunicorn.conf.py, then the fleet simulator
+# (python -m rmm.sim) enrolls AGENTS agents, drives RATE heartbeats/s for SECONDS (with commands queued meanwhile
+# and answered by the simulated agents), then software uploads of ITEMS items. See bench/README.md.
+#
+#   bench/run_bench.sh                     # defaults below
+#   AGENTS=2000 RATE=1000 SECONDS=30 bench/run_bench.sh
+#
+# It drops and re-creates the database named in BENCH_DATABASE_URL (never the development database) and only
+# ever loads 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCH_DATABASE_URL=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/rmm_bench}
+AGENTS=${AGENTS:-10000}
+RATE=${RATE:-2000}
+SECONDS_=${SECONDS_HEARTBEATS:-60}
+CONNECTIONS=${CONNECTIONS:-256}
+COMMANDS_PER_SECOND=${COMMANDS_PER_SECOND:-20}
+BACKLOG_PERCENT=${BACKLOG_PERCENT:-1}
+UPLOADS=${UPLOADS:-3000}
+ITEMS=${ITEMS:-300}
+PORT=${PORT:-8765}
+OUT=${OUT:-var/bench}
+PY=.venv/bin/python
+
+case "$BENCH_DATABASE_URL" in
+  */rmm_bench*) ;;
+  *) echo "BENCH_DATABASE_URL must name a database called rmm_bench (it is dropped and re-created)" >&2; exit 2 ;;
+esac
+export DATABASE_URL=$BENCH_DATABASE_URL
+export SECRET_KEY=${SECRET_KEY:-bench-secret-key-not-for-production-0123456789abcdef}
+export DEBUG=0 LOG_LEVEL=${LOG_LEVEL:-WARNING}
+mkdir -p "$OUT"
+
+echo "== machine"
+echo "nproc: $(nproc); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ram: $(free -g | awk '/Mem:/ {print $2}') GB"
+
+echo "== fresh database"
+ADMIN_URL=${BENCH_DATABASE_URL%/*}/postgres
+$PY - "$ADMIN_URL" <<'EOF'
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute("DROP DATABASE IF EXISTS rmm_bench WITH (FORCE)")
+    conn.execute("CREATE DATABASE rmm_bench")
+EOF
+$PY manage.py migrate --no-input -v 0
+KEY=$($PY bench/setup_tenant.py | tail -n 1)
+rm -f "$OUT/agents.json"
+
+echo "== gunicorn -c rmm/gunicorn.conf.py (${WEB_CONCURRENCY:-default} workers, ${GUNICORN_WORKER_CLASS:-default} class)"
+GUNICORN_BIND=127.0.0.1:$PORT GUNICORN_ACCESS_LOG=off .venv/bin/gunicorn -c rmm/gunicorn.conf.py rmm.wsgi \
+  > "$OUT/gunicorn.log" 2>&1 &
+GUNICORN_PID=$!
+trap 'kill $GUNICORN_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do
+  if $PY -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null; then break; fi
+  sleep 0.2
+done
+sleep 2  # let every worker finish loading Django
+
+SIM="$PY -m rmm.sim --url http://127.0.0.1:$PORT --state $OUT/agents.json --agents $AGENTS"
+
+echo "== enrollment: $AGENTS agents through POST /api/v1/agents/enroll"
+$SIM --key "$KEY" --enroll-concurrency 16 --seconds 0 --json "$OUT/enroll.json"
+
+echo "== heartbeats: $RATE/s for ${SECONDS_} s over $CONNECTIONS connections, $COMMANDS_PER_SECOND commands/s queued"
+$PY bench/queue_commands.py --per-second "$COMMANDS_PER_SECOND" --seconds "$SECONDS_" > "$OUT/queue_commands.log" 2>&1 &
+QUEUE_PID=$!
+BENCH_PG_MARK=${BENCH_PG_MARK:-} $PY bench/cpu_share.py --delay 5 --seconds $((SECONDS_ - 10)) > "$OUT/cpu.txt" &
+CPU_PID=$!
+$SIM --seconds "$SECONDS_" --rate "$RATE" --connections "$CONNECTIONS" --backlog-percent "$BACKLOG_PERCENT" \
+  --progress 10 --json "$OUT/heartbeat.json"
+wait $QUEUE_PID $CPU_PID
+cat "$OUT/queue_commands.log" "$OUT/cpu.txt"
+
+echo "== durability: every sample acknowledged with a 200 is in the database"
+$PY - "$OUT/heartbeat.json" <<'EOF'
+import json, os, sys
+import psycopg
+acknowledged = json.load(open(sys.argv[1]))["telemetrySamplesAcknowledged"]
+with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+    stored = conn.execute("SELECT count(*) FROM device_telemetry").fetchone()[0]
+print(f"acknowledged {acknowledged}, stored {stored}: {'OK' if stored >= acknowledged else 'MISSING ROWS'}")
+sys.exit(0 if stored >= acknowledged else 1)
+EOF
+
+echo "== inventory: $UPLOADS software uploads of $ITEMS items"
+$SIM --seconds 0 --inventory-uploads "$UPLOADS" --software-items "$ITEMS" --inventory-concurrency 8 \
+  --json "$OUT/inventory.json"
+
+echo "== server log (errors only)"
+grep -E "ERROR|Traceback|Exception" "$OUT/gunicorn.log" | head -20 || echo "none"

@@ -1,0 +1,232 @@
+"""Who is calling: an agent's bearer token checked against the device named in the path.
+
+Only ``sha256(token)`` is stored. The presented token's hash is compared with the current hash and, during the
+five minutes after a rotation, with the previous one, always both and always with ``hmac.compare_digest``.
+Unknown agent, wrong token and malformed header get the same 401 ``invalid_token``.
+
+Nothing is cached between requests: a fleet checks in once a minute per device, so a per-process cache of a few
+seconds would almost never hit in production, and the heartbeat's identity lookup is one indexed statement per
+batch anyway (``devices.agent.hot``). A revoked or rotated-out token is therefore refused from the next request.
+
+The checks, in order: the token (401), the client certificate when ``AGENT_MTLS_MODE`` is ``enforce`` (403
+``mtls_required``), the tenant (403 ``tenant_inactive``), the device's status (403 ``device_decommissioned`` /
+``device_quarantined``), and last an expired client certificate under an organization whose
+``settings["mtlsExpiredCertPolicy"]`` is ``"quarantine"``, which quarantines the device there and then.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts import audit
+from devices.agent import hot
+from devices.agent.errors import AgentError
+from devices.models import Device
+from orgs.models import Organization, Partner
+from rmm.net import client_ip, request_is_from_trusted_proxy
+
+logger = logging.getLogger("devices.agent")
+
+TOKEN_PREFIX = "rmm_"  # noqa: S105 - the marker of every agent token, not a secret
+TOKEN_LENGTH = len(TOKEN_PREFIX) + 64
+# How long the token replaced by a rotation keeps working (agent-api.md, "Token rotation").
+PREVIOUS_TOKEN_GRACE = dt.timedelta(minutes=5)
+MTLS_EXPIRED_POLICY_KEY = "mtlsExpiredCertPolicy"
+MTLS_EXPIRED_REASON = "mtls_cert_expired"
+
+# Verdicts: "ok", an error code, or QUARANTINE_NOW (quarantine the device, then answer device_quarantined).
+OK = "ok"
+QUARANTINE_NOW = "quarantine_now"
+
+_INACTIVE_ORG = frozenset(Organization.INACTIVE_STATUSES)
+_INACTIVE_PARTNER = frozenset(Partner.INACTIVE_STATUSES)
+_NEVER_MATCHES = "0" * 64
+
+MESSAGES = {
+    "invalid_token": "The agent token is missing, malformed or not valid for this agent.",
+    "mtls_required": "A verified client certificate matching this device is required.",
+    "tenant_inactive": "This device's organization is not active.",
+    "device_decommissioned": "This device has been decommissioned.",
+    "device_quarantined": "This device is quarantined until a technician approves it.",
+}
+STATUSES = {
+    "invalid_token": 401,
+    "mtls_required": 403,
+    "tenant_inactive": 403,
+    "device_decommissioned": 403,
+    "device_quarantined": 403,
+}
+
+
+def refusal(code: str) -> AgentError:
+    return AgentError(STATUSES[code], code, MESSAGES[code])
+
+
+@dataclass(slots=True)
+class AgentIdentity:
+    """The device an agent call authenticated as, with what the checks need (one row of ``hot.IDENTITY``)."""
+
+    agent_id: str
+    device_id: uuid.UUID
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    token_hash: str | None
+    previous_token_hash: str | None
+    previous_token_expires_at: dt.datetime | None
+    token_issued_at: dt.datetime | None
+    status: str
+    org_status: str
+    partner_status: str
+    mtls_serial: str
+    mtls_expires_at: dt.datetime | None
+    mtls_expired_policy: str | None
+
+    def token_is_old(self, now: dt.datetime) -> bool:
+        """Whether the heartbeat should tell the agent to rotate (``rotateToken``)."""
+        issued = self.token_issued_at
+        return issued is None or issued < now - dt.timedelta(days=settings.AGENT_TOKEN_MAX_AGE_DAYS)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh agent token and its stored hash: ``rmm_`` + 64 hex characters (32 random bytes)."""
+    token = TOKEN_PREFIX + secrets.token_hex(32)
+    return token, hash_token(token)
+
+
+def presented_token_hash(request) -> str | None:
+    """sha256 of the bearer token of the Authorization header, or None when the header is missing or malformed."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or len(token) != TOKEN_LENGTH or not token.startswith(TOKEN_PREFIX):
+        return None
+    return hash_token(token)
+
+
+@dataclass(slots=True, frozen=True)
+class PresentedCertificate:
+    """What a trusted TLS-terminating proxy said about the client certificate."""
+
+    verified: bool
+    serial: str
+
+
+def presented_certificate(request) -> PresentedCertificate | None:
+    """The client-certificate headers, believed only from TRUSTED_PROXIES; None when mTLS is off."""
+    if settings.AGENT_MTLS_MODE == "off":
+        return None
+    if not request_is_from_trusted_proxy(request):
+        return PresentedCertificate(verified=False, serial="")
+    return PresentedCertificate(
+        verified=request.META.get("HTTP_X_CLIENT_CERT_VERIFIED", "").strip().upper() == "SUCCESS",
+        serial=request.META.get("HTTP_X_CLIENT_CERT_SERIAL", ""),
+    )
+
+
+def _normal_serial(serial: str) -> str:
+    return serial.replace(":", "").replace(" ", "").strip().upper().lstrip("0")
+
+
+def _certificate_mismatch(identity: AgentIdentity, certificate: PresentedCertificate) -> str | None:
+    # Strict on purpose: a device with no serial on file has nothing a certificate could match, so under
+    # "enforce" it is refused until its certificate is recorded.
+    if not certificate.verified:
+        return "no verified client certificate"
+    presented = _normal_serial(certificate.serial)
+    if not presented or presented != _normal_serial(identity.mtls_serial):
+        return f"client certificate serial {certificate.serial!r} is not the device's {identity.mtls_serial!r}"
+    return None
+
+
+def token_matches(identity: AgentIdentity, token_hash: str, now: dt.datetime) -> bool:
+    current = hmac.compare_digest(identity.token_hash or _NEVER_MATCHES, token_hash)
+    previous = hmac.compare_digest(identity.previous_token_hash or _NEVER_MATCHES, token_hash)
+    in_grace = identity.previous_token_expires_at is not None and identity.previous_token_expires_at > now
+    return current or (previous and in_grace)
+
+
+def judge(
+    identity: AgentIdentity | None,
+    token_hash: str | None,
+    certificate: PresentedCertificate | None,
+    now: dt.datetime,
+) -> str:
+    """The verdict on one call: ``OK``, ``QUARANTINE_NOW`` or an error code (see the module docstring)."""
+    if identity is None or token_hash is None:
+        if token_hash is not None:
+            hmac.compare_digest(_NEVER_MATCHES, token_hash)  # same work as for a known agent
+        return "invalid_token"
+    if not token_matches(identity, token_hash, now):
+        return "invalid_token"
+    if certificate is not None:
+        mismatch = _certificate_mismatch(identity, certificate)
+        if mismatch:
+            if settings.AGENT_MTLS_MODE == "enforce":
+                return "mtls_required"
+            logger.warning("mTLS audit: agent %s: %s", identity.agent_id, mismatch)
+    if identity.org_status in _INACTIVE_ORG or identity.partner_status in _INACTIVE_PARTNER:
+        return "tenant_inactive"
+    if identity.status == Device.Status.DECOMMISSIONED:
+        return "device_decommissioned"
+    if identity.status == Device.Status.QUARANTINED:
+        return "device_quarantined"
+    if (
+        identity.mtls_expires_at is not None
+        and identity.mtls_expires_at <= now
+        and identity.mtls_expired_policy == "quarantine"
+    ):
+        return QUARANTINE_NOW
+    return OK
+
+
+def identity_from_row(row: tuple) -> AgentIdentity:
+    return AgentIdentity(*row)
+
+
+def record_certificate_quarantine(identity: AgentIdentity, *, ip: str | None) -> None:
+    """The audit row of a quarantine for an expired client certificate (in the caller's transaction)."""
+    audit.record(
+        action="device.quarantine",
+        actor_device=Device(id=identity.device_id, org_id=identity.org_id),
+        org_id=identity.org_id,
+        target_type="device",
+        target_id=str(identity.device_id),
+        details={"reason": MTLS_EXPIRED_REASON, "certificateExpiresAt": identity.mtls_expires_at.isoformat()},
+        ip=ip,
+    )
+
+
+def authenticate(request, agent_id: str) -> AgentIdentity:
+    """The device of ``agent_id`` if the request's token is its token and it may call; else raise the refusal.
+
+    Used by every agent endpoint except the heartbeat, which judges a whole batch in ``devices.agent.heartbeat``.
+    """
+    token_hash = presented_token_hash(request)
+    if token_hash is None:
+        raise refusal("invalid_token")
+    row = hot.fetch_identity(hot.raw_cursor(), agent_id)
+    identity = identity_from_row(row) if row else None
+    now = timezone.now()
+    verdict = judge(identity, token_hash, presented_certificate(request), now)
+    if verdict == OK:
+        return identity
+    if verdict == QUARANTINE_NOW:
+        with transaction.atomic():
+            if hot.quarantine_expired_certificate(hot.raw_cursor(), device_id=identity.device_id, now=now):
+                record_certificate_quarantine(identity, ip=client_ip(request))
+        verdict = "device_quarantined"
+    raise refusal(verdict)

@@ -1,0 +1,198 @@
+"""The heartbeat: read one check-in, then judge and write a batch of them in one transaction.
+
+``read_heartbeat`` runs in the request's thread and turns a body into a ``HeartbeatJob`` (or a 400 / 413 before
+anything is stored). ``process_heartbeats`` takes any number of jobs, in the calling thread's transaction: the
+request's own thread when group commit is off (tests, a sync worker), or the process's group-commit writer
+(``devices.agent.group_commit``) with every heartbeat that arrived while the previous batch was being committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+
+import psycopg
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from devices.agent import hot
+from devices.agent.auth import (
+    OK,
+    QUARANTINE_NOW,
+    AgentIdentity,
+    PresentedCertificate,
+    identity_from_row,
+    judge,
+    record_certificate_quarantine,
+)
+from devices.agent.validation import Problems, item_list, metrics, optional_text, sub_object, text, timestamp
+
+BACKLOG_LIMIT = 1000
+AGENT_HEALTH = ("ok", "warning", "error")
+
+
+@dataclass(slots=True, eq=False)
+class HeartbeatJob:
+    """One validated check-in waiting to be written, and (once written) what to answer."""
+
+    agent_id: str
+    token_hash: str
+    certificate: PresentedCertificate | None
+    received_at: dt.datetime
+    ip: str | None
+    agent_version: str
+    hostname: str | None = None
+    os_version: str | None = None
+    os_build: str | None = None
+    metrics: tuple | None = None
+    backlog: list[tuple[dt.datetime, tuple]] = field(default_factory=list)
+    # The outcome, filled in by process_heartbeats.
+    verdict: str = ""
+    identity: AgentIdentity | None = None
+    commands: list[dict] = field(default_factory=list)
+    rotate_token: bool = False
+
+
+def read_heartbeat(
+    body: dict,
+    *,
+    agent_id: str,
+    token_hash: str,
+    certificate: PresentedCertificate | None,
+    ip: str | None,
+    now: dt.datetime,
+) -> HeartbeatJob:
+    """Validate a heartbeat body (agent-api.md) into a job; raises the 400 / 413 ``AgentError``."""
+    problems = Problems()
+    agent_version = text(body, "agentVersion", "", problems, max_length=20, required=True, blank=False)
+    health = body.get("status")
+    if health is not None and health not in AGENT_HEALTH:
+        problems.add("status", f"Must be one of: {', '.join(AGENT_HEALTH)}.")
+    job = HeartbeatJob(
+        agent_id=agent_id,
+        token_hash=token_hash,
+        certificate=certificate,
+        received_at=now,
+        ip=ip,
+        agent_version=agent_version,
+        hostname=optional_text(body, "hostname", "", problems, max_length=255),
+        os_version=optional_text(body, "osVersion", "", problems, max_length=100),
+        os_build=optional_text(body, "osBuild", "", problems, max_length=100),
+    )
+    # Reported but not stored (no column): checked so an agent learns about a malformed value.
+    for name in ("uptime",):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+            problems.add(name, "Must be a number of seconds, at least 0.")
+    if body.get("lastUser") is not None and not isinstance(body.get("lastUser"), str):
+        problems.add("lastUser", "Must be a string.")
+    if body.get("pendingReboot") is not None and not isinstance(body.get("pendingReboot"), bool):
+        problems.add("pendingReboot", "Must be true or false.")
+
+    sample = sub_object(body, "metrics", problems)
+    if sample is not None:
+        job.metrics = metrics(sample, "metrics", problems)
+
+    backlog = item_list(body, "metricsBacklog", problems, limit=BACKLOG_LIMIT, required=False)
+    if backlog:
+        oldest = now - dt.timedelta(days=settings.TELEMETRY_RETENTION_DAYS)
+        for index, item in backlog:
+            prefix = f"metricsBacklog[{index}]"
+            ts = timestamp(item, "timestamp", prefix, problems, required=True)
+            if ts is not None:
+                if ts > now:
+                    problems.add(f"{prefix}.timestamp", "Must not be in the future.")
+                elif ts < oldest:
+                    problems.add(
+                        f"{prefix}.timestamp",
+                        f"Is older than the telemetry retention of {settings.TELEMETRY_RETENTION_DAYS} days.",
+                    )
+            job.backlog.append((ts, metrics(item, prefix, problems)))
+    problems.raise_if_any()
+    return job
+
+
+# A heartbeat whose device changed between its judgement and the write (a rotation, a quarantine, in the same
+# millisecond) is judged again; this bounds how often, so a device changed on every attempt still gets an answer.
+MAX_ATTEMPTS = 3
+
+
+def process_heartbeats(jobs: list[HeartbeatJob], *, now: dt.datetime | None = None) -> None:
+    """Judge and write ``jobs``; each job gets its ``verdict`` (and, when OK, its commands and rotateToken).
+
+    Two statements per batch, neither inside an explicit transaction: the identity lookup (a read), then the write,
+    which is one statement and so atomic and durable on its own when it returns. Nothing holds a lock between them;
+    the write re-checks what the judgement relied on instead (``hot.HEARTBEAT_WRITE``). Only a batch that
+    quarantines a device for an expired client certificate opens a transaction, to write the audit row with it.
+    """
+    pending = jobs
+    for _attempt in range(MAX_ATTEMPTS):
+        pending = _attempt_batch(pending, now or timezone.now())
+        if not pending:
+            return
+    for job in pending:
+        job.verdict = "busy"
+
+
+def _attempt_batch(jobs: list[HeartbeatJob], now: dt.datetime) -> list[HeartbeatJob]:
+    """One attempt at ``jobs``: answers the jobs to try again (their device changed under them)."""
+    cursor = hot.raw_cursor()
+    identities = {row[0]: identity_from_row(row) for row in hot.fetch_identities(cursor, {j.agent_id for j in jobs})}
+
+    touches: dict[uuid.UUID, tuple] = {}
+    samples: list[tuple] = []
+    written_jobs: dict[uuid.UUID, list[HeartbeatJob]] = {}
+    quarantined_now: dict[uuid.UUID, HeartbeatJob] = {}
+    for job in jobs:
+        identity = identities.get(job.agent_id)
+        verdict = judge(identity, job.token_hash, job.certificate, now)
+        job.identity, job.verdict, job.commands = identity, verdict, []
+        if verdict == OK:
+            device_id = identity.device_id
+            facts = (job.ip, job.hostname, job.os_version, job.os_build, job.agent_version)
+            touches[device_id] = (device_id, identity.token_hash, identity.status, "ok", job.received_at, *facts)
+            if job.metrics is not None:
+                samples.append((device_id, identity.org_id, job.received_at, *job.metrics))
+            samples.extend((device_id, identity.org_id, ts, *values) for ts, values in job.backlog)
+            job.rotate_token = identity.token_is_old(now)
+        elif verdict in (QUARANTINE_NOW, "device_quarantined"):
+            # A quarantined device answers 403 but its last_seen_at is still recorded (agent-api.md).
+            device_id = identity.device_id
+            mode = "quarantine" if verdict == QUARANTINE_NOW else "seen"
+            if mode == "quarantine":
+                quarantined_now[device_id] = job
+            touches[device_id] = (device_id, identity.token_hash, identity.status, mode, job.received_at, job.ip)
+            touches[device_id] += (None,) * 4
+            job.verdict = "device_quarantined"
+        else:
+            continue
+        written_jobs.setdefault(identity.device_id, []).append(job)
+    if not touches:
+        return []
+
+    # In id order, so two server processes writing overlapping batches lock the same rows in the same order.
+    ordered = [touches[device_id] for device_id in sorted(touches)]
+    try:
+        if quarantined_now:
+            with transaction.atomic():
+                written, claimed = hot.write_heartbeats(cursor, now=now, touches=ordered, samples=samples)
+                for device_id, job in quarantined_now.items():
+                    if device_id in written:
+                        record_certificate_quarantine(job.identity, ip=job.ip)
+        else:
+            written, claimed = hot.write_heartbeats(cursor, now=now, touches=ordered, samples=samples)
+    except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+        if connection.in_atomic_block:
+            raise  # inside someone else's transaction (a test): nothing can be retried here
+        # The statement is atomic: nothing of it was written. Judge and write the whole batch again.
+        return [job for batch in written_jobs.values() for job in batch]
+
+    for device_id, command_id, command_type, payload, _created in claimed:
+        # Several heartbeats of one device in one batch: the commands go to the first.
+        written_jobs[device_id][0].commands.append(
+            {"id": str(command_id), "type": command_type, "payload": json.loads(payload)}
+        )
+    return [job for device_id, batch in written_jobs.items() if device_id not in written for job in batch]

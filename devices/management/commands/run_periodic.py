@@ -1,0 +1,38 @@
+"""Every periodic job in one process: the offline sweep, command expiry and timeouts, and (at most once an hour)
+telemetry partition maintenance. ``--loop 60`` under a supervisor replaces the three cron lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from django.conf import settings
+
+from devices.management.commands._periodic import PeriodicCommand
+from devices.services import telemetry_partitions
+from devices.services.commands import expire_pending_commands, time_out_sent_commands
+from devices.services.device_status import mark_offline
+
+PARTITIONS_EVERY_SECONDS = 3600
+
+
+class Command(PeriodicCommand):
+    help = "Run the offline sweep, command expiry/timeouts and telemetry partition maintenance."
+
+    _partitions_done_at: float | None = None
+
+    def run_once(self) -> str:
+        report = [
+            f"offline: {mark_offline()}",
+            f"commands expired: {expire_pending_commands()}",
+            f"commands timed out: {time_out_sent_commands()}",
+        ]
+        if self._partitions_done_at is None or time.monotonic() - self._partitions_done_at >= PARTITIONS_EVERY_SECONDS:
+            partitions = telemetry_partitions.maintain(
+                today=dt.datetime.now(dt.UTC).date(),
+                ahead_days=settings.TELEMETRY_PARTITIONS_AHEAD_DAYS,
+                retention_days=settings.TELEMETRY_RETENTION_DAYS,
+            )
+            self._partitions_done_at = time.monotonic()
+            report.append(f"partitions created: {len(partitions.created)}, dropped: {len(partitions.dropped)}")
+        return "; ".join(report)

@@ -1,0 +1,182 @@
+"""Commands for agents: queueing (technicians), recording results (agents), and the sweeps that finish the
+commands nobody will finish (expired while pending, timed out while sent).
+
+A command moves ``pending`` → ``sent`` (claimed by the agent's heartbeat or GET .../commands, see
+``devices.agent.hot``) → ``completed`` / ``failed`` / ``timeout``; or ``pending`` → ``expired`` / ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from devices.models import Device, DeviceCommand
+from rmm.errors import ApiError
+
+SCRIPT_LANGUAGES = ("powershell", "cmd", "bash", "sh", "zsh", "python", "applescript")
+MAX_SCRIPT_TIMEOUT_SECONDS = 24 * 3600
+MAX_SCRIPT_BYTES = 1024 * 1024
+
+
+class CommandRejected(ApiError):
+    """A command a technician may not queue: 400 ``validation_error`` naming the bad fields (or another code)."""
+
+    def __init__(self, fields: dict[str, list[str]], *, status: int = 400, code: str = "validation_error", message=""):
+        super().__init__(status, code, message or "The command is not valid.", fields)
+
+
+def _payload_problems(command_type: str, payload) -> dict[str, list[str]]:
+    if not isinstance(payload, dict):
+        return {"payload": ["Must be an object."]}
+    allowed: tuple[str, ...]
+    problems: dict[str, list[str]] = {}
+    if command_type == DeviceCommand.Type.SCRIPT:
+        allowed = ("language", "content", "timeoutSeconds")
+        if payload.get("language") not in SCRIPT_LANGUAGES:
+            problems["payload.language"] = [f"Must be one of: {', '.join(SCRIPT_LANGUAGES)}."]
+        content = payload.get("content")
+        if not isinstance(content, str) or not content.strip():
+            problems["payload.content"] = ["The script to run is required."]
+        elif "\x00" in content or len(content.encode("utf-8", "surrogatepass")) > MAX_SCRIPT_BYTES:
+            problems["payload.content"] = ["At most 1 MiB of text without NUL characters."]
+        timeout = payload.get("timeoutSeconds")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_SCRIPT_TIMEOUT_SECONDS
+        ):
+            problems["payload.timeoutSeconds"] = [f"Must be a whole number from 1 to {MAX_SCRIPT_TIMEOUT_SECONDS}."]
+    elif command_type == DeviceCommand.Type.UPDATE:
+        allowed = ("version",)
+        version = payload.get("version")
+        if not isinstance(version, str) or not version.strip() or len(version) > 20:
+            problems["payload.version"] = ["The agent version to install is required (at most 20 characters)."]
+    else:  # reboot, shutdown, refresh_inventory
+        allowed = ()
+    for key in payload:
+        if key not in allowed:
+            problems[f"payload.{key}"] = [f"Not a field of a {command_type} command."]
+    return problems
+
+
+def queue_command(
+    *,
+    device: Device,
+    type: str,  # the field's name in the protocol and the model
+    payload: dict | None,
+    created_by=None,
+    expires_in_seconds: int | None = None,
+) -> DeviceCommand:
+    """Queue a command for ``device``; its agent picks it up at its next heartbeat.
+
+    Raises ``CommandRejected`` (400) for an unknown type, a bad payload or a bad expiry, and 409
+    ``device_decommissioned`` for a device that will never call again.
+    """
+    payload = {} if payload is None else payload
+    if type not in DeviceCommand.Type.values:
+        raise CommandRejected({"type": [f"Unknown command type; use one of: {', '.join(DeviceCommand.Type.values)}."]})
+    problems = _payload_problems(type, payload)
+    if expires_in_seconds is None:
+        expires_in_seconds = settings.COMMAND_DEFAULT_EXPIRY_SECONDS
+    elif isinstance(expires_in_seconds, bool) or not isinstance(expires_in_seconds, int) or expires_in_seconds < 1:
+        problems["expiresInSeconds"] = ["Must be a whole number of seconds, at least 1."]
+    if problems:
+        raise CommandRejected(problems)
+    if device.status == Device.Status.DECOMMISSIONED:
+        raise CommandRejected(
+            {}, status=409, code="device_decommissioned", message="This device is decommissioned; it runs nothing."
+        )
+    now = timezone.now()
+    return DeviceCommand.objects.create(
+        device=device,
+        org_id=device.org_id,
+        type=type,
+        payload=payload,
+        status=DeviceCommand.Status.PENDING,
+        created_by=created_by if getattr(created_by, "pk", None) else None,
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=expires_in_seconds),
+    )
+
+
+class CommandNotFound(Exception):
+    """No command of this device has that id (or it was never sent to the agent)."""
+
+
+class CommandAlreadyFinished(Exception):
+    """The command is final with a different result."""
+
+
+@dataclass(frozen=True)
+class RecordedResult:
+    command_id: uuid.UUID
+    status: str
+    changed: bool
+
+
+_FINISH = """
+UPDATE device_commands
+   SET status = %s, result = %s::jsonb, completed_at = %s, updated_at = %s
+ WHERE id = %s AND device_id = %s AND status = 'sent'
+"""
+
+
+def record_result(*, device_id: uuid.UUID, command_id: uuid.UUID, status: str, result: dict) -> RecordedResult:
+    """Move a sent command to its final ``status`` with ``result``. Idempotent: the same result again changes
+    nothing; a different one for a finished command raises ``CommandAlreadyFinished``."""
+    now = timezone.now()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_FINISH, [status, json.dumps(result), now, now, command_id, device_id])
+            if cursor.rowcount == 1:
+                return RecordedResult(command_id, status, changed=True)
+        command = DeviceCommand.objects.filter(pk=command_id, device_id=device_id).only("status", "result").first()
+    if command is None or command.status in (DeviceCommand.Status.PENDING,):
+        raise CommandNotFound
+    if command.status == status and command.result == result:
+        return RecordedResult(command_id, status, changed=False)
+    raise CommandAlreadyFinished(command.status)
+
+
+def expire_pending_commands(*, now: dt.datetime | None = None) -> int:
+    """Pending commands past their ``expires_at`` become ``expired`` (never delivered). Returns how many."""
+    now = now or timezone.now()
+    return DeviceCommand.objects.filter(status=DeviceCommand.Status.PENDING, expires_at__lte=now).update(
+        status=DeviceCommand.Status.EXPIRED, completed_at=now, updated_at=now
+    )
+
+
+_TIME_OUT = """
+UPDATE device_commands
+   SET status = 'timeout', completed_at = %(now)s, updated_at = %(now)s,
+       result = jsonb_build_object('exitCode', NULL, 'stdout', NULL, 'stderr', NULL, 'durationMs', NULL,
+                                   'error', 'The agent sent no result in time.')
+ WHERE status = 'sent'
+   AND sent_at < %(now)s - make_interval(secs => CASE
+           WHEN jsonb_typeof(payload -> 'timeoutSeconds') = 'number'
+           THEN (payload ->> 'timeoutSeconds')::float8 + %(grace)s
+           ELSE %(default)s END)
+"""
+
+
+def time_out_sent_commands(*, now: dt.datetime | None = None) -> int:
+    """Sent commands with no result after their timeout become ``timeout``. Returns how many.
+
+    The timeout is the script's own ``timeoutSeconds`` plus COMMAND_TIMEOUT_GRACE_SECONDS (the agent needs time to
+    report), or COMMAND_SENT_TIMEOUT_SECONDS for commands without one.
+    """
+    now = now or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TIME_OUT,
+            {
+                "now": now,
+                "grace": float(settings.COMMAND_TIMEOUT_GRACE_SECONDS),
+                "default": float(settings.COMMAND_SENT_TIMEOUT_SECONDS),
+            },
+        )
+        return cursor.rowcount

@@ -1,0 +1,205 @@
+"""Enrolling a device with an enrollment key, and the agent credentials that come with it (token rotation).
+
+The key is found by its HMAC (``orgs.services.hash_enrollment_key``). Its ``usage_count`` is taken with a
+compare-and-set UPDATE in the same transaction as the device insert, so a key with ``max_usage = N`` enrolls
+exactly N devices however many agents race for it. Device limits (organization and partner ``max_devices``) are
+checked with the limited row locked (FOR NO KEY UPDATE), which serializes the enrollments it governs and so keeps
+the count exact too; with no limit nothing is locked and enrollments run in parallel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts import audit
+from devices.agent.auth import PREVIOUS_TOKEN_GRACE, new_token
+from devices.models import Device
+from devices.services import ingest
+from orgs.models import EnrollmentKey, Organization, Partner
+from orgs.services import hash_enrollment_key
+
+
+@dataclass(frozen=True)
+class EnrollFacts:
+    """What an agent says about its machine when it enrolls (already validated)."""
+
+    hostname: str
+    os_type: str
+    os_version: str
+    architecture: str
+    agent_version: str
+    os_build: str = ""
+    hardware: dict | None = None  # device_hardware columns → values
+    interfaces: list[tuple] = field(default_factory=list)  # rows for ingest.replace_inventory("network", ...)
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    device: Device
+    token: str  # shown to the agent once; only its sha256 is stored
+
+
+class EnrollmentRefused(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def agent_config() -> dict:
+    """The configuration object of the agent protocol (enrollment answer and GET .../config)."""
+    return {
+        "heartbeatIntervalSeconds": settings.AGENT_HEARTBEAT_INTERVAL_SECONDS,
+        "metricsCollectionIntervalSeconds": settings.AGENT_METRICS_INTERVAL_SECONDS,
+    }
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key_refusal(key: EnrollmentKey, now: dt.datetime) -> EnrollmentRefused | None:
+    """Why ``key`` cannot enroll a device now, or None."""
+    if key.revoked_at is not None:
+        return EnrollmentRefused(
+            401, "enrollment_key_revoked", f"This enrollment key was revoked at {_iso(key.revoked_at)}."
+        )
+    if key.expires_at is not None and key.expires_at <= now:
+        return EnrollmentRefused(
+            401, "enrollment_key_expired", f"This enrollment key expired at {_iso(key.expires_at)}."
+        )
+    if key.max_usage is not None and key.usage_count >= key.max_usage:
+        return EnrollmentRefused(
+            401, "enrollment_key_exhausted", f"This enrollment key has enrolled its {key.max_usage} devices already."
+        )
+    return None
+
+
+def _tenant_refusal(org: Organization) -> EnrollmentRefused | None:
+    if org.status in Organization.INACTIVE_STATUSES or org.partner.status in Partner.INACTIVE_STATUSES:
+        return EnrollmentRefused(403, "tenant_inactive", "This organization is not active; it cannot enroll devices.")
+    return None
+
+
+def _check_device_limits(org: Organization) -> None:
+    """Refuse when the organization or its partner is at its ``max_devices`` (decommissioned devices don't count).
+
+    The limited row is locked first, so two enrollments can never both see room for one more device.
+    """
+    active = Device.objects.exclude(status=Device.Status.DECOMMISSIONED)
+    if org.max_devices is not None:
+        limit = Organization.objects.select_for_update(no_key=True).values_list("max_devices", flat=True).get(pk=org.pk)
+        if limit is not None and active.filter(org_id=org.pk).count() >= limit:
+            raise EnrollmentRefused(
+                403, "device_limit_reached", f"This organization has reached its limit of {limit} devices."
+            )
+    if org.partner.max_devices is not None:
+        limit = (
+            Partner.objects.select_for_update(no_key=True).values_list("max_devices", flat=True).get(pk=org.partner_id)
+        )
+        if limit is not None and active.filter(org__partner_id=org.partner_id).count() >= limit:
+            raise EnrollmentRefused(
+                403, "device_limit_reached", f"This partner has reached its limit of {limit} devices."
+            )
+
+
+_CONSUME_KEY = """
+UPDATE enrollment_keys
+   SET usage_count = usage_count + 1, updated_at = now()
+ WHERE id = %s
+   AND (max_usage IS NULL OR usage_count < max_usage)
+   AND revoked_at IS NULL
+   AND (expires_at IS NULL OR expires_at > now())
+"""
+
+
+def enroll_device(*, key: str, facts: EnrollFacts, ip: str | None = None) -> Enrollment:
+    """Create the device of ``facts`` in the key's site and return it with its new agent token.
+
+    Raises ``EnrollmentRefused`` (401 for the key, 403 for the tenant or a device limit); then nothing is stored.
+    """
+    now = timezone.now()
+    enrollment_key = (
+        EnrollmentKey.objects.select_related("org__partner").filter(key_hash=hash_enrollment_key(key)).first()
+    )
+    if enrollment_key is None:
+        raise EnrollmentRefused(401, "enrollment_key_not_found", "No enrollment key matches the one presented.")
+    refused = _key_refusal(enrollment_key, now) or _tenant_refusal(enrollment_key.org)
+    if refused:
+        raise refused
+
+    with transaction.atomic():
+        _check_device_limits(enrollment_key.org)
+        with connection.cursor() as cursor:
+            cursor.execute(_CONSUME_KEY, [enrollment_key.pk])
+            consumed = cursor.rowcount == 1
+        if not consumed:
+            # Another enrollment took the last use, or the key was revoked meanwhile: say which.
+            enrollment_key.refresh_from_db()
+            raise _key_refusal(enrollment_key, timezone.now()) or EnrollmentRefused(
+                401, "enrollment_key_exhausted", "This enrollment key cannot enroll more devices."
+            )
+        token, token_hash = new_token()
+        device = Device.objects.create(
+            org_id=enrollment_key.org_id,
+            site_id=enrollment_key.site_id,
+            agent_id=secrets.token_hex(32),
+            agent_token_hash=token_hash,
+            agent_token_issued_at=now,
+            hostname=facts.hostname,
+            os_type=facts.os_type,
+            os_version=facts.os_version,
+            os_build=facts.os_build,
+            architecture=facts.architecture,
+            agent_version=facts.agent_version,
+            status=Device.Status.ONLINE,
+            enrolled_at=now,
+            last_seen_at=now,
+            last_seen_ip=ip or "",
+        )
+        if facts.hardware is not None:
+            ingest.upsert_hardware(device_id=device.pk, org_id=device.org_id, hardware=facts.hardware, now=now)
+        if facts.interfaces:
+            ingest.replace_inventory(
+                device_id=device.pk, org_id=device.org_id, kind="network", rows=facts.interfaces, now=now
+            )
+        audit.record(
+            action="device.enroll",
+            actor_device=device,
+            target=device,
+            details={"enrollmentKeyId": str(enrollment_key.pk), "keyPrefix": enrollment_key.key_prefix},
+            ip=ip,
+        )
+    return Enrollment(device=device, token=token)
+
+
+def rotate_agent_token(*, device_id, org_id, ip: str | None = None) -> str:
+    """Give the device a new token; the current one keeps working for ``PREVIOUS_TOKEN_GRACE`` (5 minutes)."""
+    now = timezone.now()
+    token, token_hash = new_token()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                UPDATE devices
+                   SET previous_token_hash = agent_token_hash, previous_token_expires_at = %s,
+                       agent_token_hash = %s, agent_token_issued_at = %s, updated_at = %s
+                 WHERE id = %s
+                """,
+                [now + PREVIOUS_TOKEN_GRACE, token_hash, now, now, device_id],
+            )
+        audit.record(
+            action="device.rotate_token",
+            actor_device=Device(id=device_id, org_id=org_id),
+            org_id=org_id,
+            target_type="device",
+            target_id=str(device_id),
+            details={"previousTokenExpiresAt": _iso(now + PREVIOUS_TOKEN_GRACE)},
+            ip=ip,
+        )
+    return token
