@@ -4,90 +4,95 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('devices', '0002_tenant_integrity_and_partitions'),
+        ("devices", "0002_tenant_integrity_and_partitions"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='device',
-            name='agent_id',
-            field=models.CharField(max_length=64, unique=True, verbose_name='agent ID'),
+            model_name="device",
+            name="agent_id",
+            field=models.CharField(max_length=64, unique=True, verbose_name="agent ID"),
         ),
         migrations.AlterField(
-            model_name='device',
-            name='last_seen_ip',
-            field=models.CharField(blank=True, max_length=45, verbose_name='last seen IP'),
+            model_name="device",
+            name="last_seen_ip",
+            field=models.CharField(blank=True, max_length=45, verbose_name="last seen IP"),
         ),
         migrations.AlterField(
-            model_name='device',
-            name='os_build',
-            field=models.CharField(blank=True, max_length=100, verbose_name='OS build'),
+            model_name="device",
+            name="os_build",
+            field=models.CharField(blank=True, max_length=100, verbose_name="OS build"),
         ),
         migrations.AlterField(
-            model_name='device',
-            name='os_type',
-            field=models.CharField(choices=[('windows', 'Windows'), ('macos', 'macOS'), ('linux', 'Linux')], max_length=10, verbose_name='OS type'),
+            model_name="device",
+            name="os_type",
+            field=models.CharField(
+                choices=[("windows", "Windows"), ("macos", "macOS"), ("linux", "Linux")],
+                max_length=10,
+                verbose_name="OS type",
+            ),
         ),
         migrations.AlterField(
-            model_name='device',
-            name='os_version',
-            field=models.CharField(blank=True, max_length=100, verbose_name='OS version'),
+            model_name="device",
+            name="os_version",
+            field=models.CharField(blank=True, max_length=100, verbose_name="OS version"),
         ),
         migrations.AlterField(
-            model_name='devicehardware',
-            name='bios_version',
-            field=models.CharField(blank=True, max_length=255, verbose_name='BIOS version'),
+            model_name="devicehardware",
+            name="bios_version",
+            field=models.CharField(blank=True, max_length=255, verbose_name="BIOS version"),
         ),
         migrations.AlterField(
-            model_name='devicehardware',
-            name='cpu_cores',
-            field=models.PositiveIntegerField(blank=True, null=True, verbose_name='CPU cores'),
+            model_name="devicehardware",
+            name="cpu_cores",
+            field=models.PositiveIntegerField(blank=True, null=True, verbose_name="CPU cores"),
         ),
         migrations.AlterField(
-            model_name='devicehardware',
-            name='cpu_model',
-            field=models.CharField(blank=True, max_length=255, verbose_name='CPU model'),
+            model_name="devicehardware",
+            name="cpu_model",
+            field=models.CharField(blank=True, max_length=255, verbose_name="CPU model"),
         ),
         migrations.AlterField(
-            model_name='devicehardware',
-            name='cpu_threads',
-            field=models.PositiveIntegerField(blank=True, null=True, verbose_name='CPU threads'),
+            model_name="devicehardware",
+            name="cpu_threads",
+            field=models.PositiveIntegerField(blank=True, null=True, verbose_name="CPU threads"),
         ),
         migrations.AlterField(
-            model_name='devicehardware',
-            name='disk_total_gb',
-            field=models.FloatField(blank=True, null=True, verbose_name='disk total (GB)'),
+            model_name="devicehardware",
+            name="disk_total_gb",
+            field=models.FloatField(blank=True, null=True, verbose_name="disk total (GB)"),
         ),
         migrations.AlterField(
-            model_name='devicehardware',
-            name='gpu_model',
-            field=models.CharField(blank=True, max_length=255, verbose_name='GPU model'),
+            model_name="devicehardware",
+            name="gpu_model",
+            field=models.CharField(blank=True, max_length=255, verbose_name="GPU model"),
         ),
         migrations.AlterField(
-            model_name='devicehardware',
-            name='ram_total_mb',
-            field=models.PositiveBigIntegerField(blank=True, null=True, verbose_name='RAM (MB)'),
+            model_name="devicehardware",
+            name="ram_total_mb",
+            field=models.PositiveBigIntegerField(blank=True, null=True, verbose_name="RAM (MB)"),
         ),
         migrations.AlterField(
-            model_name='devicenetworkinterface',
-            name='ip_address',
-            field=models.CharField(blank=True, max_length=45, verbose_name='IP address'),
+            model_name="devicenetworkinterface",
+            name="ip_address",
+            field=models.CharField(blank=True, max_length=45, verbose_name="IP address"),
         ),
         migrations.AlterField(
-            model_name='devicenetworkinterface',
-            name='ip_type',
-            field=models.CharField(choices=[('ipv4', 'Ipv4'), ('ipv6', 'Ipv6')], default='ipv4', max_length=4, verbose_name='IP type'),
+            model_name="devicenetworkinterface",
+            name="ip_type",
+            field=models.CharField(
+                choices=[("ipv4", "Ipv4"), ("ipv6", "Ipv6")], default="ipv4", max_length=4, verbose_name="IP type"
+            ),
         ),
         migrations.AlterField(
-            model_name='devicenetworkinterface',
-            name='mac_address',
-            field=models.CharField(blank=True, max_length=17, verbose_name='MAC address'),
+            model_name="devicenetworkinterface",
+            name="mac_address",
+            field=models.CharField(blank=True, max_length=17, verbose_name="MAC address"),
         ),
         migrations.AlterField(
-            model_name='devicenetworkinterface',
-            name='public_ip',
-            field=models.CharField(blank=True, max_length=45, verbose_name='public IP'),
+            model_name="devicenetworkinterface",
+            name="public_ip",
+            field=models.CharField(blank=True, max_length=45, verbose_name="public IP"),
         ),
     ]
