@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from rest_framework.test import APIClient
 
+from devices.models import DeviceCommand
 from orgs.models import Organization, Site
 
 PERSONAS = [
@@ -90,6 +91,11 @@ MATRIX = [
                                                                    401, 200, 200, 403, 403, 200, 200, 404),
     _row(Call("POST", "/api/v1/devices/{device_a1}/approve"),      401, 409, 409, 403, 403, 409, 409, 404),
     _row(Call("POST", "/api/v1/devices/{device_a1}/rotate-token"), 401, 202, 202, 403, 403, 202, 202, 404),
+    _row(Call("GET", "/api/v1/devices/{device_a1}/commands"),      401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("POST", "/api/v1/devices/{device_a1}/commands", {"type": "reboot"}),
+                                                                   401, 201, 201, 201, 403, 201, 403, 404),
+    _row(Call("GET", "/api/v1/commands/{command_a1}"),             401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("POST", "/api/v1/commands/{command_a1}/cancel"),     401, 200, 200, 200, 403, 200, 403, 404),
 ]  # fmt: skip
 
 
@@ -108,6 +114,9 @@ def ids(world, roles, org_user):
         "org_user": org_user.pk,
         "device_a1": world.devices[world.site_a1][0].pk,
         "device_a2": world.devices[world.site_a2][0].pk,
+        "command_a1": DeviceCommand.objects.create(
+            device=world.devices[world.site_a1][0], org=world.org_a, type="reboot"
+        ).pk,
         "org_user_membership": org_user.org_memberships.get().pk,
     }
 

@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from devices.models import (
     Device,
+    DeviceCommand,
     DeviceConfigEntry,
     DeviceDisk,
     DeviceHardware,
@@ -119,3 +120,22 @@ ConnectionSerializer = _child(
 
 class QuarantineSerializer(CamelCaseSerializer):
     reason = serializers.CharField(max_length=255)
+
+
+class CommandSerializer(CamelCaseModelSerializer):
+    device_id = serializers.UUIDField(read_only=True)
+    created_by_id = serializers.UUIDField(read_only=True)
+
+    class Meta:
+        model = DeviceCommand
+        fields = [
+            "id", "device_id", "type", "payload", "status", "created_by_id", "created_at", "sent_at", "completed_at",
+            "expires_at", "result",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class QueueCommandSerializer(CamelCaseSerializer):
+    type = serializers.CharField(max_length=30)
+    payload = serializers.JSONField(required=False)
+    expires_in_seconds = serializers.IntegerField(required=False, min_value=1, max_value=30 * 24 * 3600)

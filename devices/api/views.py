@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.db.models import Count
+from django.utils import timezone
 from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from accounts import audit
 from devices.api import serializers as s
 from devices.filters import DeviceFilter
 from devices.models import (
     Device,
+    DeviceCommand,
     DeviceConfigEntry,
     DeviceDisk,
     DeviceHardware,
@@ -21,10 +24,13 @@ from devices.models import (
     DeviceSoftware,
 )
 from devices.services import actions
+from devices.services.commands import queue_command
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
 from rmm.net import client_ip
 from rmm.pagination import KeysetPagination, Ordering
+
+COMMAND_ORDERING = Ordering("created_at", descending=True, is_datetime=True)
 
 DEVICE_ORDERINGS = {
     "hostname": Ordering("hostname"),
@@ -55,8 +61,15 @@ class DeviceViewSet(
     pagination_class = KeysetPagination
     http_method_names = ["get", "patch", "delete", "post", "head", "options"]
 
+    def permission_for(self, action=None):
+        if (action or self.action) == "commands":
+            return "devices:" + ("read" if self.request.method == "GET" else "execute")
+        return super().permission_for(action)
+
     @property
     def orderings(self):
+        if self.action == "commands":
+            return {"-createdAt": COMMAND_ORDERING}
         if self.action in INVENTORY_ACTIONS:
             ordering = INVENTORY[INVENTORY_ACTIONS[self.action]][2]
             return {ordering.field: ordering}
@@ -111,6 +124,32 @@ class DeviceViewSet(
         actions.request_token_rotation(device=self.get_object(), actor=request.user, ip=client_ip(request))
         return Response({"rotationRequested": True}, status=202)
 
+    @action(detail=True, methods=["get", "post"], url_path="commands", verb=None)
+    def commands(self, request, pk=None):
+        """GET the device's commands, newest first; POST {type, payload, expiresInSeconds?} queues one."""
+        device = self.get_object()
+        if request.method == "GET":
+            page = self.paginate_queryset(DeviceCommand.objects.filter(device_id=device.pk, org_id=device.org_id))
+            return self.get_paginated_response(s.CommandSerializer(page, many=True).data)
+        body = s.QueueCommandSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with transaction.atomic():
+            command = queue_command(
+                device=device,
+                type=body.validated_data["type"],
+                payload=body.validated_data.get("payload"),
+                created_by=request.user,
+                expires_in_seconds=body.validated_data.get("expires_in_seconds"),
+            )
+            audit.record(
+                action="command.queue",
+                actor_user=request.user,
+                target=command,
+                ip=client_ip(request),
+                details={"type": command.type, "deviceId": str(device.pk)},
+            )
+        return Response(s.CommandSerializer(command).data, status=201)
+
     @action(detail=True, methods=["get"], url_path="hardware", verb="read")
     def hardware(self, request, pk=None):
         device = self.get_object()
@@ -151,3 +190,29 @@ class DeviceViewSet(
 
 
 INVENTORY_ACTIONS = {name.replace("-", "_"): name for name in INVENTORY}
+
+
+class CommandViewSet(ScopedViewSet, mixins.RetrieveModelMixin):
+    """GET commands/{id}; POST commands/{id}/cancel withdraws a command its agent has not fetched yet."""
+
+    resource = "devices"
+    queryset = DeviceCommand.objects.all()
+    serializer_class = s.CommandSerializer
+
+    @action(detail=True, methods=["post"], url_path="cancel", verb="execute")
+    def cancel(self, request, pk=None):
+        command = self.get_object()
+        with transaction.atomic():
+            cancelled = DeviceCommand.objects.filter(pk=command.pk, status=DeviceCommand.Status.PENDING).update(
+                status=DeviceCommand.Status.CANCELLED, completed_at=timezone.now()
+            )
+            if not cancelled:
+                command.refresh_from_db()
+                raise ApiError(
+                    409,
+                    "command_not_pending",
+                    f"Only pending commands can be cancelled (this one is {command.status}).",
+                )
+            audit.record(action="command.cancel", actor_user=request.user, target=command, ip=client_ip(request))
+        command.refresh_from_db()
+        return Response(s.CommandSerializer(command).data)
