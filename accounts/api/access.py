@@ -101,106 +101,83 @@ class RoleViewSet(_CrudViewSet):
         super().perform_destroy(instance)
 
 
-class PartnerUserViewSet(_CrudViewSet):
+class _MembershipViewSet(_CrudViewSet):
+    """What partner and organization memberships share: a membership never moves, and nobody creates, changes
+    or removes one whose role they could not grant themselves (accounts.services)."""
+
+    tenant_field: str  # "partner" or "org"
+
+    def grant(self, data: dict, instance):
+        """Create or change the membership through the services; subclasses name the service."""
+        raise NotImplementedError
+
+    def _save(self, serializer, instance=None):
+        with _refusals(), transaction.atomic():
+            membership = self.grant(serializer.validated_data, instance)
+            serializer.instance = membership
+            self._require(membership)
+            self.audit("update" if instance else "create", membership)
+
+    def _require_may_manage(self, membership) -> None:
+        if not services.may_manage_membership(self.request.user, membership):
+            raise ApiError(403, "escalation_refused", "This member holds a role you could not grant yourself.")
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        lookup = {self.tenant_field: data[self.tenant_field], "user": data["user"]}
+        if self.get_serializer().Meta.model.objects.filter(**lookup).exists():
+            raise ApiError(409, "membership_exists", "This user is already a member; change that membership.")
+        self._save(serializer)
+
+    def perform_update(self, serializer):
+        for field in (self.tenant_field, "user"):
+            if field in serializer.validated_data and serializer.validated_data[field] != getattr(
+                serializer.instance, field
+            ):
+                raise ApiError(400, "validation_error", "A membership cannot move.", {f"{field}Id": ["Read-only."]})
+        self._require_may_manage(serializer.instance)
+        self._save(serializer, serializer.instance)
+
+    def perform_destroy(self, instance):
+        self._require_may_manage(instance)
+        super().perform_destroy(instance)
+
+
+class PartnerUserViewSet(_MembershipViewSet):
     """Partner memberships: who serves a partner's organizations, with which role and org_access."""
 
     queryset = PartnerUser.objects.select_related("user", "role").prefetch_related("selected_organizations")
     serializer_class = PartnerUserSerializer
+    tenant_field = "partner"
 
-    def _grant(self, serializer, instance=None):
-        data = serializer.validated_data
-        current = instance or PartnerUser()
-        with _refusals(), transaction.atomic():
-            membership = services.grant_partner_access(
-                partner=data.get("partner", getattr(current, "partner", None)),
-                user=data.get("user", getattr(current, "user", None)),
-                role=data.get("role", getattr(current, "role", None)),
-                org_access=data.get("org_access", current.org_access),
-                organizations=data.get(
-                    "selected_organizations", list(current.selected_organizations.all()) if instance else []
-                ),
-                actor=self.request.user,
-            )
-            serializer.instance = membership
-            self._require(membership)
-            self.audit("update" if instance else "create", membership)
-
-    def perform_create(self, serializer):
-        if PartnerUser.objects.filter(
-            partner=serializer.validated_data["partner"], user=serializer.validated_data["user"]
-        ).exists():
-            raise ApiError(409, "membership_exists", "This user is already a member; change that membership.")
-        self._grant(serializer)
-
-    def perform_update(self, serializer):
-        for field in ("partner", "user"):
-            if field in serializer.validated_data and serializer.validated_data[field] != getattr(
-                serializer.instance, field
-            ):
-                raise ApiError(400, "validation_error", "A membership cannot move.", {f"{field}Id": ["Read-only."]})
-        with _refusals():
-            services.check_can_grant(
-                self.request.user,
-                services.role_permission_names(serializer.instance.role),
-                partner_id=serializer.instance.partner_id,
-            )
-        self._grant(serializer, serializer.instance)
-
-    def perform_destroy(self, instance):
-        with _refusals():  # nobody removes a member more powerful than themselves
-            services.check_can_grant(
-                self.request.user, services.role_permission_names(instance.role), partner_id=instance.partner_id
-            )
-        super().perform_destroy(instance)
+    def grant(self, data, instance):
+        return services.grant_partner_access(
+            partner=data.get("partner", getattr(instance, "partner", None)),
+            user=data.get("user", getattr(instance, "user", None)),
+            role=data.get("role", getattr(instance, "role", None)),
+            org_access=data.get("org_access", instance.org_access if instance else PartnerUser.OrgAccess.NONE),
+            organizations=data.get(
+                "selected_organizations", list(instance.selected_organizations.all()) if instance else []
+            ),
+            actor=self.request.user,
+        )
 
 
-class OrganizationUserViewSet(_CrudViewSet):
+class OrganizationUserViewSet(_MembershipViewSet):
     """Organization memberships: a customer's own people, optionally restricted to some sites."""
 
     queryset = OrganizationUser.objects.select_related("user", "role").prefetch_related("sites")
     serializer_class = OrganizationUserSerializer
+    tenant_field = "org"
 
-    def _grant(self, serializer, instance=None):
-        data = serializer.validated_data
-        with _refusals(), transaction.atomic():
-            membership = services.grant_organization_access(
-                org=data.get("org", getattr(instance, "org", None)),
-                user=data.get("user", getattr(instance, "user", None)),
-                role=data.get("role", getattr(instance, "role", None)),
-                sites=data.get("sites", list(instance.sites.all()) if instance else []),
-                actor=self.request.user,
-            )
-            serializer.instance = membership
-            self._require(membership)
-            self.audit("update" if instance else "create", membership)
-
-    def perform_create(self, serializer):
-        if OrganizationUser.objects.filter(
-            org=serializer.validated_data["org"], user=serializer.validated_data["user"]
-        ).exists():
-            raise ApiError(409, "membership_exists", "This user is already a member; change that membership.")
-        self._grant(serializer)
-
-    def perform_update(self, serializer):
-        for field in ("org", "user"):
-            if field in serializer.validated_data and serializer.validated_data[field] != getattr(
-                serializer.instance, field
-            ):
-                raise ApiError(400, "validation_error", "A membership cannot move.", {f"{field}Id": ["Read-only."]})
-        with _refusals():
-            services.check_can_grant(
-                self.request.user,
-                services.role_permission_names(serializer.instance.role),
-                org_id=serializer.instance.org_id,
-            )
-        self._grant(serializer, serializer.instance)
-
-    def perform_destroy(self, instance):
-        with _refusals():
-            services.check_can_grant(
-                self.request.user, services.role_permission_names(instance.role), org_id=instance.org_id
-            )
-        super().perform_destroy(instance)
+    def grant(self, data, instance):
+        return services.grant_organization_access(
+            org=data.get("org", getattr(instance, "org", None)),
+            user=data.get("user", getattr(instance, "user", None)),
+            role=data.get("role", getattr(instance, "role", None)),
+            sites=data.get("sites", list(instance.sites.all()) if instance else []),
+            actor=self.request.user,
+        )
 
 
 class UserViewSet(
