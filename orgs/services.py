@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts import audit
-from orgs.models import EnrollmentKey
+from orgs.models import EnrollmentKey, Site
 
 # "ek_" marks the string as an enrollment key (for people and secret scanners) while leaving 5 random hex characters
 # in the 8-character prefix; a longer marker would make every key's prefix look the same.
@@ -55,3 +55,36 @@ def revoke_enrollment_keys(*, keys: QuerySet[EnrollmentKey], actor_user=None, ip
                 ip=ip,
             )
     return len(revoked)
+
+
+def create_enrollment_key(
+    *,
+    site: Site,
+    name: str,
+    max_usage: int | None = None,
+    expires_at=None,
+    created_by=None,
+    ip: str | None = None,
+    via: str = "api",
+) -> tuple[str, EnrollmentKey]:
+    """A new key for agents to enroll into ``site``; returns the raw key (to show once) and the stored row."""
+    raw, prefix, key_hash = generate_enrollment_key()
+    with transaction.atomic():
+        key = EnrollmentKey.objects.create(
+            org_id=site.org_id,
+            site=site,
+            name=name,
+            key_prefix=prefix,
+            key_hash=key_hash,
+            max_usage=max_usage,
+            expires_at=expires_at,
+            created_by=created_by if getattr(created_by, "pk", None) else None,
+        )
+        audit.record(
+            action="enrollment_key.create",
+            actor_user=created_by,
+            target=key,
+            details={"keyPrefix": prefix, "siteId": str(site.pk), "maxUsage": max_usage, "via": via},
+            ip=ip,
+        )
+    return raw, key

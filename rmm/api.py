@@ -95,6 +95,7 @@ class ScopedViewSet(viewsets.GenericViewSet):
 
     resource: str = ""
     verb: str | None = None  # set per extra action: @action(..., verb="execute")
+    view_verb = "read"  # what it takes to see the rows at all
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 
     _GUARDED = ("get_queryset", "get_object", "perform_create", "perform_update", "perform_destroy")
@@ -119,7 +120,7 @@ class ScopedViewSet(viewsets.GenericViewSet):
         return f"{self.resource}:{verb}"
 
     def get_queryset(self):
-        return authz.visible(self.request.user, f"{self.resource}:read", super().get_queryset())
+        return authz.visible(self.request.user, f"{self.resource}:{self.view_verb}", super().get_queryset())
 
     def get_object(self):
         obj = super().get_object()  # 404 when out of reach: the queryset is already scoped

@@ -96,6 +96,11 @@ MATRIX = [
                                                                    401, 201, 201, 201, 403, 201, 403, 404),
     _row(Call("GET", "/api/v1/commands/{command_a1}"),             401, 200, 200, 200, 200, 200, 200, 404),
     _row(Call("POST", "/api/v1/commands/{command_a1}/cancel"),     401, 200, 200, 200, 403, 200, 403, 404),
+    _row(Call("GET", "/api/v1/enrollment-keys"),                   401, 200, 200, 200, 200, 200, 200, 200),
+    _row(Call("GET", "/api/v1/enrollment-keys/{key_a1}"),          401, 200, 200, 404, 404, 200, 200, 404),
+    _row(Call("POST", "/api/v1/enrollment-keys", {"siteId": "{site_a1}", "name": "Matrix"}),
+                                                                   401, 201, 201, 400, 400, 201, 201, 400),
+    _row(Call("POST", "/api/v1/enrollment-keys/{key_a1}/revoke"),  401, 200, 200, 404, 404, 200, 200, 404),
 ]  # fmt: skip
 
 
@@ -114,6 +119,7 @@ def ids(world, roles, org_user):
         "org_user": org_user.pk,
         "device_a1": world.devices[world.site_a1][0].pk,
         "device_a2": world.devices[world.site_a2][0].pk,
+        "key_a1": world.keys[world.site_a1].pk,
         "command_a1": DeviceCommand.objects.create(
             device=world.devices[world.site_a1][0], org=world.org_a, type="reboot"
         ).pk,

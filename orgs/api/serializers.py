@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from orgs.models import Organization, Partner, Site
+from orgs.models import EnrollmentKey, Organization, Partner, Site
 from rmm.api import CamelCaseModelSerializer, ScopedRelatedField
 
 
@@ -88,3 +88,19 @@ class SiteSerializer(CamelCaseModelSerializer):
             if clash.exists():
                 raise serializers.ValidationError({"name": ["This organization already has a site of that name."]})
         return attrs
+
+
+class EnrollmentKeySerializer(CamelCaseModelSerializer):
+    """An enrollment key as listed: never the key itself, only its prefix."""
+
+    org_id = serializers.UUIDField(read_only=True)
+    site_id = ScopedRelatedField(perm="devices:write", source="site", queryset=Site.objects.all())
+    expires_in_hours = serializers.IntegerField(min_value=1, max_value=24 * 365, required=False, write_only=True)
+
+    class Meta:
+        model = EnrollmentKey
+        fields = [
+            "id", "org_id", "site_id", "name", "key_prefix", "usage_count", "max_usage", "expires_at", "revoked_at",
+            "created_at", "expires_in_hours",
+        ]  # fmt: skip
+        read_only_fields = ["id", "key_prefix", "usage_count", "expires_at", "revoked_at", "created_at"]

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import django_filters
 from django.db import transaction
+from django.utils import timezone
 from rest_framework import mixins
+from rest_framework.decorators import action
+from rest_framework.response import Response
 
-from orgs.api.serializers import OrganizationSerializer, PartnerSerializer, SiteSerializer
-from orgs.models import Organization, Partner, Site
+from orgs.api.serializers import EnrollmentKeySerializer, OrganizationSerializer, PartnerSerializer, SiteSerializer
+from orgs.models import EnrollmentKey, Organization, Partner, Site
+from orgs.services import create_enrollment_key, revoke_enrollment_keys
 from rmm import authz
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
+from rmm.net import client_ip
 
 
 class PartnerViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin):
@@ -78,6 +85,15 @@ class OrganizationViewSet(
         super().perform_destroy(instance)
 
 
+class EnrollmentKeyFilter(django_filters.FilterSet):
+    orgId = django_filters.UUIDFilter(field_name="org_id")
+    siteId = django_filters.UUIDFilter(field_name="site_id")
+
+    class Meta:
+        model = EnrollmentKey
+        fields: list[str] = []
+
+
 class SiteFilter(django_filters.FilterSet):
     orgId = django_filters.UUIDFilter(field_name="org_id")
 
@@ -105,3 +121,44 @@ class SiteViewSet(
         if instance.devices.exists():
             raise ApiError(409, "site_not_empty", "Move or decommission the site's devices first.")
         super().perform_destroy(instance)
+
+
+class EnrollmentKeyViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin):
+    """Keys agents enroll with (devices:write throughout). POST answers the raw key once, under ``key``; it is
+    never shown again (only its HMAC is stored). POST {id}/revoke ends it."""
+
+    resource = "devices"
+    queryset = EnrollmentKey.objects.order_by("-created_at", "-id")
+    serializer_class = EnrollmentKeySerializer
+    filterset_class = EnrollmentKeyFilter
+
+    view_verb = "write"  # the spec's table puts every enrollment-key call under devices:write, listing included
+
+    def permission_for(self, action=None):
+        return "devices:write"
+
+    def create(self, request, *args, **kwargs):
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        hours = data.get("expires_in_hours")
+        with transaction.atomic():
+            raw, key = create_enrollment_key(
+                site=data["site"],
+                name=data["name"],
+                max_usage=data.get("max_usage"),
+                expires_at=timezone.now() + dt.timedelta(hours=hours) if hours else None,
+                created_by=request.user,
+                ip=client_ip(request),
+            )
+            self._require(key)
+        return Response({**self.get_serializer(key).data, "key": raw}, status=201)
+
+    @action(detail=True, methods=["post"], url_path="revoke", verb="write")
+    def revoke(self, request, pk=None):
+        key = self.get_object()
+        revoke_enrollment_keys(
+            keys=EnrollmentKey.objects.filter(pk=key.pk), actor_user=request.user, ip=client_ip(request)
+        )
+        key.refresh_from_db()
+        return Response(self.get_serializer(key).data)

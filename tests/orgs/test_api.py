@@ -123,3 +123,41 @@ def test_lists_run_a_constant_number_of_queries(world, partner_admin, django_ass
         Site.objects.create(org=world.org_a, name=f"Extra {n}")
     with django_assert_max_num_queries(8):
         assert len(client.get("/api/v1/sites").json()) == 33
+
+
+def test_an_enrollment_key_is_shown_once_and_only_its_hmac_is_stored(world, org_admin):
+    from orgs.models import EnrollmentKey
+    from orgs.services import hash_enrollment_key
+
+    client = client_for(org_admin)
+    created = client.post(
+        "/api/v1/enrollment-keys",
+        {"siteId": str(world.site_a1.pk), "name": "Rollout", "maxUsage": 5, "expiresInHours": 24},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    raw = created.json()["key"]
+    key = EnrollmentKey.objects.get(pk=created.json()["id"])
+    assert key.key_hash == hash_enrollment_key(raw) and raw not in key.key_hash
+    assert (key.org_id, key.max_usage, key.created_by) == (world.org_a.pk, 5, org_admin)
+    listed = client.get("/api/v1/enrollment-keys")
+    assert raw not in listed.content.decode() and key.key_hash not in listed.content.decode()
+    assert client.get(f"/api/v1/enrollment-keys/{key.pk}").json()["keyPrefix"] == raw[:8]
+    assert AuditLog.objects.filter(action="enrollment_key.create", target_id=str(key.pk)).exists()
+
+
+def test_a_revoked_key_stays_revoked(world, org_admin):
+    key = world.keys[world.site_a1]
+    client = client_for(org_admin)
+    first = client.post(f"/api/v1/enrollment-keys/{key.pk}/revoke")
+    assert first.status_code == 200 and first.json()["revokedAt"]
+    again = client.post(f"/api/v1/enrollment-keys/{key.pk}/revoke")
+    assert again.json()["revokedAt"] == first.json()["revokedAt"]
+    assert AuditLog.objects.filter(action="enrollment_key.revoke", target_id=str(key.pk)).count() == 1
+
+
+def test_a_key_for_a_site_out_of_reach_reads_as_nonexistent(world, org_user):
+    response = client_for(org_user).post(
+        "/api/v1/enrollment-keys", {"siteId": str(world.site_a2.pk), "name": "x"}, format="json"
+    )
+    assert response.status_code == 400 and "siteId" in response.json()["fields"]

@@ -9,12 +9,10 @@ from __future__ import annotations
 import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 from django.utils import timezone
 
-from accounts import audit
-from orgs.models import EnrollmentKey, Organization, Site
-from orgs.services import generate_enrollment_key
+from orgs.models import Organization, Site
+from orgs.services import create_enrollment_key
 
 
 class Command(BaseCommand):
@@ -56,28 +54,18 @@ class Command(BaseCommand):
             names = ", ".join(Site.objects.filter(org=organization).values_list("name", flat=True)[:20]) or "none"
             raise CommandError(f"Organization {org!r} has no site named {site!r} (its sites: {names}).") from None
 
-        raw, prefix, key_hash = generate_enrollment_key()
         now = timezone.now()
-        expires_at = now + dt.timedelta(hours=expires_in_hours) if expires_in_hours else None
-        with transaction.atomic():
-            key = EnrollmentKey.objects.create(
-                org=organization,
-                site=target,
-                name=name or f"{target.name} ({now:%Y-%m-%d})",
-                key_prefix=prefix,
-                key_hash=key_hash,
-                max_usage=max_usage,
-                expires_at=expires_at,
-            )
-            audit.record(
-                action="enrollment_key.create",
-                target=key,
-                details={"keyPrefix": prefix, "siteId": str(target.pk), "maxUsage": max_usage, "via": "manage.py"},
-            )
+        raw, key = create_enrollment_key(
+            site=target,
+            name=name or f"{target.name} ({now:%Y-%m-%d})",
+            max_usage=max_usage,
+            expires_at=now + dt.timedelta(hours=expires_in_hours) if expires_in_hours else None,
+            via="manage.py",
+        )
         self.stdout.write(
             f"Enrollment key {key.name!r} for {organization.partner.slug}/{organization.slug}/{target.name}"
         )
         self.stdout.write(f"  max usage: {max_usage if max_usage is not None else 'unlimited'}")
-        self.stdout.write(f"  expires:   {expires_at.isoformat() if expires_at else 'never'}")
+        self.stdout.write(f"  expires:   {key.expires_at.isoformat() if key.expires_at else 'never'}")
         self.stdout.write("  Shown once; only its HMAC is stored. The key:")
         self.stdout.write(raw)
