@@ -101,6 +101,7 @@ MATRIX = [
     _row(Call("POST", "/api/v1/enrollment-keys", {"siteId": "{site_a1}", "name": "Matrix"}),
                                                                    401, 201, 201, 400, 400, 201, 201, 400),
     _row(Call("POST", "/api/v1/enrollment-keys/{key_a1}/revoke"),  401, 200, 200, 404, 404, 200, 200, 404),
+    _row(Call("GET", "/api/v1/devices/{device_a1}/telemetry"),     401, 200, 200, 200, 200, 200, 200, 404),
 ]  # fmt: skip
 
 

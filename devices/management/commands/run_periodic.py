@@ -1,4 +1,5 @@
-"""Every periodic job in one process: the offline sweep, command expiry and timeouts, and (at most once an hour)
+"""Every periodic job in one process: the offline sweep, command expiry and timeouts, telemetry rollups, and (at
+most once an hour)
 telemetry partition maintenance. ``--loop 60`` under a supervisor replaces the three cron lines."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import time
 from django.conf import settings
 
 from devices.management.commands._periodic import PeriodicCommand
-from devices.services import telemetry_partitions
+from devices.services import telemetry, telemetry_partitions
 from devices.services.commands import expire_pending_commands, time_out_sent_commands
 from devices.services.device_status import mark_offline
 
@@ -26,6 +27,7 @@ class Command(PeriodicCommand):
             f"offline: {mark_offline()}",
             f"commands expired: {expire_pending_commands()}",
             f"commands timed out: {time_out_sent_commands()}",
+            f"telemetry rollups: {telemetry.roll_up().buckets_written}",
         ]
         if self._partitions_done_at is None or time.monotonic() - self._partitions_done_at >= PARTITIONS_EVERY_SECONDS:
             partitions = telemetry_partitions.maintain(
