@@ -17,10 +17,18 @@ CREATE TABLE device_telemetry_rollups (
     disk_percent double precision, disk_percent_max double precision,
     ram_used_mb double precision, disk_used_gb double precision,
     network_in_bytes double precision, network_out_bytes double precision, process_count double precision,
-    PRIMARY KEY (device_id, bucket_seconds, bucket),
-    CONSTRAINT devices_telemetryrollup_device_in_org FOREIGN KEY (device_id, org_id)
-        REFERENCES devices (id, org_id) ON DELETE CASCADE ON UPDATE CASCADE
+    PRIMARY KEY (device_id, bucket_seconds, bucket)
 );
+-- Derived from device_telemetry (whose rows the composite foreign key keeps in their tenant), so no foreign key
+-- here: Django's test and flush machinery truncates only the tables it knows, and PostgreSQL refuses to truncate
+-- devices while an unknown table references it. A deleted device's rollups go by trigger instead.
+CREATE FUNCTION devices_delete_telemetry_rollups() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM device_telemetry_rollups WHERE device_id = OLD.id;
+    RETURN OLD;
+END $$;
+CREATE TRIGGER devices_delete_telemetry_rollups AFTER DELETE ON devices
+    FOR EACH ROW EXECUTE FUNCTION devices_delete_telemetry_rollups();
 CREATE INDEX device_telemetry_rollups_bucket_brin ON device_telemetry_rollups USING brin (bucket);
 CREATE TABLE device_telemetry_rollup_state (
     bucket_seconds integer PRIMARY KEY CHECK (bucket_seconds IN (300, 3600)),
@@ -28,7 +36,12 @@ CREATE TABLE device_telemetry_rollup_state (
 );
 """
 
-REVERSE = "DROP TABLE device_telemetry_rollup_state; DROP TABLE device_telemetry_rollups;"
+REVERSE = """
+DROP TRIGGER devices_delete_telemetry_rollups ON devices;
+DROP FUNCTION devices_delete_telemetry_rollups();
+DROP TABLE device_telemetry_rollup_state;
+DROP TABLE device_telemetry_rollups;
+"""
 
 
 class Migration(migrations.Migration):

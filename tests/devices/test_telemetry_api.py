@@ -144,3 +144,11 @@ def test_telemetry_of_a_device_out_of_reach_is_404(device, outsider):
 @pytest.fixture
 def tech(partner_technician):
     return client_for(partner_technician)
+
+
+def test_deleting_a_device_deletes_its_rollups(device):
+    telemetry.roll_up(now=MIDNIGHT + dt.timedelta(hours=2))
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM devices WHERE id = %s", [device.pk])
+        cursor.execute("SELECT count(*) FROM device_telemetry_rollups WHERE device_id = %s", [device.pk])
+        assert cursor.fetchone() == (0,)
