@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -40,6 +41,20 @@ class ApiError(drf.APIException):
         self.fields = fields or {}
         self.headers = headers or {}
         self.extra = extra or {}  # more keys beside the three, e.g. the setupToken of a 428
+
+
+# The shape as the OpenAPI document's ``Error`` component (rmm/openapi.py adds it to the operations it applies to).
+# Answers are built by ``error_body``; this class only describes them, and its docstring is the component's text.
+class ErrorSerializer(serializers.Serializer):
+    """Every error answer has this shape; all three keys are always present."""
+
+    error = serializers.CharField(help_text="A stable snake_case code, e.g. `not_found`, `validation_error`.")
+    message = serializers.CharField(help_text="For people; may change wording at any time.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text='A request field → its problems, e.g. `{"networkInfo[3].ip": ["Enter a valid IP address."]}`; '
+        "`{}` except on a 400 that names request fields.",
+    )
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:

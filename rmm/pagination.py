@@ -85,8 +85,41 @@ class KeysetPagination(BasePagination):
         return {
             "type": "object",
             "required": ["results", "next"],
-            "properties": {"results": schema, "next": {"type": "string", "nullable": True}},
+            "properties": {
+                "results": schema,
+                "next": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "The cursor of the next page, or null on the last page.",
+                },
+            },
         }
+
+    def get_schema_operation_parameters(self, view):
+        """The query parameters of a paginated list, for the OpenAPI document (one source for every list)."""
+        return [
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": f"Rows per page, from 1 to {self.max_limit}.",
+                "schema": {"type": "integer", "minimum": 1, "maximum": self.max_limit, "default": self.default_limit},
+            },
+            {
+                "name": "cursor",
+                "in": "query",
+                "required": False,
+                "description": "The `next` of the previous page, with the same ordering.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "ordering",
+                "in": "query",
+                "required": False,
+                "description": "The sort; a leading `-` is descending.",
+                "schema": {"type": "string", "enum": list(view.orderings), "default": view.default_ordering},
+            },
+        ]
 
     def _limit(self, request) -> int:
         raw = request.query_params.get("limit")

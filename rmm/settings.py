@@ -91,6 +91,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "guardian",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: deployments may have no internet access
     "orgs",
     "accounts",
     "devices",
@@ -181,6 +183,38 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "rmm.openapi.ApiSchema",
+}
+
+# The OpenAPI document of the technician API (/api/schema/, browsable at /api/docs/); rmm/openapi.py adds the
+# error answers and the authentication schemes. The agent protocol is plain Django views and is not in it.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "RMM technician API",
+    "VERSION": "1",
+    "DESCRIPTION": (
+        "The API behind any UI, script or integration. JSON is camelCase; paths have no trailing slash.\n\n"
+        "Scripts authenticate with `Authorization: Bearer rmmu_…`, a personal API token from "
+        "`POST /api/v1/auth/login` or `POST /api/v1/api-tokens`; browsers with the admin's session cookie "
+        "(CSRF enforced on writes).\n\n"
+        'Every error has one shape: `{"error": "stable_snake_case_code", "message": "For people.", '
+        '"fields": {"field": ["problem"]}}` — all three keys always present, `fields` empty except on a 400 '
+        "that names request fields. An object outside your reach answers 404 `not_found`, as if it did not "
+        "exist; one in reach whose action your role lacks answers 403 `permission_denied`.\n\n"
+        'Long lists are keyset-paginated: `{"results": [...], "next": cursor or null}`; pass `next` back as '
+        "`cursor` for the following page."
+    ),
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The document is no secret (the code is open source): tooling fetches it without credentials.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    "PREPROCESSING_HOOKS": ["rmm.openapi.without_trailing_slash"],
+    "ENUM_NAME_OVERRIDES": {"UserStatusEnum": "accounts.models.User.Status"},
+    "GET_LIB_DOC_EXCLUDES": "rmm.openapi.lib_doc_excludes",
 }
 
 LOGGING = {

@@ -12,6 +12,7 @@ import django_filters
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.response import Response
 
@@ -29,6 +30,7 @@ from accounts.models import AuditLog, OrganizationUser, PartnerUser, Permission,
 from rmm import authz
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
+from rmm.openapi import error_answer
 from rmm.pagination import KeysetPagination, Ordering
 
 
@@ -62,6 +64,19 @@ class _CrudViewSet(
     resource = "users"
 
 
+_ESCALATION = "`escalation_refused`: it would hand out a permission you do not hold."
+_ROLE_403 = error_answer(f"`permission_denied` (roles are managed at partner level), {_ESCALATION}")
+_BUILTIN_403 = error_answer(f"`system_role_read_only`, `permission_denied` or {_ESCALATION}")
+
+
+@extend_schema_view(
+    create=extend_schema(responses={201: RoleSerializer, 403: _ROLE_403}),
+    update=extend_schema(responses={200: RoleSerializer, 403: _BUILTIN_403}),
+    partial_update=extend_schema(responses={200: RoleSerializer, 403: _BUILTIN_403}),
+    destroy=extend_schema(
+        responses={204: None, 403: _BUILTIN_403, 409: error_answer("`role_in_use`: members hold this role.")}
+    ),
+)
 class RoleViewSet(_CrudViewSet):
     """Built-in roles (read-only) and a partner's custom roles. Defining or changing a custom role needs
     partner-level users:write in its partner and may only include permissions the caller holds there."""
@@ -99,6 +114,9 @@ class RoleViewSet(_CrudViewSet):
         if instance.partner_memberships.exists() or instance.org_memberships.exists():
             raise ApiError(409, "role_in_use", "Members hold this role; give them another role first.")
         super().perform_destroy(instance)
+
+
+_MEMBER_403 = error_answer(f"`permission_denied`, or {_ESCALATION}")
 
 
 class _MembershipViewSet(_CrudViewSet):
@@ -143,6 +161,22 @@ class _MembershipViewSet(_CrudViewSet):
         super().perform_destroy(instance)
 
 
+def _membership_schema(serializer):
+    return extend_schema_view(
+        create=extend_schema(
+            responses={
+                201: serializer,
+                403: _MEMBER_403,
+                409: error_answer("`membership_exists`: change the existing membership instead."),
+            }
+        ),
+        update=extend_schema(responses={200: serializer, 403: _MEMBER_403}),
+        partial_update=extend_schema(responses={200: serializer, 403: _MEMBER_403}),
+        destroy=extend_schema(responses={204: None, 403: _MEMBER_403}),
+    )
+
+
+@_membership_schema(PartnerUserSerializer)
 class PartnerUserViewSet(_MembershipViewSet):
     """Partner memberships: who serves a partner's organizations, with which role and org_access."""
 
@@ -163,6 +197,7 @@ class PartnerUserViewSet(_MembershipViewSet):
         )
 
 
+@_membership_schema(OrganizationUserSerializer)
 class OrganizationUserViewSet(_MembershipViewSet):
     """Organization memberships: a customer's own people, optionally restricted to some sites."""
 
@@ -180,6 +215,17 @@ class OrganizationUserViewSet(_MembershipViewSet):
         )
 
 
+_BEYOND = error_answer(
+    "`user_beyond_your_authority`: the person holds access you could not grant, or `cannot_delete_self`."
+)
+
+
+@extend_schema_view(
+    create=extend_schema(request=InviteSerializer, responses={201: UserSerializer}),
+    update=extend_schema(responses={200: UserSerializer, 409: _BEYOND}),
+    partial_update=extend_schema(responses={200: UserSerializer, 409: _BEYOND}),
+    destroy=extend_schema(responses={204: None, 409: _BEYOND}),
+)
 class UserViewSet(
     ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin
 ):

@@ -4,7 +4,8 @@ from rest_framework import serializers
 
 from accounts.models import ApiToken, AuditLog, OrganizationUser, PartnerUser, Permission, Role, User
 from orgs.models import Organization, Partner, Site
-from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
+from rmm.api import CamelCaseFieldsMixin, CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
+from rmm.errors import ErrorSerializer
 
 
 class LoginSerializer(CamelCaseSerializer):
@@ -21,6 +22,41 @@ class CurrentUserSerializer(CamelCaseModelSerializer):
     class Meta:
         model = User
         fields = ["id", "email", "name", "status", "mfa_enabled", "is_superuser"]
+
+
+class LoginAnswerSerializer(CamelCaseSerializer):
+    """What POST auth/login answers."""
+
+    token = serializers.CharField(help_text="A personal API token (`rmmu_…`): send it as `Authorization: Bearer`.")
+    expires_at = serializers.DateTimeField(allow_null=True)
+    user = CurrentUserSerializer()
+
+
+class MfaEnrollmentRequiredSerializer(CamelCaseFieldsMixin, ErrorSerializer):
+    """The 428 of a login whose role forces MFA before the user has enrolled."""
+
+    setup_token = serializers.CharField(
+        help_text="`rmms_…`, valid for minutes: send it as `Authorization: Bearer` to auth/mfa/setup and enable."
+    )
+
+
+class MfaSetupAnswerSerializer(CamelCaseSerializer):
+    secret = serializers.CharField(help_text="The TOTP secret, base32.")
+    otpauth_uri = serializers.CharField(help_text="An otpauth:// URI, for a QR code.")
+
+
+class MfaStatusSerializer(CamelCaseSerializer):
+    mfa_enabled = serializers.BooleanField()
+
+
+class RecoveryCodesSerializer(CamelCaseSerializer):
+    recovery_codes = serializers.ListField(
+        child=serializers.CharField(), help_text="One-time codes that stand in for the authenticator; shown only now."
+    )
+
+
+class MfaEnabledSerializer(MfaStatusSerializer, RecoveryCodesSerializer):
+    pass
 
 
 class ApiTokenSerializer(CamelCaseModelSerializer):
@@ -41,21 +77,39 @@ class ApiTokenSerializer(CamelCaseModelSerializer):
         read_only_fields = ["key_prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
 
 
+class ApiTokenCreatedSerializer(ApiTokenSerializer):
+    """A token as POST api-tokens answers it: with the raw token, shown this once."""
+
+    token = serializers.CharField(read_only=True, help_text="`rmmu_…`; only its hash is stored.")
+
+    class Meta(ApiTokenSerializer.Meta):
+        fields = [*ApiTokenSerializer.Meta.fields, "token"]
+
+
 class PermissionSerializer(CamelCaseModelSerializer):
     class Meta:
         model = Permission
         fields = ["id", "resource", "action", "description"]
 
 
+class PermissionNamesField(serializers.ListField):
+    """A role's permissions, written and read as names like ``devices:read`` (validated by the serializer)."""
+
+    child = serializers.CharField(max_length=101)
+
+    def to_representation(self, data):
+        return sorted(f"{p.resource}:{p.action}" for p in data.all())
+
+
 class RoleSerializer(CamelCaseModelSerializer):
-    partner_id = ScopedRelatedField(perm="users:read", source="partner", queryset=Partner.objects.all())
-    # Written as a list of names; read back by to_representation (a ListField cannot read a related manager).
-    permissions = serializers.ListField(
-        child=serializers.CharField(max_length=101),
-        allow_empty=True,
-        write_only=True,
-        help_text='Like ["devices:read", "sites:*"].',
+    partner_id = ScopedRelatedField(
+        perm="users:read",
+        source="partner",
+        queryset=Partner.objects.all(),
+        allow_null=True,
+        help_text="Null for a built-in role; a custom role names its partner.",
     )
+    permissions = PermissionNamesField(allow_empty=True, help_text='Like ["devices:read", "sites:*"].')
 
     class Meta:
         model = Role
@@ -74,10 +128,10 @@ class RoleSerializer(CamelCaseModelSerializer):
         read_only_fields = ["id", "is_system", "created_at", "updated_at"]
         validators = []  # (partner, name) uniqueness is checked in validate(), naming the field
 
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["permissions"] = sorted(f"{p.resource}:{p.action}" for p in instance.permissions.all())
-        return data
+    def validate_partner_id(self, partner):
+        if partner is None:
+            raise serializers.ValidationError("A custom role belongs to a partner.")
+        return partner
 
     def validate_scope(self, value):
         if value not in (Role.Scope.PARTNER, Role.Scope.ORGANIZATION):
@@ -195,9 +249,9 @@ class InviteSerializer(CamelCaseSerializer):
 
 
 class AuditLogSerializer(CamelCaseModelSerializer):
-    actor_user_id = serializers.UUIDField(read_only=True)
-    actor_device_id = serializers.UUIDField(read_only=True)
-    org_id = serializers.UUIDField(read_only=True)
+    actor_user_id = serializers.UUIDField(read_only=True, allow_null=True)
+    actor_device_id = serializers.UUIDField(read_only=True, allow_null=True)
+    org_id = serializers.UUIDField(read_only=True, allow_null=True)
 
     class Meta:
         model = AuditLog

@@ -5,16 +5,32 @@ from __future__ import annotations
 import datetime as dt
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import audit, auth, services
-from accounts.api.serializers import ApiTokenSerializer, CurrentUserSerializer, LoginSerializer, TotpSerializer
+from accounts.api.serializers import (
+    ApiTokenCreatedSerializer,
+    ApiTokenSerializer,
+    CurrentUserSerializer,
+    LoginAnswerSerializer,
+    LoginSerializer,
+    MfaEnabledSerializer,
+    MfaEnrollmentRequiredSerializer,
+    MfaSetupAnswerSerializer,
+    MfaStatusSerializer,
+    RecoveryCodesSerializer,
+    TotpSerializer,
+)
 from accounts.models import ApiToken
 from rmm.errors import ApiError
 from rmm.net import client_ip
+from rmm.openapi import error_answer
+
+_WRONG_TOTP = error_answer("`invalid_totp`: the code is wrong or was already used.")
 
 
 class LoginView(APIView):
@@ -23,6 +39,19 @@ class LoginView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
+    @extend_schema(
+        request=LoginSerializer,
+        responses={
+            200: LoginAnswerSerializer,
+            401: error_answer("`invalid_credentials` (also for an unknown email), `mfa_required` or `invalid_totp`."),
+            403: error_answer("`account_disabled`."),
+            428: error_answer(
+                "`mfa_enrollment_required`: a role forces MFA; enroll with `setupToken`, then sign in again.",
+                MfaEnrollmentRequiredSerializer,
+            ),
+            429: error_answer("`too_many_attempts`: too many failed sign-ins for this email or from this address."),
+        },
+    )
     def post(self, request):
         body = LoginSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -47,6 +76,7 @@ class LoginView(APIView):
 class LogoutView(APIView):
     """POST → revokes the API token the request was made with."""
 
+    @extend_schema(request=None, responses={204: None})
     def post(self, request):
         if isinstance(request.auth, ApiToken):
             ApiToken.objects.filter(pk=request.auth.pk).update(revoked_at=timezone.now())
@@ -57,6 +87,7 @@ class LogoutView(APIView):
 class MeView(APIView):
     """GET → the signed-in user."""
 
+    @extend_schema(responses=CurrentUserSerializer)
     def get(self, request):
         return Response(CurrentUserSerializer(request.user).data)
 
@@ -75,6 +106,10 @@ class _MfaView(APIView):
 class MfaSetupView(_MfaView):
     """POST → a new TOTP secret and its otpauth:// URI (MFA stays off until enabled with a code)."""
 
+    @extend_schema(
+        request=None,
+        responses={200: MfaSetupAnswerSerializer, 409: error_answer("`mfa_already_enabled`.")},
+    )
     def post(self, request):
         if request.user.mfa_enabled:
             raise ApiError(409, "mfa_already_enabled", "Multi-factor sign-in is already on; disable it first.")
@@ -85,6 +120,14 @@ class MfaSetupView(_MfaView):
 class MfaEnableView(_MfaView):
     """POST {totp} → MFA on, with ten one-time recovery codes (shown only now)."""
 
+    @extend_schema(
+        request=TotpSerializer,
+        responses={
+            200: MfaEnabledSerializer,
+            400: _WRONG_TOTP,
+            409: error_answer("`mfa_already_enabled`, or `mfa_setup_required` (call auth/mfa/setup first)."),
+        },
+    )
     def post(self, request):
         if request.user.mfa_enabled:
             raise ApiError(409, "mfa_already_enabled", "Multi-factor sign-in is already on.")
@@ -102,6 +145,15 @@ class MfaDisableView(_MfaView):
 
     authentication_classes = [auth.ApiTokenAuthentication]
 
+    @extend_schema(
+        request=TotpSerializer,
+        responses={
+            200: MfaStatusSerializer,
+            400: _WRONG_TOTP,
+            403: error_answer("`mfa_required_by_role`: a role you hold requires MFA."),
+            409: error_answer("`mfa_not_enabled`."),
+        },
+    )
     def post(self, request):
         if not request.user.mfa_enabled:
             raise ApiError(409, "mfa_not_enabled", "Multi-factor sign-in is not on.")
@@ -118,6 +170,10 @@ class MfaRecoveryCodesView(_MfaView):
 
     authentication_classes = [auth.ApiTokenAuthentication]
 
+    @extend_schema(
+        request=TotpSerializer,
+        responses={200: RecoveryCodesSerializer, 400: _WRONG_TOTP, 409: error_answer("`mfa_not_enabled`.")},
+    )
     def post(self, request):
         if not request.user.mfa_enabled:
             raise ApiError(409, "mfa_not_enabled", "Multi-factor sign-in is not on.")
@@ -127,6 +183,7 @@ class MfaRecoveryCodesView(_MfaView):
         return Response({"recoveryCodes": auth.new_recovery_codes(request.user)})
 
 
+@extend_schema_view(create=extend_schema(responses={201: ApiTokenCreatedSerializer}))
 class ApiTokenViewSet(
     mixins.ListModelMixin,
     mixins.CreateModelMixin,
@@ -140,7 +197,7 @@ class ApiTokenViewSet(
 
     def get_queryset(self):
         # Own tokens only: a person's tokens are nobody else's business, whatever their role.
-        return ApiToken.objects.filter(user=self.request.user).order_by("-created_at")
+        return ApiToken.objects.filter(user_id=self.request.user.pk).order_by("-created_at")
 
     def create(self, request, *args, **kwargs):
         body = self.get_serializer(data=request.data)

@@ -60,6 +60,23 @@ class DeviceSerializer(CamelCaseModelSerializer):
         return sorted({tag.strip() for tag in value if tag.strip()})
 
 
+def _counts(name: str, values: list[str]) -> type[serializers.Serializer]:
+    # Keys are the choice values themselves (not camelCased): every value is present, 0 included.
+    return type(name, (serializers.Serializer,), {value: serializers.IntegerField(min_value=0) for value in values})
+
+
+class DeviceSummarySerializer(CamelCaseSerializer):
+    """Counts of the devices in reach (after the list's filters), by status and by OS."""
+
+    by_status = _counts("CountByStatusSerializer", Device.Status.values)()
+    by_os_type = _counts("CountByOsTypeSerializer", Device.OsType.values)()
+    total = serializers.IntegerField(min_value=0)
+
+
+class TokenRotationSerializer(CamelCaseSerializer):
+    rotation_requested = serializers.BooleanField(help_text="The agent is told at its next heartbeat.")
+
+
 class HardwareSerializer(CamelCaseModelSerializer):
     class Meta:
         model = DeviceHardware
@@ -124,7 +141,7 @@ class QuarantineSerializer(CamelCaseSerializer):
 
 class CommandSerializer(CamelCaseModelSerializer):
     device_id = serializers.UUIDField(read_only=True)
-    created_by_id = serializers.UUIDField(read_only=True)
+    created_by_id = serializers.UUIDField(read_only=True, allow_null=True)
 
     class Meta:
         model = DeviceCommand

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -28,6 +29,7 @@ from devices.services.commands import queue_command
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
 from rmm.net import client_ip
+from rmm.openapi import error_answer
 from rmm.pagination import KeysetPagination, Ordering
 
 COMMAND_ORDERING = Ordering("created_at", descending=True, is_datetime=True)
@@ -49,6 +51,22 @@ INVENTORY = {
 }
 
 
+def _inventory_schema(kind: str):
+    """A page of one inventory kind (the device list's filters do not apply to it)."""
+    return extend_schema(
+        responses=INVENTORY[kind][1](many=True),
+        filters=False,
+        description=f"The device's {kind.replace('-', ' ')}, as its agent last reported them; keyset pages.",
+    )
+
+
+_DECOMMISSIONED = error_answer("`device_decommissioned`: a decommissioned device cannot change.")
+
+
+@extend_schema_view(
+    partial_update=extend_schema(responses={200: s.DeviceSerializer, 409: _DECOMMISSIONED}),
+    destroy=extend_schema(description="Decommission: the agent is refused from now on (403 device_decommissioned)."),
+)
 class DeviceViewSet(
     ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin
 ):
@@ -91,6 +109,7 @@ class DeviceViewSet(
             raise ApiError(409, "device_decommissioned", "A decommissioned device cannot change.")
         super().perform_update(serializer)
 
+    @extend_schema(responses=s.DeviceSummarySerializer, filters=True)
     @action(detail=False, methods=["get"], url_path="summary", verb="read")
     def summary(self, request):
         """Counts by status and by OS within reach, for dashboards (two grouped counts, no rows)."""
@@ -105,8 +124,13 @@ class DeviceViewSet(
             }
         )
 
+    @extend_schema(
+        request=s.QuarantineSerializer,
+        responses={200: s.DeviceSerializer, 409: error_answer("`invalid_status`: this device cannot be quarantined.")},
+    )
     @action(detail=True, methods=["post"], url_path="quarantine", verb="write")
     def quarantine(self, request, pk=None):
+        """Quarantine the device: its agent is refused (403 device_quarantined) until approved."""
         body = s.QuarantineSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         device = actions.quarantine(
@@ -114,16 +138,29 @@ class DeviceViewSet(
         )
         return Response(s.DeviceSerializer(device, context=self.get_serializer_context()).data)
 
+    @extend_schema(
+        request=None,
+        responses={200: s.DeviceSerializer, 409: error_answer("`invalid_status`: it is not quarantined.")},
+    )
     @action(detail=True, methods=["post"], url_path="approve", verb="write")
     def approve(self, request, pk=None):
+        """Approve a quarantined device: it is back in service."""
         device = actions.approve(device=self.get_object(), actor=request.user, ip=client_ip(request))
         return Response(s.DeviceSerializer(device, context=self.get_serializer_context()).data)
 
+    @extend_schema(request=None, responses={202: s.TokenRotationSerializer, 409: _DECOMMISSIONED})
     @action(detail=True, methods=["post"], url_path="rotate-token", verb="write")
     def rotate_token(self, request, pk=None):
+        """Ask the agent to rotate its token at its next heartbeat."""
         actions.request_token_rotation(device=self.get_object(), actor=request.user, ip=client_ip(request))
         return Response({"rotationRequested": True}, status=202)
 
+    @extend_schema(methods=["GET"], responses=s.CommandSerializer(many=True), filters=False)
+    @extend_schema(
+        methods=["POST"],
+        request=s.QueueCommandSerializer,
+        responses={201: s.CommandSerializer, 409: _DECOMMISSIONED},
+    )
     @action(detail=True, methods=["get", "post"], url_path="commands", verb=None)
     def commands(self, request, pk=None):
         """GET the device's commands, newest first; POST {type, payload, expiresInSeconds?} queues one."""
@@ -150,8 +187,10 @@ class DeviceViewSet(
             )
         return Response(s.CommandSerializer(command).data, status=201)
 
+    @extend_schema(responses=s.HardwareSerializer)
     @action(detail=True, methods=["get"], url_path="hardware", verb="read")
     def hardware(self, request, pk=None):
+        """The device's hardware as its agent last reported it (404 until it has)."""
         device = self.get_object()
         row = DeviceHardware.objects.filter(device=device).first()
         if row is None:
@@ -164,26 +203,32 @@ class DeviceViewSet(
         page = self.paginate_queryset(model.objects.filter(device_id=device.pk, org_id=device.org_id))
         return self.get_paginated_response(serializer_class(page, many=True).data)
 
+    @_inventory_schema("disks")
     @action(detail=True, methods=["get"], url_path="disks", verb="read")
     def disks(self, request, pk=None):
         return self._inventory("disks")
 
+    @_inventory_schema("network-interfaces")
     @action(detail=True, methods=["get"], url_path="network-interfaces", verb="read")
     def network_interfaces(self, request, pk=None):
         return self._inventory("network-interfaces")
 
+    @_inventory_schema("software")
     @action(detail=True, methods=["get"], url_path="software", verb="read")
     def software(self, request, pk=None):
         return self._inventory("software")
 
+    @_inventory_schema("registry-entries")
     @action(detail=True, methods=["get"], url_path="registry-entries", verb="read")
     def registry_entries(self, request, pk=None):
         return self._inventory("registry-entries")
 
+    @_inventory_schema("config-entries")
     @action(detail=True, methods=["get"], url_path="config-entries", verb="read")
     def config_entries(self, request, pk=None):
         return self._inventory("config-entries")
 
+    @_inventory_schema("connections")
     @action(detail=True, methods=["get"], url_path="connections", verb="read")
     def connections(self, request, pk=None):
         return self._inventory("connections")
@@ -199,8 +244,13 @@ class CommandViewSet(ScopedViewSet, mixins.RetrieveModelMixin):
     queryset = DeviceCommand.objects.all()
     serializer_class = s.CommandSerializer
 
+    @extend_schema(
+        request=None,
+        responses={200: s.CommandSerializer, 409: error_answer("`command_not_pending`: only pending commands cancel.")},
+    )
     @action(detail=True, methods=["post"], url_path="cancel", verb="execute")
     def cancel(self, request, pk=None):
+        """Withdraw a command its agent has not fetched yet."""
         command = self.get_object()
         with transaction.atomic():
             cancelled = DeviceCommand.objects.filter(pk=command.pk, status=DeviceCommand.Status.PENDING).update(

@@ -104,3 +104,12 @@ class EnrollmentKeySerializer(CamelCaseModelSerializer):
             "created_at", "expires_in_hours",
         ]  # fmt: skip
         read_only_fields = ["id", "key_prefix", "usage_count", "expires_at", "revoked_at", "created_at"]
+
+
+class EnrollmentKeyCreatedSerializer(EnrollmentKeySerializer):
+    """A key as POST enrollment-keys answers it: with the raw key, shown this once."""
+
+    key = serializers.CharField(read_only=True, help_text="Give it to the agent; only its HMAC is stored.")
+
+    class Meta(EnrollmentKeySerializer.Meta):
+        fields = [*EnrollmentKeySerializer.Meta.fields, "key"]

@@ -7,17 +7,25 @@ import datetime as dt
 import django_filters
 from django.db import transaction
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from orgs.api.serializers import EnrollmentKeySerializer, OrganizationSerializer, PartnerSerializer, SiteSerializer
+from orgs.api.serializers import (
+    EnrollmentKeyCreatedSerializer,
+    EnrollmentKeySerializer,
+    OrganizationSerializer,
+    PartnerSerializer,
+    SiteSerializer,
+)
 from orgs.models import EnrollmentKey, Organization, Partner, Site
 from orgs.services import create_enrollment_key, revoke_enrollment_keys
 from rmm import authz
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
 from rmm.net import client_ip
+from rmm.openapi import error_answer
 
 
 class PartnerViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin):
@@ -41,6 +49,17 @@ class OrganizationFilter(django_filters.FilterSet):
         fields = []
 
 
+@extend_schema_view(
+    create=extend_schema(
+        responses={
+            201: OrganizationSerializer,
+            403: error_answer("`permission_denied` (partner-level access needed) or `organization_limit_reached`."),
+        }
+    ),
+    destroy=extend_schema(
+        responses={204: None, 409: error_answer("`organization_not_empty`: it still has devices or sites.")}
+    ),
+)
 class OrganizationViewSet(
     ScopedViewSet,
     mixins.ListModelMixin,
@@ -102,6 +121,9 @@ class SiteFilter(django_filters.FilterSet):
         fields = []
 
 
+@extend_schema_view(
+    destroy=extend_schema(responses={204: None, 409: error_answer("`site_not_empty`: it still has devices.")})
+)
 class SiteViewSet(
     ScopedViewSet,
     mixins.ListModelMixin,
@@ -123,6 +145,7 @@ class SiteViewSet(
         super().perform_destroy(instance)
 
 
+@extend_schema_view(create=extend_schema(responses={201: EnrollmentKeyCreatedSerializer}))
 class EnrollmentKeyViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin):
     """Keys agents enroll with (devices:write throughout). POST answers the raw key once, under ``key``; it is
     never shown again (only its HMAC is stored). POST {id}/revoke ends it."""
@@ -154,8 +177,10 @@ class EnrollmentKeyViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.Retrieve
             self._require(key)
         return Response({**self.get_serializer(key).data, "key": raw}, status=201)
 
+    @extend_schema(request=None, responses=EnrollmentKeySerializer)
     @action(detail=True, methods=["post"], url_path="revoke", verb="write")
     def revoke(self, request, pk=None):
+        """End the key: agents can no longer enroll with it."""
         key = self.get_object()
         revoke_enrollment_keys(
             keys=EnrollmentKey.objects.filter(pk=key.pk), actor_user=request.user, ip=client_ip(request)
