@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
-from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
+from django.db.models import F
+from django.db.models.functions import Upper
 
 from rmm.db import TimeStampedModel, choices_check
 
@@ -86,6 +88,12 @@ class Device(TimeStampedModel):
             # Keyset pagination of the device list in its default order.
             models.Index(fields=["hostname", "id"], name="devices_hostname_id"),
             models.Index(fields=["org", "hostname", "id"], name="devices_org_hostname_id"),
+            # The -lastSeenAt list order (DESC NULLS LAST, then id): without it that page sorted the whole fleet,
+            # p95 84 ms at 100,000 devices (bench/RESULTS.md).
+            models.Index(F("last_seen_at").desc(nulls_last=True), F("id").desc(), name="devices_last_seen_id"),
+            # search: trigram GIN on UPPER(...), the expression Django's icontains compares (filter_search).
+            GinIndex(OpClass(Upper("hostname"), name="gin_trgm_ops"), name="devices_hostname_trgm"),
+            GinIndex(OpClass(Upper("display_name"), name="gin_trgm_ops"), name="devices_display_name_trgm"),
         ]
 
     def __str__(self) -> str:

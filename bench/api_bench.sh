@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The technician API benchmark (issue 5): 100,000 demo devices, then p50/p95/p99/max over HTTP of the device list
+# (first page, a deep cursor page, filters, search, -lastSeenAt), a device's 24-hour telemetry and the summary,
+# for the demo technician (tech@example.com, scoped by org) and the superuser; EXPLAIN (ANALYZE, BUFFERS) of the
+# list queries go to $OUT/explain-*.txt. See bench/README.md; figures in bench/RESULTS.md.
+#
+#   bench/api_bench.sh                      # fresh database, seed, measure
+#   REUSE_DB=1 bench/api_bench.sh           # keep the seeded database (only migrate), measure again
+#   REQUESTS=500 DEVICES=20000 bench/api_bench.sh
+#
+# It drops and re-creates the database named in BENCH_DATABASE_URL (never the development database) and only
+# ever loads 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCH_DATABASE_URL=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/rmm_api_bench}
+DEVICES=${DEVICES:-100000}
+TELEMETRY_DEVICES=${TELEMETRY_DEVICES:-1000}
+REQUESTS=${REQUESTS:-300}
+CLIENTS=${CLIENTS:-1}
+DEEP_PAGES=${DEEP_PAGES:-500}
+PORT=${PORT:-8766}
+OUT=${OUT:-var/bench}
+PY=.venv/bin/python
+
+case "$BENCH_DATABASE_URL" in
+  */rmm_api_bench) ;;
+  *) echo "BENCH_DATABASE_URL must name a database called rmm_api_bench (it is dropped and re-created)" >&2; exit 2 ;;
+esac
+export DATABASE_URL=$BENCH_DATABASE_URL
+export SECRET_KEY=${SECRET_KEY:-bench-secret-key-not-for-production-0123456789abcdef}
+export DEBUG=0 LOG_LEVEL=${LOG_LEVEL:-WARNING}
+mkdir -p "$OUT"
+
+echo "== machine"
+echo "nproc: $(nproc); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ram: $(free -g | awk '/Mem:/ {print $2}') GB"
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+if [ "${REUSE_DB:-0}" != 1 ]; then
+  echo "== fresh database"
+  ADMIN_URL=${BENCH_DATABASE_URL%/*}/postgres
+  $PY - "$ADMIN_URL" <<'PYEOF'
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute("DROP DATABASE IF EXISTS rmm_api_bench WITH (FORCE)")
+    conn.execute("CREATE DATABASE rmm_api_bench")
+PYEOF
+  $PY manage.py migrate --no-input -v 0
+  $PY manage.py loaddata default_roles -v 0
+  echo "== seed_demo --devices $DEVICES"
+  time $PY manage.py seed_demo --devices "$DEVICES" --telemetry-hours 24 --telemetry-devices "$TELEMETRY_DEVICES" \
+    --credentials-file "$OUT/api-bench-credentials.txt"
+  $PY manage.py rollup_telemetry
+else
+  $PY manage.py migrate --no-input -v 0
+fi
+$PY - <<'PYEOF'
+import os, psycopg
+with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+    conn.execute("VACUUM ANALYZE")
+PYEOF
+
+echo "== tokens and sample values"
+$PY bench/api_bench_setup.py > "$OUT/api-bench-setup.json"
+
+echo "== gunicorn -c rmm/gunicorn.conf.py (${WEB_CONCURRENCY:-default} workers, ${GUNICORN_WORKER_CLASS:-default} class)"
+GUNICORN_BIND=127.0.0.1:$PORT GUNICORN_ACCESS_LOG=off .venv/bin/gunicorn -c rmm/gunicorn.conf.py rmm.wsgi \
+  > "$OUT/api-gunicorn.log" 2>&1 &
+GUNICORN_PID=$!
+trap 'kill $GUNICORN_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do
+  if $PY -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null; then break; fi
+  sleep 0.2
+done
+sleep 2  # let every worker finish loading Django
+
+echo "== measuring: $REQUESTS requests per case, $CLIENTS client(s)"
+$PY bench/api_bench.py --url "http://127.0.0.1:$PORT" --setup "$OUT/api-bench-setup.json" --requests "$REQUESTS" \
+  --clients "$CLIENTS" --deep-pages "$DEEP_PAGES" --json "$OUT/api-bench.json" --explain-dir "$OUT"
+
+echo "== queries per request, EXPLAIN (ANALYZE, BUFFERS) into $OUT/explain-*.txt"
+$PY bench/api_bench_explain.py "$OUT/api-bench-setup.json" "$OUT/api-bench.json" "$OUT"
+
+echo "== server log (errors only)"
+grep -E "ERROR|Traceback|Exception" "$OUT/api-gunicorn.log" | head -20 || echo "none"
