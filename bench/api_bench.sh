@@ -23,29 +23,11 @@ PORT=${PORT:-8766}
 OUT=${OUT:-var/bench}
 PY=.venv/bin/python
 
-case "$BENCH_DATABASE_URL" in
-  */rmm_api_bench) ;;
-  *) echo "BENCH_DATABASE_URL must name a database called rmm_api_bench (it is dropped and re-created)" >&2; exit 2 ;;
-esac
-export DATABASE_URL=$BENCH_DATABASE_URL
-export SECRET_KEY=${SECRET_KEY:-bench-secret-key-not-for-production-0123456789abcdef}
-export DEBUG=0 LOG_LEVEL=${LOG_LEVEL:-WARNING}
-mkdir -p "$OUT"
-
-echo "== machine"
-echo "nproc: $(nproc); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ram: $(free -g | awk '/Mem:/ {print $2}') GB"
-echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+. bench/_common.sh
+bench_environment rmm_api_bench
 
 if [ "${REUSE_DB:-0}" != 1 ]; then
-  echo "== fresh database"
-  ADMIN_URL=${BENCH_DATABASE_URL%/*}/postgres
-  $PY - "$ADMIN_URL" <<'PYEOF'
-import sys, psycopg
-with psycopg.connect(sys.argv[1], autocommit=True) as conn:
-    conn.execute("DROP DATABASE IF EXISTS rmm_api_bench WITH (FORCE)")
-    conn.execute("CREATE DATABASE rmm_api_bench")
-PYEOF
-  $PY manage.py migrate --no-input -v 0
+  recreate_database rmm_api_bench
   $PY manage.py loaddata default_roles -v 0
   echo "== seed_demo --devices $DEVICES"
   time $PY manage.py seed_demo --devices "$DEVICES" --telemetry-hours 24 --telemetry-devices "$TELEMETRY_DEVICES" \
@@ -63,16 +45,7 @@ PYEOF
 echo "== tokens and sample values"
 $PY bench/api_bench_setup.py > "$OUT/api-bench-setup.json"
 
-echo "== gunicorn -c rmm/gunicorn.conf.py (${WEB_CONCURRENCY:-default} workers, ${GUNICORN_WORKER_CLASS:-default} class)"
-GUNICORN_BIND=127.0.0.1:$PORT GUNICORN_ACCESS_LOG=off .venv/bin/gunicorn -c rmm/gunicorn.conf.py rmm.wsgi \
-  > "$OUT/api-gunicorn.log" 2>&1 &
-GUNICORN_PID=$!
-trap 'kill $GUNICORN_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 50); do
-  if $PY -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null; then break; fi
-  sleep 0.2
-done
-sleep 2  # let every worker finish loading Django
+start_gunicorn "$PORT" "$OUT/api-gunicorn.log"
 
 echo "== measuring: $REQUESTS requests per case, $CLIENTS client(s)"
 $PY bench/api_bench.py --url "http://127.0.0.1:$PORT" --setup "$OUT/api-bench-setup.json" --requests "$REQUESTS" \

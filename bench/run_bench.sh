@@ -24,40 +24,14 @@ PORT=${PORT:-8765}
 OUT=${OUT:-var/bench}
 PY=.venv/bin/python
 
-case "$BENCH_DATABASE_URL" in
-  */rmm_bench*) ;;
-  *) echo "BENCH_DATABASE_URL must name a database called rmm_bench (it is dropped and re-created)" >&2; exit 2 ;;
-esac
-export DATABASE_URL=$BENCH_DATABASE_URL
-export SECRET_KEY=${SECRET_KEY:-bench-secret-key-not-for-production-0123456789abcdef}
-export DEBUG=0 LOG_LEVEL=${LOG_LEVEL:-WARNING}
-mkdir -p "$OUT"
+. bench/_common.sh
+bench_environment rmm_bench
 
-echo "== machine"
-echo "nproc: $(nproc); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ram: $(free -g | awk '/Mem:/ {print $2}') GB"
-
-echo "== fresh database"
-ADMIN_URL=${BENCH_DATABASE_URL%/*}/postgres
-$PY - "$ADMIN_URL" <<'EOF'
-import sys, psycopg
-with psycopg.connect(sys.argv[1], autocommit=True) as conn:
-    conn.execute("DROP DATABASE IF EXISTS rmm_bench WITH (FORCE)")
-    conn.execute("CREATE DATABASE rmm_bench")
-EOF
-$PY manage.py migrate --no-input -v 0
+recreate_database rmm_bench
 KEY=$($PY bench/setup_tenant.py | tail -n 1)
 rm -f "$OUT/agents.json"
 
-echo "== gunicorn -c rmm/gunicorn.conf.py (${WEB_CONCURRENCY:-default} workers, ${GUNICORN_WORKER_CLASS:-default} class)"
-GUNICORN_BIND=127.0.0.1:$PORT GUNICORN_ACCESS_LOG=off .venv/bin/gunicorn -c rmm/gunicorn.conf.py rmm.wsgi \
-  > "$OUT/gunicorn.log" 2>&1 &
-GUNICORN_PID=$!
-trap 'kill $GUNICORN_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 50); do
-  if $PY -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1)" 2>/dev/null; then break; fi
-  sleep 0.2
-done
-sleep 2  # let every worker finish loading Django
+start_gunicorn "$PORT" "$OUT/gunicorn.log"
 
 SIM="$PY -m rmm.sim --url http://127.0.0.1:$PORT --state $OUT/agents.json --agents $AGENTS"
 
