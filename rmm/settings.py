@@ -19,6 +19,9 @@
 | COMMAND_DEFAULT_EXPIRY_SECONDS | 86400 | a queued command not claimed within this expires (default expiry) |
 | COMMAND_SENT_TIMEOUT_SECONDS | 3600 | a sent command with no result nor timeoutSeconds times out after this |
 | COMMAND_TIMEOUT_GRACE_SECONDS | 300 | added to a script's own timeoutSeconds before the server times it out |
+| GROUP_RULE_TIMEOUT_MS | 10000 | statement timeout of one dynamic group's rule evaluation (preview, refresh) |
+| GROUP_TIME_SWEEP_SECONDS | 60 | how often groups with time-based conditions (lastSeenAt, metrics …) are re-evaluated |
+| GROUP_RECONCILE_SECONDS | 3600 | how often every dynamic group is re-evaluated from scratch (a safety net) |
 | TRUSTED_PROXIES | (none) | proxies whose X-Forwarded-For and client-certificate headers are believed |
 | LOGIN_TOKEN_HOURS | 12 | lifetime of the token the login endpoint issues |
 | LOGIN_MAX_FAILURES / LOGIN_FAILURE_WINDOW_SECONDS | 10 / 900 | sign-in throttle per email and per IP |
@@ -75,6 +78,10 @@ AGENT_GROUP_COMMIT_LINGER_MS = env_int("AGENT_GROUP_COMMIT_LINGER_MS", 5, minimu
 COMMAND_DEFAULT_EXPIRY_SECONDS = env_int("COMMAND_DEFAULT_EXPIRY_SECONDS", 24 * 3600, minimum=60)
 COMMAND_SENT_TIMEOUT_SECONDS = env_int("COMMAND_SENT_TIMEOUT_SECONDS", 3600, minimum=60)
 COMMAND_TIMEOUT_GRACE_SECONDS = env_int("COMMAND_TIMEOUT_GRACE_SECONDS", 300, minimum=0)
+# Dynamic groups: a rule's statement timeout, and how often time-based and all groups are re-evaluated.
+GROUP_RULE_TIMEOUT_MS = env_int("GROUP_RULE_TIMEOUT_MS", 10_000, minimum=100, maximum=600_000)
+GROUP_TIME_SWEEP_SECONDS = env_int("GROUP_TIME_SWEEP_SECONDS", 60, minimum=10)
+GROUP_RECONCILE_SECONDS = env_int("GROUP_RECONCILE_SECONDS", 3600, minimum=60)
 # People: the lifetime of the API token POST /api/v1/auth/login issues, and the sign-in throttle.
 LOGIN_TOKEN_HOURS = env_int("LOGIN_TOKEN_HOURS", 12, minimum=1, maximum=24 * 90)
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 10, minimum=1)
@@ -213,7 +220,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
     "PREPROCESSING_HOOKS": ["rmm.openapi.without_trailing_slash"],
-    "ENUM_NAME_OVERRIDES": {"UserStatusEnum": "accounts.models.User.Status"},
+    "ENUM_NAME_OVERRIDES": {
+        "UserStatusEnum": "accounts.models.User.Status",
+        "DeviceStatusEnum": "devices.models.device.DeviceStatus",
+    },
     "GET_LIB_DOC_EXCLUDES": "rmm.openapi.lib_doc_excludes",
 }
 

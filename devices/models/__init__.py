@@ -1,6 +1,6 @@
 from devices.models.commands import DeviceCommand
 from devices.models.device import Device
-from devices.models.groups import DeviceGroup, DeviceGroupMembership
+from devices.models.groups import DeviceGroup, DeviceGroupMembership, DeviceGroupMembershipLog
 from devices.models.inventory import (
     DeviceConfigEntry,
     DeviceDisk,
@@ -19,6 +19,7 @@ __all__ = [
     "DeviceDisk",
     "DeviceGroup",
     "DeviceGroupMembership",
+    "DeviceGroupMembershipLog",
     "DeviceHardware",
     "DeviceNetworkConnection",
     "DeviceNetworkInterface",

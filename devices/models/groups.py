@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
@@ -86,3 +87,58 @@ class DeviceGroupMembership(UUIDModel):
 
     def __str__(self) -> str:
         return f"{self.device_id} in {self.group_id}"
+
+
+class DeviceGroupMembershipChange(models.TextChoices):
+    ADDED = "added"
+    REMOVED = "removed"
+    PINNED = "pinned"
+    UNPINNED = "unpinned"
+
+
+class DeviceGroupMembershipReason(models.TextChoices):
+    RULE = "rule", "the group's rule"
+    MANUAL = "manual", "a person"
+
+
+class DeviceGroupMembershipLog(UUIDModel):
+    """One change of a group's membership: which device, added/removed/pinned/unpinned, why, when and by whom.
+
+    Append-only history for "why is this device (not) in this group?". Rows of a dynamic group's evaluation have
+    reason ``rule`` and no actor; a person's add, remove, pin or unpin has reason ``manual`` and the actor.
+    """
+
+    Change = DeviceGroupMembershipChange
+    Reason = DeviceGroupMembershipReason
+
+    group = models.ForeignKey(
+        DeviceGroup, on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="membership_log"
+    )
+    device = models.ForeignKey(
+        "devices.Device", on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
+    )
+    org = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
+    )
+    change = models.CharField(max_length=10, choices=Change.choices)
+    reason = models.CharField(max_length=10, choices=Reason.choices)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "device_group_membership_log"
+        verbose_name = "group membership change"
+        ordering = ["-at"]
+        constraints = [
+            choices_check("change", DeviceGroupMembershipChange),
+            choices_check("reason", DeviceGroupMembershipReason),
+        ]
+        indexes = [
+            models.Index(fields=["group", "-at"], name="device_group_log_group_at"),
+            models.Index(fields=["device", "-at"], name="device_group_log_device_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.change} {self.group_id}"

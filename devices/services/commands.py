@@ -77,15 +77,7 @@ def queue_command(
     ``device_decommissioned`` for a device that will never call again.
     """
     payload = {} if payload is None else payload
-    if type not in DeviceCommand.Type.values:
-        raise CommandRejected({"type": [f"Unknown command type; use one of: {', '.join(DeviceCommand.Type.values)}."]})
-    problems = _payload_problems(type, payload)
-    if expires_in_seconds is None:
-        expires_in_seconds = settings.COMMAND_DEFAULT_EXPIRY_SECONDS
-    elif isinstance(expires_in_seconds, bool) or not isinstance(expires_in_seconds, int) or expires_in_seconds < 1:
-        problems["expiresInSeconds"] = ["Must be a whole number of seconds, at least 1."]
-    if problems:
-        raise CommandRejected(problems)
+    expires_in_seconds = check_command(type=type, payload=payload, expires_in_seconds=expires_in_seconds)
     if device.status == Device.Status.DECOMMISSIONED:
         raise CommandRejected(
             {}, status=409, code="device_decommissioned", message="This device is decommissioned; it runs nothing."
@@ -101,6 +93,23 @@ def queue_command(
         created_at=now,
         expires_at=now + dt.timedelta(seconds=expires_in_seconds),
     )
+
+
+def check_command(*, type: str, payload, expires_in_seconds: int | None) -> int:
+    """Validate a command before it is queued for one device or many; answers its expiry in seconds.
+
+    Raises ``CommandRejected`` (400) for an unknown type, a bad payload or a bad expiry.
+    """
+    if type not in DeviceCommand.Type.values:
+        raise CommandRejected({"type": [f"Unknown command type; use one of: {', '.join(DeviceCommand.Type.values)}."]})
+    problems = _payload_problems(type, payload)
+    if expires_in_seconds is None:
+        expires_in_seconds = settings.COMMAND_DEFAULT_EXPIRY_SECONDS
+    elif isinstance(expires_in_seconds, bool) or not isinstance(expires_in_seconds, int) or expires_in_seconds < 1:
+        problems["expiresInSeconds"] = ["Must be a whole number of seconds, at least 1."]
+    if problems:
+        raise CommandRejected(problems)
+    return expires_in_seconds
 
 
 class CommandNotFound(Exception):

@@ -1,6 +1,7 @@
-"""Every periodic job in one process: the offline sweep, command expiry and timeouts, telemetry rollups, and (at
-most once an hour)
-telemetry partition maintenance. ``--loop 60`` under a supervisor replaces the three cron lines."""
+"""Every periodic job in one process: the offline sweep, command expiry and timeouts, telemetry rollups, dynamic
+group refreshes (see refresh_groups) and (at most once an hour) telemetry partition maintenance.
+``--loop 60`` under a supervisor replaces the cron lines; with ``--loop 15`` group membership stays within a minute
+of the devices' changes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from devices.management.commands._periodic import PeriodicCommand
 from devices.services import telemetry, telemetry_partitions
 from devices.services.commands import expire_pending_commands, time_out_sent_commands
 from devices.services.device_status import mark_offline
+from devices.services.groups import GroupRefresher
 
 PARTITIONS_EVERY_SECONDS = 3600
 
@@ -21,6 +23,7 @@ class Command(PeriodicCommand):
     help = "Run the offline sweep, command expiry/timeouts and telemetry partition maintenance."
 
     _partitions_done_at: float | None = None
+    _groups: GroupRefresher | None = None
 
     def run_once(self) -> str:
         report = [
@@ -29,6 +32,8 @@ class Command(PeriodicCommand):
             f"commands timed out: {time_out_sent_commands()}",
             f"telemetry rollups: {telemetry.roll_up().buckets_written}",
         ]
+        self._groups = self._groups or GroupRefresher()
+        report.append(self._groups.run())
         if self._partitions_done_at is None or time.monotonic() - self._partitions_done_at >= PARTITIONS_EVERY_SECONDS:
             partitions = telemetry_partitions.maintain(
                 today=dt.datetime.now(dt.UTC).date(),
