@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
 
+from devices import rules
 from devices.models import (
     Device,
     DeviceCommand,
@@ -33,6 +34,7 @@ from devices.models import (
     DeviceDisk,
     DeviceGroup,
     DeviceGroupMembership,
+    DeviceGroupMembershipLog,
     DeviceHardware,
     DeviceNetworkConnection,
     DeviceNetworkInterface,
@@ -40,6 +42,7 @@ from devices.models import (
     DeviceSoftware,
     DeviceTelemetry,
 )
+from devices.services import groups as group_service
 from orgs.admin import SiteFilter
 from orgs.models import Organization
 from rmm import authz
@@ -54,6 +57,7 @@ from rmm.admin import (
     organizations_holding,
     single_object_filter,
 )
+from rmm.errors import ApiError
 
 DeviceFilter = single_object_filter("device")
 GroupFilter = single_object_filter("group")
@@ -484,12 +488,24 @@ class MemberInline(CappedTabularInline):
 
 
 class DeviceGroupForm(forms.ModelForm):
+    """A group's form. A dynamic group's rule is edited as JSON (filter-rules.md) and validated like the API does:
+    each problem is shown with the path of the offending node."""
+
+    filter_rules = forms.JSONField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 14, "cols": 90, "style": "font-family: monospace"}),
+        help_text='Dynamic groups only, e.g. {"operator": "AND", "conditions": [{"field": "osType", "operator": '
+        '"equals", "value": "windows"}, {"field": "software.installed", "operator": "contains", "value": "chrome"}]}',
+    )
+
     class Meta:
         model = DeviceGroup
-        fields = ("org", "site", "name", "parent")
+        fields = ("org", "site", "name", "type", "parent", "filter_rules")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "type" in self.fields:
+            self.fields["type"].required = False  # static unless said otherwise
         if "parent" in self.fields and self.instance.pk:
             # A group's parent is another group of its organization.
             parents = self.fields["parent"].queryset.filter(org_id=self.instance.org_id).exclude(pk=self.instance.pk)
@@ -498,18 +514,37 @@ class DeviceGroupForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         org = cleaned.get("org") or (self.instance.org if self.instance.org_id else None)
+        group_type = cleaned.get("type") or self.instance.type or DeviceGroup.Type.STATIC
+        if "type" in self.fields:
+            cleaned["type"] = group_type
         # The database refuses these too (composite foreign keys), but as an error page rather than a form error.
         if org and cleaned.get("site") and cleaned["site"].org_id != org.pk:
             self.add_error("site", "This site belongs to another organization.")
         if org and cleaned.get("parent") and cleaned["parent"].org_id != org.pk:
             self.add_error("parent", "The parent group belongs to another organization.")
+        rule = cleaned.get("filter_rules")
+        if group_type == DeviceGroup.Type.STATIC:
+            if rule is not None:
+                self.add_error("filter_rules", "Only dynamic groups have a rule; leave it empty for a static group.")
+        elif rule is None:
+            self.add_error("filter_rules", "A dynamic group needs a rule.")
+        elif org is not None:
+            try:
+                group_service.check_rule(rule, org_id=org.pk)
+            except ApiError as exc:
+                self.add_error(
+                    "filter_rules",
+                    [f"{path}: {message}" for path, messages in exc.fields.items() for message in messages],
+                )
+            else:
+                self.instance.fields_used = rules.fields_used(rule)
         return cleaned
 
 
 @admin.register(DeviceGroup)
 class DeviceGroupAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
-    """Device groups with their members. Only static groups are made here; dynamic groups are made through the API,
-    which validates the filter rule and derives ``fields_used``.
+    """Device groups with their members. A dynamic group's rule is validated when saved and evaluated at once; the
+    page shows how many devices it matches (of those the user may see) and the first of them.
 
     Groups bound to a site are reached through that site; groups of the whole organization need whole-organization
     reach. The organization dropdown offers organizations where the user may write devices on some site (a
@@ -524,13 +559,27 @@ class DeviceGroupAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ("org", "site__org", "parent")
     search_fields = ("name", "org__name")
     autocomplete_fields = ("site", "parent")
-    fields = ("org", "site", "name", "parent", "type", "filter_rules", "fields_used", "id", "created_at", "updated_at")
-    readonly_fields = ("type", "filter_rules", "fields_used", "id", "created_at", "updated_at")
+    fields = (
+        "org",
+        "site",
+        "name",
+        "parent",
+        "type",
+        "filter_rules",
+        "matching_devices",
+        "fields_used",
+        "id",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = ("matching_devices", "fields_used", "id", "created_at", "updated_at")
     inlines = (MemberInline,)
+    preview_size = 20
 
     def get_readonly_fields(self, request, obj=None):
-        # Members' rows carry the group's org_id (a composite foreign key): a group cannot change organization.
-        return (*self.readonly_fields, "org") if obj else self.readonly_fields
+        # Members' rows carry the group's org_id (a composite foreign key): a group cannot change organization,
+        # nor its type (a static group's hand-picked members would become a rule's, or the other way round).
+        return (*self.readonly_fields, "org", "type") if obj else self.readonly_fields
 
     def field_choices(self, request, db_field, queryset=None):
         if db_field.name == "org":
@@ -538,6 +587,49 @@ class DeviceGroupAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
                 request.user, self.permission("change"), Organization.objects.all() if queryset is None else queryset
             )
         return super().field_choices(request, db_field, queryset)
+
+    def get_form(self, request, obj=None, **kwargs):
+        self._request = request  # matching_devices previews what this user may see
+        return super().get_form(request, obj, **kwargs)
+
+    @admin.display(description="matching devices")
+    def matching_devices(self, obj):
+        if obj is None or obj.pk is None or obj.type != DeviceGroup.Type.DYNAMIC:
+            return "—"
+        try:
+            result = group_service.preview(
+                user=self._request.user, org_id=obj.org_id, site_id=obj.site_id, rule=obj.filter_rules
+            )
+        except group_service.RuleTimedOut as exc:
+            return exc.message
+        items = format_html_join(
+            "",
+            '<li><a href="{}">{}</a></li>',
+            ((reverse("admin:devices_device_change", args=[d.pk]), str(d)) for d in result.sample[: self.preview_size]),
+        )
+        more = result.count - min(result.count, self.preview_size)
+        return format_html(
+            "{} devices you can see match the rule now.<ul>{}</ul>{}",
+            result.count,
+            items,
+            f"… and {more} more." if more else "",
+        )
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if {"filter_rules", "site"} & set(form.changed_data) or not change:
+            group_service.refresh_group(obj)
+
+
+@admin.register(DeviceGroupMembershipLog)
+class DeviceGroupMembershipLogAdmin(DeviceRowAdmin):
+    """Every change of a group's membership: added or removed by its rule or a person, pinned, unpinned."""
+
+    list_display = ("at", "group", "device", "change", "reason", "actor_user")
+    list_filter = ("change", "reason", "org", DeviceFilter, GroupFilter)
+    list_select_related = ("device", "group", "org", "actor_user")
+    search_fields = ("device__hostname", "group__name")
+    fields = ("at", "group", "device", "org", "change", "reason", "actor_user")
 
 
 @admin.register(DeviceGroupMembership)

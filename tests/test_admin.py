@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import re
 from dataclasses import dataclass
 from io import StringIO
@@ -38,6 +39,7 @@ from devices.models import (
     DeviceDisk,
     DeviceGroup,
     DeviceGroupMembership,
+    DeviceGroupMembershipLog,
     DeviceHardware,
     DeviceNetworkConnection,
     DeviceNetworkInterface,
@@ -166,6 +168,9 @@ def schema(db) -> Schema:
         add_inventory(device)
     group = DeviceGroup.objects.create(org=org_a, site=site_a, name="Office PCs")
     DeviceGroupMembership.objects.create(device=devices[0], group=group, org=org_a)
+    DeviceGroupMembershipLog.objects.create(
+        device=devices[0], group=group, org=org_a, change="added", reason="manual", actor_user=None
+    )
     AuditLog.objects.create(
         actor_user=member, org=org_a, action="device.quarantine", target_type="device", target_id=str(devices[0].pk)
     )
@@ -689,6 +694,54 @@ def test_a_static_group_can_be_added(operator_client, schema):
     assert response.status_code == 302
     group = DeviceGroup.objects.get(name="Front desk")
     assert (group.type, group.filter_rules) == (DeviceGroup.Type.STATIC, None)
+
+
+def test_a_dynamic_group_rule_is_validated_with_the_path_of_the_bad_node(operator_client, schema):
+    rule = {"operator": "AND", "conditions": [{"field": "hostname", "operator": "greaterThan", "value": 3}]}
+    response = operator_client.post(
+        admin_url(DeviceGroup, "add"),
+        {"org": str(schema.org_a.pk), "name": "Bad rule", "type": "dynamic", "filter_rules": json.dumps(rule)},
+    )
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["filter_rules"]
+    assert len(errors) == 1 and errors[0].startswith("conditions[0].operator: ")
+    assert not DeviceGroup.objects.filter(name="Bad rule").exists()
+
+
+def test_a_dynamic_group_saved_in_the_admin_is_evaluated_and_previews_its_devices(operator_client, schema):
+    rule = {"field": "hostname", "operator": "startsWith", "value": "acme-pc"}
+    response = operator_client.post(
+        admin_url(DeviceGroup, "add"),
+        {
+            "org": str(schema.org_a.pk),
+            "name": "Acme PCs",
+            "type": "dynamic",
+            "filter_rules": json.dumps(rule),
+            **MEMBER_FORMSET,
+        },
+    )
+
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""
+    group = DeviceGroup.objects.get(name="Acme PCs")
+    assert group.fields_used == ["hostname"]
+    acme = {d.pk for d in schema.devices if d.org_id == schema.org_a.pk}
+    assert set(group.memberships.values_list("device_id", flat=True)) == acme
+    page = operator_client.get(admin_url(DeviceGroup, "change", group.pk))
+    assert page.status_code == 200
+    assert "2 devices you can see match the rule now." in page.content.decode()
+    assert "ACME-PC-1" in page.content.decode()
+
+
+def test_a_static_group_with_a_rule_is_a_form_error(operator_client, schema):
+    rule = {"field": "hostname", "operator": "equals", "value": "x"}
+    response = operator_client.post(
+        admin_url(DeviceGroup, "add"),
+        {"org": str(schema.org_a.pk), "name": "Static", "type": "static", "filter_rules": json.dumps(rule)},
+    )
+
+    assert response.status_code == 200
+    assert "filter_rules" in response.context["adminform"].form.errors
 
 
 def test_a_membership_role_of_the_wrong_scope_is_a_form_error(operator_client, schema):

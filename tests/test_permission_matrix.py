@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import pytest
 from rest_framework.test import APIClient
 
-from devices.models import DeviceCommand
+from devices.models import DeviceCommand, DeviceGroup
+from devices.services.groups import refresh_group
 from orgs.models import Organization, Site
 
 PERSONAS = [
@@ -102,6 +103,32 @@ MATRIX = [
                                                                    401, 201, 201, 400, 400, 201, 201, 400),
     _row(Call("POST", "/api/v1/enrollment-keys/{key_a1}/revoke"),  401, 200, 200, 404, 404, 200, 200, 404),
     _row(Call("GET", "/api/v1/devices/{device_a1}/telemetry"),     401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("GET", "/api/v1/groups"),                            401, 200, 200, 200, 200, 200, 200, 200),
+    _row(Call("GET", "/api/v1/groups/{group_a1}"),                 401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("GET", "/api/v1/groups/{group_all_a}"),              401, 200, 200, 200, 200, 200, 404, 404),
+    _row(Call("POST", "/api/v1/groups", {"orgId": "{org_a}", "name": "Matrix"}),
+                                                                   401, 201, 201, 403, 403, 201, 403, 400),
+    _row(Call("POST", "/api/v1/groups", {"siteId": "{site_a1}", "name": "Matrix", "type": "dynamic",
+                                         "filterRules": {"field": "osType", "operator": "equals", "value": "linux"}}),
+                                                                   401, 201, 201, 403, 403, 201, 201, 400),
+    _row(Call("PATCH", "/api/v1/groups/{group_a1}", {"name": "Renamed"}),
+                                                                   401, 200, 200, 403, 403, 200, 200, 404),
+    _row(Call("DELETE", "/api/v1/groups/{group_a1}"),              401, 204, 204, 403, 403, 204, 204, 404),
+    _row(Call("GET", "/api/v1/groups/{group_a1}/devices"),         401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("POST", "/api/v1/groups/{group_a1}/devices", {"deviceIds": ["{device_a1}"]}),
+                                                                   401, 200, 200, 403, 403, 200, 200, 404),
+    _row(Call("DELETE", "/api/v1/groups/{group_a1}/devices", {"deviceIds": ["{device_a1}"]}),
+                                                                   401, 200, 200, 403, 403, 200, 200, 404),
+    _row(Call("POST", "/api/v1/groups/{dynamic_a1}/devices/pin", {"deviceIds": ["{device_a1}"]}),
+                                                                   401, 200, 200, 403, 403, 200, 200, 404),
+    _row(Call("POST", "/api/v1/groups/{dynamic_a1}/devices/unpin", {"deviceIds": ["{device_a1}"]}),
+                                                                   401, 200, 200, 403, 403, 200, 200, 404),
+    _row(Call("GET", "/api/v1/groups/{dynamic_a1}/membership-log"), 401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("POST", "/api/v1/groups/preview", {"orgId": "{org_a}",
+                                                 "filterRules": {"field": "tags", "operator": "isEmpty"}}),
+                                                                   401, 200, 200, 200, 200, 200, 200, 400),
+    _row(Call("POST", "/api/v1/groups/{dynamic_a1}/commands", {"type": "reboot"}),
+                                                                   401, 201, 201, 201, 403, 201, 403, 404),
 ]  # fmt: skip
 
 
@@ -125,7 +152,24 @@ def ids(world, roles, org_user):
             device=world.devices[world.site_a1][0], org=world.org_a, type="reboot"
         ).pk,
         "org_user_membership": org_user.org_memberships.get().pk,
+        "group_a1": world.groups["A1 servers"].pk,
+        "group_all_a": world.groups["All of A"].pk,
+        "dynamic_a1": _dynamic_group(world).pk,
     }
+
+
+def _dynamic_group(world) -> DeviceGroup:
+    """A dynamic group of site A1 whose rule matches a1-1 (device_a1)."""
+    group = DeviceGroup.objects.create(
+        org=world.org_a,
+        site=world.site_a1,
+        name="A1 Linux",
+        type="dynamic",
+        filter_rules={"field": "osType", "operator": "equals", "value": "linux"},
+        fields_used=["osType"],
+    )
+    refresh_group(group)
+    return group
 
 
 def _fill(value, ids):
@@ -133,6 +177,8 @@ def _fill(value, ids):
         return value.format(**ids)
     if isinstance(value, dict):
         return {key: _fill(item, ids) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, ids) for item in value]
     return value
 
 

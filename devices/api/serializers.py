@@ -2,18 +2,23 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from devices import rules
 from devices.models import (
     Device,
     DeviceCommand,
     DeviceConfigEntry,
     DeviceDisk,
+    DeviceGroup,
+    DeviceGroupMembership,
+    DeviceGroupMembershipLog,
     DeviceHardware,
     DeviceNetworkConnection,
     DeviceNetworkInterface,
     DeviceRegistryEntry,
     DeviceSoftware,
 )
-from orgs.models import Site
+from devices.services.groups import MAX_GROUP_COMMANDS, check_rule
+from orgs.models import Organization, Site
 from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
 
 DEVICE_FIELDS = [
@@ -156,3 +161,163 @@ class QueueCommandSerializer(CamelCaseSerializer):
     type = serializers.CharField(max_length=30)
     payload = serializers.JSONField(required=False)
     expires_in_seconds = serializers.IntegerField(required=False, min_value=1, max_value=30 * 24 * 3600)
+
+
+# --- groups -------------------------------------------------------------------------------------------------------
+
+GROUP_FIELDS = [
+    "id", "org_id", "site_id", "name", "type", "filter_rules", "fields_used", "parent_id", "member_count",
+    "created_at", "updated_at",
+]  # fmt: skip
+
+
+class GroupSerializer(CamelCaseModelSerializer):
+    """A device group. ``orgId`` may be left out when ``siteId`` is given (the site's organization); neither
+    the organization nor the type changes after creation. ``filterRules`` (filter-rules.md) is required for a
+    dynamic group and refused for a static one; ``fieldsUsed`` is derived from it."""
+
+    org_id = ScopedRelatedField(perm="devices:read", source="org", queryset=Organization.objects.all(), required=False)
+    site_id = ScopedRelatedField(
+        perm="devices:read", source="site", queryset=Site.objects.all(), required=False, allow_null=True
+    )
+    parent_id = ScopedRelatedField(
+        perm="devices:read", source="parent", queryset=DeviceGroup.objects.all(), required=False, allow_null=True
+    )
+    type = serializers.ChoiceField(choices=DeviceGroup.Type.choices, required=False)
+    filter_rules = serializers.JSONField(
+        required=False, allow_null=True, help_text="The rule of a dynamic group (filter-rules.md); null for static."
+    )
+    fields_used = serializers.ListField(child=serializers.CharField(), read_only=True)
+    member_count = serializers.IntegerField(read_only=True, help_text="Members, pinned ones included.")
+
+    class Meta:
+        model = DeviceGroup
+        fields = GROUP_FIELDS
+        read_only_fields = ["id", "fields_used", "member_count", "created_at", "updated_at"]
+        validators: list = []  # (org, name) is checked in validate(), where orgId may come from siteId
+
+    def validate(self, attrs):
+        instance = self.instance
+        org = attrs.get("org", instance.org if instance else None)
+        site = attrs.get("site", instance.site if instance else None)
+        group_type = attrs.get("type", instance.type if instance else DeviceGroup.Type.STATIC)
+        problems: dict[str, list[str]] = {}
+        if instance is not None:
+            if "org" in attrs and attrs["org"].pk != instance.org_id:
+                problems["orgId"] = ["A group cannot move to another organization."]
+            if "type" in attrs and attrs["type"] != instance.type:
+                problems["type"] = ["A group's type cannot change; create a new group instead."]
+        if org is None and site is not None:
+            org = attrs["org"] = site.org
+        if org is None:
+            problems["orgId"] = ["Give the group's organization (orgId) or its site (siteId)."]
+        elif site is not None and site.org_id != org.pk:
+            problems["siteId"] = ["This site belongs to another organization."]
+        parent = attrs.get("parent")
+        if parent is not None and org is not None:
+            if parent.org_id != org.pk:
+                problems["parentId"] = ["The parent group belongs to another organization."]
+            elif instance is not None and _is_descendant(parent, instance):
+                problems["parentId"] = ["A group cannot sit under itself or one of its own subgroups."]
+        name = attrs.get("name")
+        if name is not None and org is not None:
+            same_name = DeviceGroup.objects.filter(org_id=org.pk, name=name)
+            if instance is not None:
+                same_name = same_name.exclude(pk=instance.pk)
+            if same_name.exists():
+                problems["name"] = ["This organization already has a group with this name."]
+        rule = attrs.get("filter_rules", instance.filter_rules if instance else None)
+        if group_type == DeviceGroup.Type.DYNAMIC and rule is None:
+            problems["filterRules"] = ["A dynamic group needs a rule."]
+        if group_type == DeviceGroup.Type.STATIC and rule is not None:
+            problems["filterRules"] = ["Only dynamic groups have a rule; a static group's members are added by hand."]
+        if problems:
+            raise serializers.ValidationError(problems)
+        attrs["type"] = group_type
+        if group_type == DeviceGroup.Type.DYNAMIC and "filter_rules" in attrs:
+            check_rule(rule, org_id=org.pk)
+            attrs["fields_used"] = rules.fields_used(rule)
+        return attrs
+
+
+def _is_descendant(candidate: DeviceGroup, group: DeviceGroup) -> bool:
+    """Is ``candidate`` the group itself or below it? (Walks up from the candidate: nesting is shallow.)"""
+    seen = set()
+    node = candidate
+    while node is not None and node.pk not in seen:
+        if node.pk == group.pk:
+            return True
+        seen.add(node.pk)
+        node = node.parent
+    return False
+
+
+class GroupPreviewSerializer(CamelCaseSerializer):
+    org_id = ScopedRelatedField(perm="devices:read", source="org", queryset=Organization.objects.all())
+    site_id = ScopedRelatedField(
+        perm="devices:read", source="site", queryset=Site.objects.all(), required=False, allow_null=True
+    )
+    filter_rules = serializers.JSONField()
+
+    def validate(self, attrs):
+        site = attrs.get("site")
+        if site is not None and site.org_id != attrs["org"].pk:
+            raise serializers.ValidationError({"siteId": ["This site belongs to another organization."]})
+        check_rule(attrs["filter_rules"], org_id=attrs["org"].pk)
+        return attrs
+
+
+class PreviewDeviceSerializer(CamelCaseModelSerializer):
+    class Meta:
+        model = Device
+        fields = ["id", "site_id", "hostname", "display_name", "os_type", "os_version", "status", "last_seen_at"]
+
+
+class GroupPreviewResultSerializer(CamelCaseSerializer):
+    count = serializers.IntegerField(min_value=0, help_text="Matching devices the caller may see.")
+    sample = PreviewDeviceSerializer(many=True, help_text="The first 50 of them by hostname.")
+
+
+class GroupMemberSerializer(CamelCaseModelSerializer):
+    """A member: the device (as in the device list, shortened) and how it came to be in the group."""
+
+    device = PreviewDeviceSerializer(read_only=True)
+
+    class Meta:
+        model = DeviceGroupMembership
+        fields = ["device", "is_pinned", "added_by", "added_at"]
+
+
+class DeviceIdsSerializer(CamelCaseSerializer):
+    device_ids = serializers.ListField(
+        child=serializers.UUIDField(), min_length=1, max_length=MAX_GROUP_COMMANDS, help_text="Devices to act on."
+    )
+
+
+class MembershipChangeResultSerializer(CamelCaseSerializer):
+    device_ids = serializers.ListField(child=serializers.UUIDField(), help_text="The devices whose membership changed.")
+
+
+class GroupMembershipLogSerializer(CamelCaseModelSerializer):
+    device_id = serializers.UUIDField(read_only=True)
+    actor_user_id = serializers.UUIDField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = DeviceGroupMembershipLog
+        fields = ["id", "device_id", "change", "reason", "actor_user_id", "at"]
+
+
+class GroupCommandSerializer(CamelCaseSerializer):
+    type = serializers.CharField()
+    payload = serializers.JSONField(required=False)
+    expires_in_seconds = serializers.IntegerField(required=False, min_value=1)
+
+
+class GroupCommandsResultSerializer(CamelCaseSerializer):
+    queued = serializers.IntegerField(min_value=0)
+    skipped = serializers.IntegerField(
+        min_value=0, help_text="Members left out: decommissioned, or outside what the caller may run commands on."
+    )
+    commands = serializers.ListField(
+        child=serializers.DictField(child=serializers.UUIDField()), help_text="[{id, deviceId}] of the commands."
+    )

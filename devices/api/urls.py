@@ -1,9 +1,10 @@
-from devices.api import telemetry, views
+from devices.api import groups, telemetry, views
 from rmm.api import Router, route
 
 router = Router()
 router.register("devices", views.DeviceViewSet, basename="device")
 router.register("commands", views.CommandViewSet, basename="command")
+router.register("groups", groups.GroupViewSet, basename="group")
 
 urlpatterns = [
     route(
