@@ -18,7 +18,8 @@ from jsonschema.exceptions import ValidationError
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from rest_framework.test import APIClient
 
-from devices.models import DeviceCommand
+from devices.models import DeviceCommand, DeviceGroup
+from devices.services.groups import refresh_group
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -153,6 +154,8 @@ class Call:
     body: dict | None = None
 
 
+LINUX = {"field": "osType", "operator": "equals", "value": "linux"}
+
 CALLS = {
     "device list, a page with a next cursor": Call("partner_admin", "GET", "/api/v1/devices", 200, query="limit=2"),
     "device list, the last page": Call("org_user", "GET", "/api/v1/devices", 200),
@@ -183,6 +186,46 @@ CALLS = {
         "viewer", "POST", "/api/v1/devices/{id}/rotate-token", 403, target="device_a1"
     ),
     "not signed in: 401": Call(None, "GET", "/api/v1/devices", 401),
+    "new dynamic group": Call(
+        "partner_admin",
+        "POST",
+        "/api/v1/groups",
+        201,
+        target="org_a",
+        body={"orgId": "{id}", "name": "Linux", "type": "dynamic", "filterRules": LINUX},
+    ),
+    "group list": Call("partner_admin", "GET", "/api/v1/groups", 200),
+    "group members": Call("partner_admin", "GET", "/api/v1/groups/{id}/devices", 200, target="dynamic_group"),
+    "group membership log": Call(
+        "partner_admin", "GET", "/api/v1/groups/{id}/membership-log", 200, target="dynamic_group"
+    ),
+    "group preview": Call(
+        "partner_admin",
+        "POST",
+        "/api/v1/groups/preview",
+        200,
+        target="org_a",
+        body={"orgId": "{id}", "filterRules": LINUX},
+    ),
+    "group command": Call(
+        "partner_admin", "POST", "/api/v1/groups/{id}/commands", 201, target="dynamic_group", body={"type": "reboot"}
+    ),
+    "pin a group member": Call(
+        "partner_admin",
+        "POST",
+        "/api/v1/groups/{id}/devices/pin",
+        200,
+        target="dynamic_group",
+        body={"deviceIds": ["{device_a1}"]},
+    ),
+    "a bad rule: 400 with the node's path": Call(
+        "partner_admin",
+        "POST",
+        "/api/v1/groups/preview",
+        400,
+        target="org_a",
+        body={"orgId": "{id}", "filterRules": {"field": "osType", "operator": "before", "value": 1}},
+    ),
     "a pending command cancelled twice: 409": Call(
         "partner_admin", "POST", "/api/v1/commands/{id}/cancel", 409, target="cancelled_command"
     ),
@@ -198,7 +241,14 @@ def _target(world, name: str | None) -> str:
             device=device, org_id=device.org_id, type="reboot", status=DeviceCommand.Status.CANCELLED
         )
         return str(command.pk)
+    if name == "dynamic_group":
+        group = DeviceGroup.objects.create(
+            org=world.org_a, name="Linux of A", type="dynamic", filter_rules=LINUX, fields_used=["osType"]
+        )
+        refresh_group(group)
+        return str(group.pk)
     objects = {
+        "org_a": world.org_a,
         "device_a1": world.devices[world.site_a1][0],
         "device_b1": world.devices[world.site_b1][0],
         "site_a1": world.site_a1,
@@ -214,7 +264,9 @@ def test_a_real_answer_matches_its_schema(request, document, world, call):
         client.force_authenticate(request.getfixturevalue(call.persona))
     target = _target(world, call.target)
     url = call.path.replace("{id}", target) + (f"?{call.query}" if call.query else "")
-    body = json.loads(json.dumps(call.body).replace("{id}", target)) if call.body is not None else None
+    device_a1 = str(world.devices[world.site_a1][0].pk)
+    body_text = json.dumps(call.body).replace("{id}", target).replace("{device_a1}", device_a1)
+    body = json.loads(body_text) if call.body is not None else None
     response = client.generic(call.method, url, json.dumps(body) if body is not None else "", "application/json")
 
     assert response.status_code == call.status, response.content
