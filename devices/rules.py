@@ -706,7 +706,10 @@ def _on_related_rows(condition: _Condition, now: datetime) -> Q:
     model = _MODELS[field.source]
 
     def rows(where: Q) -> Exists:
-        return Exists(model.objects.filter(where, device_id=OuterRef("pk")))
+        # org_id = the device's org_id is implied by the composite foreign key, but saying it lets PostgreSQL carry
+        # the caller's org_id = X into the subquery and use the (org_id, ...) indexes: without it a software
+        # condition scanned every organization's rows (bench/RESULTS.md, dynamic groups).
+        return Exists(model.objects.filter(where, device_id=OuterRef("pk"), org_id=OuterRef("org_id")))
 
     if operator_ == "isNull":
         return Q(~rows(_with_value(model, field)))

@@ -4,6 +4,8 @@ transaction, so these rows are never edited in place (hardware, one row per devi
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import F
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from devices.models.base import DeviceOwned
@@ -108,8 +110,9 @@ class DeviceSoftware(DeviceOwned):
         db_table = "device_software"
         verbose_name_plural = "device software"
         indexes = [
-            # "Which devices of this organization have X installed?"
-            models.Index(fields=["org", "name"], name="device_software_org_name"),
+            # "Which devices of this organization have X installed?", as rules ask it: case-insensitively
+            # (software.installed equals/in compare UPPER(name); bench/RESULTS.md, dynamic groups).
+            models.Index(F("org"), Upper("name"), name="device_software_org_upper_name"),
         ]
 
     def __str__(self) -> str:
