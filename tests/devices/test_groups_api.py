@@ -377,3 +377,27 @@ def test_an_empty_group_gets_409_for_commands(world, partner_admin):
     )
     assert response.status_code == 409
     assert response.json()["error"] == "no_devices"
+
+
+def test_a_group_command_reaches_only_the_members_the_caller_may_run_commands_on(world, make_org_member):
+    """A group shared with a site-restricted technician (a guardian grant) holds devices of other sites: the command
+    goes to the members of the technician's site only, and the answer says how many were left out."""
+    from django.contrib.auth.models import Permission as AuthPermission
+    from django.contrib.contenttypes.models import ContentType
+    from guardian.shortcuts import assign_perm
+
+    user = make_org_member("site.tech@a.example", world.org_a, "Org Admin", sites=[world.site_a1])
+    group = world.groups["All of A"]
+    groups.add_members(group=group, devices=list(world.devices_in(world.site_a1, world.site_a2)), actor=None)
+    execute = AuthPermission.objects.create(
+        codename="devices:execute", name="Run commands", content_type=ContentType.objects.get_for_model(DeviceGroup)
+    )
+    assign_perm("view_devicegroup", user, group)
+    assign_perm(execute, user, group)
+
+    response = _client(user).post(f"/api/v1/groups/{group.pk}/commands", {"type": "reboot"}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert (response.json()["queued"], response.json()["skipped"]) == (2, 2)
+    targeted = {str(pk) for pk in DeviceCommand.objects.values_list("device_id", flat=True)}
+    assert targeted == _ids(world.devices_in(world.site_a1))
