@@ -588,18 +588,21 @@ class DeviceGroupAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
             )
         return super().field_choices(request, db_field, queryset)
 
-    def get_form(self, request, obj=None, **kwargs):
-        self._request = request  # matching_devices previews what this user may see
-        return super().get_form(request, obj, **kwargs)
+    def get_object(self, request, object_id, from_field=None):
+        group = super().get_object(request, object_id, from_field)
+        if group is not None:
+            # matching_devices previews what this user may see. On the object, not on this admin, which every
+            # request (and thread) shares.
+            group.previewed_by = request.user
+        return group
 
     @admin.display(description="matching devices")
     def matching_devices(self, obj):
-        if obj is None or obj.pk is None or obj.type != DeviceGroup.Type.DYNAMIC:
+        user = getattr(obj, "previewed_by", None)
+        if obj is None or obj.pk is None or obj.type != DeviceGroup.Type.DYNAMIC or user is None:
             return "—"
         try:
-            result = group_service.preview(
-                user=self._request.user, org_id=obj.org_id, site_id=obj.site_id, rule=obj.filter_rules
-            )
+            result = group_service.preview(user=user, org_id=obj.org_id, site_id=obj.site_id, rule=obj.filter_rules)
         except group_service.RuleTimedOut as exc:
             return exc.message
         items = format_html_join(
