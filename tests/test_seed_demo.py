@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import authenticate
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Count, OuterRef, Subquery
 
@@ -25,6 +25,7 @@ from devices.models import (
     DeviceSoftware,
     DeviceTelemetry,
 )
+from devices.services.demo import LINUX_SOFTWARE, MACOS_SOFTWARE, WINDOWS_SOFTWARE, synthetic_software_catalog
 from orgs.models import EnrollmentKey, Organization, Partner, Site
 from orgs.services import ENROLLMENT_KEY_MARKER, hash_enrollment_key
 
@@ -40,6 +41,7 @@ DEVICE_OWNED = [
     DeviceGroupMembership,
     DeviceTelemetry,
 ]
+REALISTIC_NAMES = sorted({entry[0] for entry in [*WINDOWS_SOFTWARE, *MACOS_SOFTWARE, *LINUX_SOFTWARE]})
 
 
 @pytest.fixture
@@ -266,3 +268,100 @@ def test_the_same_seed_gives_the_same_fleet(seed):
     seed()
 
     assert fleet("demo-msp") == fleet("demo-msp-first")
+
+
+@pytest.mark.django_db
+def test_software_per_device_tops_every_device_up_to_about_n_programs(seed):
+    seed(software_per_device=150)
+
+    catalog = synthetic_software_catalog()
+    synthetic = {package.name for package in catalog} | {package.package_name for package in catalog}
+    for device in Device.objects.all():
+        names = list(DeviceSoftware.objects.filter(device=device).values_list("name", flat=True))
+        assert 135 <= len(names) <= 165, device.hostname
+        assert len(set(names)) == len(names), device.hostname
+        # The realistic list is still there; the rest comes from the synthetic catalog.
+        assert "RMM Agent" in names
+        assert 75 <= sum(name in synthetic for name in names) <= 145
+        linux_style = {name for name in names if name in synthetic and name.islower()}
+        assert bool(linux_style) == (device.os_type == "linux"), device.hostname
+
+
+@pytest.mark.django_db
+def test_the_synthetic_software_has_a_few_popular_and_many_rare_packages(seed):
+    seed(devices=40, software_per_device=150)
+
+    catalog = synthetic_software_catalog()
+    assert len({package.name for package in catalog}) == len(catalog) >= 3000
+    per_name = dict(
+        DeviceSoftware.objects.filter(name__in=[package.name for package in catalog])
+        .values_list("name")
+        .annotate(devices=Count("device", distinct=True))
+    )
+    not_linux = Device.objects.exclude(os_type="linux").count()
+    # Uniform picks would put each package on ~3 % of the devices; Zipf puts the top ones on most of them.
+    assert per_name[catalog[0].name] >= 0.7 * not_linux
+    assert sum(count >= 0.5 * not_linux for count in per_name.values()) >= 5
+    assert sum(count == 1 for count in per_name.values()) >= 500
+
+
+@pytest.mark.django_db
+def test_the_extra_software_leaves_the_rest_of_the_fleet_as_it_was(seed):
+    def fleet(slug):
+        devices = Device.objects.filter(org__partner__slug=slug)
+        return sorted(devices.values_list("hostname", "os_type", "os_version", "status", "site__name", "tags"))
+
+    def realistic_software(slug):
+        software = DeviceSoftware.objects.filter(org__partner__slug=slug, name__in=REALISTIC_NAMES)
+        return sorted(software.values_list("device__hostname", "name", "version"))
+
+    seed()
+    Partner.objects.filter(slug="demo-msp").update(slug="demo-msp-first")
+
+    seed(software_per_device=150)
+
+    assert fleet("demo-msp") == fleet("demo-msp-first")
+    assert realistic_software("demo-msp") == realistic_software("demo-msp-first")
+    topped_up = DeviceSoftware.objects.filter(org__partner__slug="demo-msp").count()
+    assert topped_up > 3 * DeviceSoftware.objects.filter(org__partner__slug="demo-msp-first").count()
+
+
+@pytest.mark.django_db
+def test_organizations_spreads_the_fleet_over_that_many_customers(seed):
+    output = seed(devices=200, organizations=17)
+
+    orgs = list(Partner.objects.get(slug="demo-msp").organizations.all())
+    assert len(orgs) == 17
+    assert {"Acme Corp", "Globex", "Initech", "Initech 2"} <= {org.name for org in orgs}
+    assert len({org.slug for org in orgs}) == 17
+    for org in orgs:
+        assert org.sites.count() == 2
+        assert org.enrollment_keys.get().site.org_id == org.id
+        assert DeviceGroup.objects.filter(org=org).count() == 2
+        assert Device.objects.filter(org=org).exists(), org.name
+    assert all(device.site.org_id == device.org_id for device in Device.objects.select_related("site"))
+    assert "        17  organizations" in output
+    assert AuditLog.objects.filter(action="organization.create").count() == 17
+
+
+@pytest.mark.django_db
+def test_a_single_organization_gets_the_whole_fleet(seed):
+    seed(organizations=1)
+
+    assert list(Organization.objects.values_list("name", flat=True)) == ["Acme Corp"]
+    assert Device.objects.filter(org__name="Acme Corp").count() == 20
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"organizations": 0}, "--organizations must be at least 1"),
+        ({"software_per_device": -1}, "--software-per-device must not be negative"),
+    ],
+)
+def test_it_refuses_impossible_options(seed, options, message):
+    with pytest.raises(CommandError, match=message):
+        seed(**options)
+
+    assert not Partner.objects.exists()

@@ -1,6 +1,10 @@
 """Demo data for a fresh installation: one partner with two customers, their sites and keys, two logins, and
 a fleet of realistic devices with inventory, a day of telemetry, groups, commands and a few audit entries.
 
+For benchmarks the fleet can be spread over more customers (``organizations``) and each device's software list
+topped up to about ``software_per_device`` programs from a synthetic catalog of a few thousand packages with a
+skewed popularity (``synthetic_software_catalog``), as a real fleet's long tail of installed software looks.
+
 ``seed_demo`` is what ``manage.py seed_demo`` runs. It is idempotent: when the demo partner exists it creates
 nothing and only reports the login. Everything is made in one transaction, so an interrupted run leaves no half
 demo behind that a second run would mistake for a finished one.
@@ -17,6 +21,7 @@ written with ``COPY … FROM STDIN`` instead of ``bulk_create``: see ``_CopyWrit
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import math
 import os
@@ -32,6 +37,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, models, transaction
 from django.utils import timezone
+from django.utils.text import slugify
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -92,6 +98,24 @@ DEMO_ORGANIZATIONS = {
         ("Remote Workers", "UTC", None, ""),
     ],
 }
+# More customers, for fleets spread over more than the two above (``organizations``): each gets an office and its
+# home workers. Past the end of the list the names repeat with a number.
+EXTRA_ORGANIZATIONS = [
+    ("Initech", "America/Denver", "Boulder"),
+    ("Northwind Traders", "America/Los_Angeles", "Redmond"),
+    ("Tailspin Toys", "America/New_York", "Albany"),
+    ("Woodgrove Bank", "Europe/London", "Leeds"),
+    ("Wide World Importers", "America/Chicago", "Tulsa"),
+    ("Fourth Coffee", "America/Los_Angeles", "Portland"),
+    ("Alpine Ski House", "Europe/Zurich", "Davos"),
+    ("Coho Winery", "America/Los_Angeles", "Napa"),
+    ("Lucerne Publishing", "Europe/Berlin", "Hamburg"),
+    ("Wingtip Toys", "America/New_York", "Boston"),
+    ("Blue Yonder Airlines", "America/Chicago", "Dallas"),
+    ("Humongous Insurance", "America/New_York", "Hartford"),
+    ("Margie's Travel", "Europe/Paris", "Lyon"),
+    ("Bellows College", "America/Chicago", "Madison"),
+]
 
 
 @dataclass
@@ -122,16 +146,25 @@ def seed_demo(
     telemetry_hours: int,
     telemetry_devices: int,
     credentials_file: Path,
+    organizations: int = len(DEMO_ORGANIZATIONS),
+    software_per_device: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Create the demo partner and its fleet of ``devices`` devices, or report the existing demo.
 
     ``telemetry_hours`` of samples every 5 minutes are made for the first ``telemetry_devices`` devices only
     (288 rows a device for a day, which is what makes 100,000 devices with telemetry impractical).
+    ``organizations`` customers share the fleet (Acme Corp and Globex first, then ``EXTRA_ORGANIZATIONS``).
+    ``software_per_device``, when given, tops each device's software list up to about that many programs
+    (±10 %) from ``synthetic_software_catalog()``; None keeps the realistic 21-60.
     The passwords of newly created users are written to ``credentials_file`` (mode 0600).
     """
     if devices < 0 or telemetry_hours < 0 or telemetry_devices < 0:
         raise ValueError("devices, telemetry_hours and telemetry_devices must not be negative.")
+    if organizations < 1:
+        raise ValueError("organizations must be at least 1.")
+    if software_per_device is not None and software_per_device < 0:
+        raise ValueError("software_per_device must not be negative.")
     existing = Partner.objects.filter(slug=DEMO_PARTNER_SLUG).first()
     if existing is not None:
         notes = _ensure_memberships(existing)
@@ -157,6 +190,11 @@ def seed_demo(
             telemetry_hours=telemetry_hours,
             telemetry_devices=telemetry_devices,
             credentials_file=credentials_file,
+            organizations=organizations,
+            # Its own random stream, so the rest of the fleet is the same with or without the extra software.
+            software_top_up=None
+            if software_per_device is None
+            else _SoftwareTopUp(rng=random.Random(f"{seed}:software"), target=software_per_device),  # noqa: S311
             progress=progress,
         )
     return result
@@ -178,6 +216,8 @@ def _create_demo(
     telemetry_hours: int,
     telemetry_devices: int,
     credentials_file: Path,
+    organizations: int,
+    software_top_up: _SoftwareTopUp | None,
     progress: Callable[[str], None] | None,
 ) -> DemoResult:
     partner = Partner.objects.create(
@@ -196,8 +236,9 @@ def _create_demo(
     result.notes.extend(_ensure_memberships(partner))
 
     sites: list[_DemoSite] = []
-    for org_index, (org_name, site_specs) in enumerate(DEMO_ORGANIZATIONS.items()):
-        org = Organization.objects.create(partner=partner, name=org_name, slug=org_name.lower().replace(" ", "-"))
+    organization_specs = _organization_specs(organizations)
+    for org_index, (org_name, site_specs) in enumerate(organization_specs):
+        org = Organization.objects.create(partner=partner, name=org_name, slug=slugify(org_name))
         for site_index, (site_name, tz, public_ip, city) in enumerate(site_specs):
             site = Site.objects.create(
                 org=org,
@@ -206,7 +247,8 @@ def _create_demo(
                 address={"city": city} if city else {},
                 contact={"name": "Front desk", "phone": "+1 555 0100"} if city else {},
             )
-            sites.append(_DemoSite(site=site, public_ip=public_ip, subnet=f"10.{10 * (org_index + 1) + site_index}"))
+            second_octet = (10 * (org_index + 1) + site_index) % 256  # customers past the 24th reuse ranges
+            sites.append(_DemoSite(site=site, public_ip=public_ip, subnet=f"10.{second_octet}"))
         raw_key, key_prefix, key_hash = generate_enrollment_key()
         first_site = next(s.site for s in sites if s.site.org_id == org.id)
         EnrollmentKey.objects.create(
@@ -226,6 +268,7 @@ def _create_demo(
         groups=_create_groups(sites),
         command_authors=[admin.id, technician.id],
         telemetry_hours=telemetry_hours,
+        software_top_up=software_top_up,
     )
     with connection.cursor() as cursor:
         writer = _CopyWriter(cursor.cursor)
@@ -236,6 +279,13 @@ def _create_demo(
                 writer.add(Device, fleet.device_row(spec))
             # Devices go in first: every child row's composite foreign key points at them.
             writer.flush()
+            if start == 0:
+                # The foreign key check of every child row (SELECT 1 FROM devices WHERE id = $1 AND org_id = $2)
+                # is planned once per connection. Planned over a devices table without statistics it scanned
+                # devices_org_status for the org and filtered on id: 90 µs a child row at 3,000 devices, growing
+                # with the fleet; 16 µs after ANALYZE, which counts this transaction's own rows, so the check uses
+                # the (id, org_id) key.
+                cursor.execute("ANALYZE devices")
             for spec in specs:
                 fleet.write_inventory(spec, writer, with_telemetry=spec.index < telemetry_devices)
             writer.flush()
@@ -244,15 +294,27 @@ def _create_demo(
 
     audit_entries = _write_audit_log(now=now, rng=rng, partner=partner, admin=admin, technician=technician, fleet=fleet)
     result.counts = {
-        "organizations": len(DEMO_ORGANIZATIONS),
+        "organizations": len(organization_specs),
         "sites": len(sites),
         "enrollment keys": len(result.enrollment_keys),
-        "device groups": 2 * len(DEMO_ORGANIZATIONS),
+        "device groups": 2 * len(organization_specs),
         **{model._meta.verbose_name_plural: writer.counts[model] for model in FLEET_MODELS},
         "audit log entries": audit_entries,
     }
     result.logins = _known_logins(credentials_file)
     return result
+
+
+def _organization_specs(count: int) -> list[tuple[str, list[tuple[str, str, str | None, str]]]]:
+    """The first ``count`` demo customers as (name, sites): Acme Corp and Globex, then ``EXTRA_ORGANIZATIONS``."""
+    specs = list(DEMO_ORGANIZATIONS.items())[:count]
+    for index in range(count - len(specs)):
+        name, tz, city = EXTRA_ORGANIZATIONS[index % len(EXTRA_ORGANIZATIONS)]
+        if index >= len(EXTRA_ORGANIZATIONS):
+            name = f"{name} {index // len(EXTRA_ORGANIZATIONS) + 1}"
+        office_ip = f"{('203.0.113', '198.51.100', '192.0.2')[index % 3]}.{100 + index % 150}"  # RFC 5737
+        specs.append((name, [("Main Office", tz, office_ip, city), ("Remote Workers", "UTC", None, "")]))
+    return specs
 
 
 def _get_or_create_user(email: str, *, name: str, superuser: bool = False) -> tuple[User, str | None]:
@@ -435,7 +497,8 @@ class _CopyWriter:
 
     Measured on a 2-core box, 300 devices (96,000 rows, 80,000 of them telemetry): 4.3 s with ``bulk_create``
     (batches of 2,000; most of it building model instances and rendering INSERTs), 1.5 s with COPY. 100,000
-    devices (5.8 million rows, telemetry for the first 1,000) take 79 s with COPY at an 82 MB peak RSS.
+    devices (5.8 million rows, telemetry for the first 1,000) take 79 s with COPY at an 82 MB peak RSS; with
+    ``software_per_device=150`` over 10 organizations (15.9 million rows, no telemetry) 452 s (bench/RESULTS.md).
     Rows are dicts keyed by attname; a missing column gets the model field's default, so a row can only lack
     fields whose default is right (the ``id`` UUID, blank strings, NULLs).
     """
@@ -850,6 +913,7 @@ class _FleetGenerator:
         groups: dict[Any, _OrgGroups],
         command_authors: list[Any],
         telemetry_hours: int,
+        software_top_up: _SoftwareTopUp | None = None,
     ) -> None:
         self.rng = rng
         self.now = now
@@ -857,6 +921,7 @@ class _FleetGenerator:
         self.groups = groups
         self.command_authors = command_authors
         self.telemetry_hours = telemetry_hours
+        self.software_top_up = software_top_up
         self.server_counters: Counter[str] = Counter()
         # A few devices and commands the audit log talks about.
         self.quarantined: list[_DeviceSpec] = []
@@ -1102,6 +1167,8 @@ class _FleetGenerator:
                     "updated_at": spec.last_seen_at,
                 }
             )
+        if self.software_top_up is not None:
+            rows.extend(self.software_top_up.rows(spec, present=len(rows)))
         return rows
 
     def _connections(self, spec: _DeviceSpec) -> list[dict[str, Any]]:
@@ -1359,3 +1426,135 @@ _ALPHANUMERIC = string.ascii_uppercase + string.digits
 
 def _random_string(rng: random.Random, length: int) -> str:
     return "".join(rng.choices(_ALPHANUMERIC, k=length))
+
+
+# --- the synthetic software catalog (--software-per-device) ------------------------------------------------------
+
+# The long tail of a real fleet: vendors' tools, drivers, runtimes and plug-ins that few devices share. The names
+# are made up ("Contoso Utility 123") so they never collide with the realistic catalogs above.
+SYNTHETIC_SOFTWARE_SIZE = 4_000
+# Popularity follows Zipf's law, weight 1 / rank ** s: with ~110 picks a device, the top package is on almost every
+# device, rank 100 on ~1 in 6, rank 1,000 on ~1 in 60 and the last on ~1 in 300.
+SYNTHETIC_SOFTWARE_SKEW = 1.0
+SYNTHETIC_VENDORS = [
+    ("Contoso", "Contoso Ltd."),
+    ("Fabrikam", "Fabrikam, Inc."),
+    ("Litware", "Litware, Inc."),
+    ("Proseware", "Proseware, Inc."),
+    ("Adatum", "A. Datum Corporation"),
+    ("Trey", "Trey Research Inc."),
+    ("Relecloud", "Relecloud"),
+    ("VanArsdel", "VanArsdel, Ltd."),
+    ("Southridge", "Southridge Video"),
+    ("Lamna", "Lamna Healthcare Company"),
+    ("Tailwind", "Tailwind Traders"),
+    ("Nod", "Nod Publishers"),
+    ("Fincher", "Fincher Architects"),
+    ("Munson", "Munson's Pickles and Preserves Farm"),
+    ("Consolidated", "Consolidated Messenger"),
+    ("Graphic", "Graphic Design Institute"),
+    ("Datum", "Datum Software GmbH"),
+    ("Cronus", "Cronus Systems"),
+    ("Olympia", "Olympia Tech Pty Ltd"),
+    ("Skyline", "Skyline Software BV"),
+]
+SYNTHETIC_PRODUCTS = [
+    "Utility", "Agent", "Toolkit", "Viewer", "Driver Pack", "Runtime", "Connector", "Client", "Suite", "Manager",
+    "Studio", "Helper", "Updater", "Sync", "Plug-in", "SDK", "Monitor", "Backup", "Scanner", "Reader", "Editor",
+    "Analytics", "Print Services", "VPN", "Audio Driver", "Launcher", "Add-in for Office", "Framework",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SyntheticPackage:
+    """One program of the synthetic catalog, as each OS family's agent reports it."""
+
+    name: str  # Windows and macOS: "Contoso Utility 123"
+    package_name: str  # Linux: "contoso-utility-123"
+    publisher: str
+    versions: tuple[str, ...]  # the first is the most common
+    vendor: str
+    product: str
+
+
+@functools.cache
+def synthetic_software_catalog() -> tuple[SyntheticPackage, ...]:
+    """``SYNTHETIC_SOFTWARE_SIZE`` made-up programs, the most popular first; the same list for every seed."""
+    rng = random.Random("synthetic software catalog")  # noqa: S311 -- demo data, fixed on purpose
+    names: dict[tuple[int, int, int], None] = {}
+    while len(names) < SYNTHETIC_SOFTWARE_SIZE:
+        key = (rng.randrange(len(SYNTHETIC_VENDORS)), rng.randrange(len(SYNTHETIC_PRODUCTS)), rng.randint(1, 999))
+        names[key] = None
+    catalog = []
+    for vendor_index, product_index, number in names:
+        vendor, publisher = SYNTHETIC_VENDORS[vendor_index]
+        product = f"{SYNTHETIC_PRODUCTS[product_index]} {number}"
+        major = rng.randint(1, 30)
+        versions = tuple(
+            f"{major}.{minor}.{rng.randint(0, 9999)}"
+            for minor in sorted(rng.sample(range(20), rng.choice([1, 1, 2, 3])), reverse=True)
+        )
+        catalog.append(
+            SyntheticPackage(
+                name=f"{vendor} {product}",
+                package_name=slugify(f"{vendor} {product}"),
+                publisher=publisher,
+                versions=versions,
+                vendor=vendor,
+                product=product,
+            )
+        )
+    return tuple(catalog)
+
+
+@functools.cache
+def _synthetic_cumulative_weights() -> list[float]:
+    total, cumulative = 0.0, []
+    for rank in range(1, SYNTHETIC_SOFTWARE_SIZE + 1):
+        total += 1 / rank**SYNTHETIC_SOFTWARE_SKEW
+        cumulative.append(total)
+    return cumulative
+
+
+class _SoftwareTopUp:
+    """Adds synthetic programs to a device's software list until it has about ``target`` rows (±10 %)."""
+
+    def __init__(self, *, rng: random.Random, target: int) -> None:
+        self.rng = rng
+        self.low, self.high = round(target * 0.9), round(target * 1.1)
+        self.catalog = synthetic_software_catalog()
+        self.cumulative = _synthetic_cumulative_weights()
+        self.ranks = range(len(self.catalog))
+
+    def rows(self, spec: _DeviceSpec, *, present: int) -> list[dict[str, Any]]:
+        rng = self.rng
+        missing = min(rng.randint(self.low, self.high) - present, len(self.catalog))
+        if missing <= 0:
+            return []
+        # Draws with replacement by popularity until enough distinct programs: a popular one is drawn again and
+        # again, a rare one seldom, which is the skew wanted.
+        picked: dict[int, None] = {}
+        while len(picked) < missing:
+            picked.update(dict.fromkeys(rng.choices(self.ranks, cum_weights=self.cumulative, k=missing - len(picked))))
+        rows = []
+        for rank in picked:
+            package = self.catalog[rank]
+            versions = package.versions
+            version = versions[0] if len(versions) == 1 or rng.random() < 0.75 else rng.choice(versions[1:])
+            if spec.os_type == "windows":
+                name, location = package.name, rf"C:\Program Files\{package.vendor}\{package.product}"
+            elif spec.os_type == "macos":
+                name, location = package.name, f"/Applications/{package.name}.app"
+            else:
+                name, location = package.package_name, "/usr"
+            rows.append(
+                {
+                    "name": name,
+                    "version": version,
+                    "publisher": package.publisher,
+                    "install_date": (spec.enrolled_at - dt.timedelta(days=rng.uniform(0, 400))).date(),
+                    "install_location": location,
+                    "updated_at": spec.last_seen_at,
+                }
+            )
+        return rows

@@ -3,6 +3,8 @@
     manage.py loaddata default_roles      # first, so the demo users get their partner roles
     manage.py seed_demo                   # ~300 devices with a day of telemetry
     manage.py seed_demo --devices 100000  # a benchmark fleet; telemetry for the first 1,000 devices only
+    manage.py seed_demo --devices 100000 --organizations 10 --software-per-device 150 --telemetry-devices 0
+                                          # the dynamic-groups benchmark's fleet (bench/groups_seed.sh)
 
 Running it again creates nothing: it says the demo exists and prints the login again. The logic is in
 ``devices.services.demo``.
@@ -15,17 +17,24 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from devices.services.demo import DEFAULT_CREDENTIALS_FILE, DEMO_PARTNER_SLUG, seed_demo
+from devices.services.demo import (
+    DEFAULT_CREDENTIALS_FILE,
+    DEMO_ORGANIZATIONS,
+    DEMO_PARTNER_SLUG,
+    SYNTHETIC_SOFTWARE_SIZE,
+    seed_demo,
+)
 
 ADMIN_URL = "http://127.0.0.1:8000/admin/"
 
 
 class Command(BaseCommand):
     help = (
-        "Create a demo partner (slug demo-msp) with two organizations, their sites and enrollment keys, a superuser "
-        "admin@example.com and a technician tech@example.com (passwords written to --credentials-file, mode 0600), "
-        "and N devices with hardware, software, disks, network, registry/config entries, groups, commands, audit "
-        "entries and telemetry every 5 minutes. Idempotent: if the demo partner exists, only prints the login."
+        "Create a demo partner (slug demo-msp) with two organizations (or --organizations K), their sites and "
+        "enrollment keys, a superuser admin@example.com and a technician tech@example.com (passwords written to "
+        "--credentials-file, mode 0600), and N devices with hardware, software, disks, network, registry/config "
+        "entries, groups, commands, audit entries and telemetry every 5 minutes. Idempotent: if the demo partner "
+        "exists, only prints the login."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -49,6 +58,22 @@ class Command(BaseCommand):
             "samples (default 1000).",
         )
         parser.add_argument(
+            "--organizations",
+            type=int,
+            default=len(DEMO_ORGANIZATIONS),
+            metavar="K",
+            help=f"Customers the devices are spread over: Acme Corp and Globex, then made-up ones with an office "
+            f"and home workers each (default {len(DEMO_ORGANIZATIONS)}).",
+        )
+        parser.add_argument(
+            "--software-per-device",
+            type=int,
+            default=None,
+            metavar="N",
+            help=f"Top each device's software list up to about N programs (±10 %%) from a synthetic catalog of "
+            f"{SYNTHETIC_SOFTWARE_SIZE:,} packages with a skewed popularity (default: only the realistic 21-60).",
+        )
+        parser.add_argument(
             "--credentials-file",
             type=Path,
             default=DEFAULT_CREDENTIALS_FILE,
@@ -63,11 +88,17 @@ class Command(BaseCommand):
         seed: int,
         telemetry_hours: int,
         telemetry_devices: int,
+        organizations: int,
+        software_per_device: int | None,
         credentials_file: Path,
         **options,
     ) -> None:
         if devices < 0 or telemetry_hours < 0 or telemetry_devices < 0:
             raise CommandError("--devices, --telemetry-hours and --telemetry-devices must not be negative.")
+        if organizations < 1:
+            raise CommandError("--organizations must be at least 1.")
+        if software_per_device is not None and software_per_device < 0:
+            raise CommandError("--software-per-device must not be negative.")
         credentials_file = Path(credentials_file)  # call_command() passes options without argparse's type=
         started = time.monotonic()
         result = seed_demo(
@@ -75,6 +106,8 @@ class Command(BaseCommand):
             seed=seed,
             telemetry_hours=telemetry_hours,
             telemetry_devices=telemetry_devices,
+            organizations=organizations,
+            software_per_device=software_per_device,
             credentials_file=credentials_file,
             progress=self.stdout.write,
         )
