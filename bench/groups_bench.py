@@ -185,7 +185,9 @@ def main() -> None:
     contains_times = []
     for _ in range(args.runs):
         seconds, ids = timed(
-            lambda: list(groups.matching_devices(org_id=org_id, rule=contains_rule).order_by().values_list("id", flat=True))
+            lambda: list(
+                groups.matching_devices(org_id=org_id, rule=contains_rule).order_by().values_list("id", flat=True)
+            )
         )
         contains_times.append(seconds)
     print(

@@ -3,6 +3,7 @@ transaction, so these rows are never edited in place (hardware, one row per devi
 
 from __future__ import annotations
 
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import F
 from django.db.models.functions import Upper
@@ -33,7 +34,11 @@ class DeviceHardware(DeviceOwned):
     class Meta:
         db_table = "device_hardware"
         verbose_name_plural = "device hardware"
-        indexes = [models.Index(fields=["org", "serial_number"], name="device_hardware_org_serial")]
+        indexes = [
+            models.Index(fields=["org", "serial_number"], name="device_hardware_org_serial"),
+            # hardware.manufacturer equals/in, as rules compare it (case-insensitively, within one organization).
+            models.Index(F("org"), Upper("manufacturer"), name="device_hardware_org_maker"),
+        ]
 
     def __str__(self) -> str:
         return " ".join(filter(None, [self.manufacturer, self.model])) or "hardware"
@@ -113,6 +118,8 @@ class DeviceSoftware(DeviceOwned):
             # "Which devices of this organization have X installed?", as rules ask it: case-insensitively
             # (software.installed equals/in compare UPPER(name); bench/RESULTS.md, dynamic groups).
             models.Index(F("org"), Upper("name"), name="device_software_org_upper_name"),
+            # software.installed contains: trigram lookups within the organization (btree_gin puts org_id in a GIN).
+            GinIndex(F("org"), OpClass(Upper("name"), name="gin_trgm_ops"), name="device_software_org_name_trgm"),
         ]
 
     def __str__(self) -> str:
