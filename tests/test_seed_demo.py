@@ -172,11 +172,11 @@ def test_every_device_owned_row_is_in_its_devices_org(seed):
 
 
 @pytest.mark.django_db
-def test_it_makes_a_static_and_a_dynamic_group_per_org(seed):
+def test_it_makes_a_static_and_dynamic_groups_per_org(seed):
     seed()
 
     for org in Organization.objects.all():
-        dynamic = DeviceGroup.objects.get(org=org, type="dynamic")
+        dynamic = DeviceGroup.objects.get(org=org, name="Windows devices")
         static = DeviceGroup.objects.get(org=org, type="static")
         assert dynamic.filter_rules["conditions"][0] == {"field": "osType", "operator": "equals", "value": "windows"}
         windows = set(Device.objects.filter(org=org, os_type="windows").values_list("id", flat=True))
@@ -185,6 +185,11 @@ def test_it_makes_a_static_and_a_dynamic_group_per_org(seed):
         assert set(members.values_list("added_by", flat=True)) <= {"dynamic_rule"}
         servers = set(Device.objects.filter(org=org, hostname__startswith="srv-").values_list("id", flat=True))
         assert set(static.memberships.values_list("device_id", flat=True)) == servers
+        # The rule groups are evaluated by the groups service: their members are what their rules match.
+        full_disks = DeviceGroup.objects.get(org=org, name="Disks over 90 %")
+        expected = set(Device.objects.filter(org=org, devicedisk__used_percent__gt=90).values_list("id", flat=True))
+        assert set(full_disks.memberships.values_list("device_id", flat=True)) == expected
+        assert full_disks.fields_used == ["disks.usedPercent"]
 
 
 @pytest.mark.django_db
@@ -337,7 +342,7 @@ def test_organizations_spreads_the_fleet_over_that_many_customers(seed):
     for org in orgs:
         assert org.sites.count() == 2
         assert org.enrollment_keys.get().site.org_id == org.id
-        assert DeviceGroup.objects.filter(org=org).count() == 2
+        assert DeviceGroup.objects.filter(org=org).count() == 4
         assert Device.objects.filter(org=org).exists(), org.name
     assert all(device.site.org_id == device.org_id for device in Device.objects.select_related("site"))
     assert "        17  organizations" in output

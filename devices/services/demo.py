@@ -292,12 +292,13 @@ def _create_demo(
             if progress is not None and devices > CHUNK_SIZE:
                 progress(f"  {stop:,} / {devices:,} devices")
 
+    _create_rule_groups(organization_ids=list(fleet.groups))
     audit_entries = _write_audit_log(now=now, rng=rng, partner=partner, admin=admin, technician=technician, fleet=fleet)
     result.counts = {
         "organizations": len(organization_specs),
         "sites": len(sites),
         "enrollment keys": len(result.enrollment_keys),
-        "device groups": 2 * len(organization_specs),
+        "device groups": (2 + len(RULE_GROUPS)) * len(organization_specs),
         **{model._meta.verbose_name_plural: writer.counts[model] for model in FLEET_MODELS},
         "audit log entries": audit_entries,
     }
@@ -394,6 +395,36 @@ def _known_logins(credentials_file: Path) -> list[DemoLogin]:
 # --- groups and the audit log -----------------------------------------------------------------------------------
 
 WINDOWS_RULE = {"operator": "AND", "conditions": [{"field": "osType", "operator": "equals", "value": "windows"}]}
+
+
+# Dynamic groups whose rules show what the language does; evaluated by the groups service once the fleet exists.
+RULE_GROUPS = {
+    "Disks over 90 %": {"field": "disks.usedPercent", "operator": "greaterThan", "value": 90},
+    "Windows without 7-Zip, seen this week": {
+        "operator": "AND",
+        "conditions": [
+            {"field": "osType", "operator": "equals", "value": "windows"},
+            {"field": "software.notInstalled", "operator": "contains", "value": "7-zip"},
+            {"field": "lastSeenAt", "operator": "withinLast", "value": {"amount": 7, "unit": "days"}},
+        ],
+    },
+}
+
+
+def _create_rule_groups(*, organization_ids: list) -> None:
+    from devices import rules
+    from devices.services.groups import refresh_group
+
+    for org_id in organization_ids:
+        for name, rule in RULE_GROUPS.items():
+            group = DeviceGroup.objects.create(
+                org_id=org_id,
+                name=name,
+                type=DeviceGroup.Type.DYNAMIC,
+                filter_rules=rule,
+                fields_used=rules.fields_used(rule),
+            )
+            refresh_group(group)
 
 
 @dataclass
