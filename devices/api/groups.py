@@ -157,15 +157,7 @@ class GroupViewSet(
         ids = self._device_ids(request)
         with transaction.atomic():
             if request.method == "POST":
-                devices = list(authz.visible(request.user, "devices:write", Device.objects.filter(pk__in=ids)))
-                unknown = sorted(set(map(str, ids)) - {str(d.pk) for d in devices})
-                if unknown:
-                    raise ApiError(
-                        400,
-                        "validation_error",
-                        "Some devices do not exist.",
-                        {"deviceIds": [f"No such device: {', '.join(unknown)}."]},
-                    )
+                devices = self._writable_devices(request, ids)
                 changed = groups.add_members(group=group, devices=devices, actor=request.user)
             else:
                 visible = authz.visible(request.user, "devices:write", Device.objects.filter(pk__in=ids))
@@ -194,13 +186,7 @@ class GroupViewSet(
     def _pinning(self, request, change, verb: str):
         group = self.get_object()
         ids = self._device_ids(request)
-        visible = authz.visible(request.user, "devices:write", Device.objects.filter(pk__in=ids))
-        reachable = set(visible.values_list("id", flat=True))
-        unknown = [str(pk) for pk in ids if pk not in reachable]
-        if unknown:
-            raise ApiError(
-                400, "validation_error", "Some devices do not exist.", {"deviceIds": [f"No such device: {unknown}."]}
-            )
+        self._writable_devices(request, ids)
         with transaction.atomic():
             changed = change(group=group, device_ids=list(ids), actor=request.user)
             self._audit_members(verb, group, changed)
@@ -251,6 +237,20 @@ class GroupViewSet(
         body = s.DeviceIdsSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         return list(dict.fromkeys(body.validated_data["device_ids"]))
+
+    def _writable_devices(self, request, ids: list) -> list[Device]:
+        """The devices of ``ids``, all of which the caller may write; any other id is answered as if it did not
+        exist (400 naming it), so a body cannot probe other tenants' devices."""
+        devices = list(authz.visible(request.user, "devices:write", Device.objects.filter(pk__in=ids)))
+        unknown = sorted(set(map(str, ids)) - {str(d.pk) for d in devices})
+        if unknown:
+            raise ApiError(
+                400,
+                "validation_error",
+                "Some devices do not exist.",
+                {"deviceIds": [f"No such device: {', '.join(unknown)}."]},
+            )
+        return devices
 
     def _audit_members(self, verb: str, group: DeviceGroup, device_ids: list) -> None:
         if device_ids:
