@@ -620,8 +620,7 @@ class DeviceGroupAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
-        if {"filter_rules", "site"} & set(form.changed_data) or not change:
-            group_service.refresh_group(obj)
+        group_service.group_saved(obj, changed=form.changed_data if change else None)
 
 
 @admin.register(DeviceGroupMembershipLog)

@@ -101,14 +101,13 @@ class GroupViewSet(
     def perform_create(self, serializer):
         with transaction.atomic():
             super().perform_create(serializer)
-            groups.refresh_group(serializer.instance)
+            groups.group_saved(serializer.instance)
             serializer.instance.member_count = serializer.instance.memberships.count()
 
     def perform_update(self, serializer):
         with transaction.atomic():
             super().perform_update(serializer)
-            if {"filter_rules", "site"} & set(serializer.validated_data):
-                groups.refresh_group(serializer.instance)
+            groups.group_saved(serializer.instance, changed=serializer.validated_data)
             serializer.instance.member_count = serializer.instance.memberships.count()
 
     @extend_schema(request=s.GroupPreviewSerializer, responses=s.GroupPreviewResultSerializer, filters=False)

@@ -197,6 +197,18 @@ def refresh_group(group: DeviceGroup, *, now: dt.datetime | None = None) -> Memb
     )
 
 
+# What a saved group's membership depends on: its rule and its site (its name, parent or type do not matter).
+_MEMBERSHIP_INPUTS = {"filter_rules", "site"}
+
+
+def group_saved(group: DeviceGroup, *, changed: Iterable[str] | None = None) -> MembershipChanges:
+    """After a group is created (``changed`` None) or changed (the names of the fields that changed): evaluate its
+    rule when its membership can be different now. The API and the admin both call this."""
+    if changed is not None and not _MEMBERSHIP_INPUTS & set(changed):
+        return MembershipChanges()
+    return refresh_group(group)
+
+
 def _change_keys(fields_used: Iterable[str], *, site_bound: bool) -> set[str]:
     """What, among the refresh queue's words, can change the outcome of a rule using ``fields_used``."""
     keys = set()
