@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from rmm.db import TimeStampedModel, choices_check
+from rmm.db import TimeStampedModel, choices_check, time_zone_field
 
 
 class PartnerStatus(models.TextChoices):
@@ -36,7 +36,7 @@ class Partner(TimeStampedModel):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
     max_organizations = models.PositiveIntegerField(null=True, blank=True, help_text="Empty means unlimited.")
     max_devices = models.PositiveIntegerField(null=True, blank=True, help_text="Empty means unlimited.")
-    timezone = models.CharField(max_length=64, default="UTC")
+    timezone = time_zone_field()
     settings = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -104,7 +104,7 @@ class Site(TimeStampedModel):
 
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="sites")
     name = models.CharField(max_length=255)
-    timezone = models.CharField(max_length=64, default="UTC")
+    timezone = time_zone_field()
     address = models.JSONField(default=dict, blank=True)
     contact = models.JSONField(default=dict, blank=True)
     settings = models.JSONField(default=dict, blank=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
+
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from rmm.ids import uuid7
@@ -32,3 +36,30 @@ def choices_check(field: str, choices: type[models.TextChoices], *, nullable: bo
     if nullable:
         condition |= models.Q(**{f"{field}__isnull": True})
     return models.CheckConstraint(condition=condition, name=f"%(app_label)s_%(class)s_{field}_valid")
+
+
+@functools.cache
+def _iana_time_zones() -> frozenset[str]:
+    # Reading the database walks hundreds of files: once per process is enough (it changes with a package upgrade,
+    # which restarts the server anyway).
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_time_zone(value: str) -> None:
+    """A time-zone field holds a name of the IANA database (``Europe/Berlin``, ``UTC``), nothing else.
+
+    The validator of every time-zone field of the models: ModelSerializers and admin forms both run a model field's
+    validators, so the API and the admin refuse the same values with the same message.
+    """
+    if value not in _iana_time_zones():
+        raise ValidationError(
+            "%(value)s is not a time zone of the IANA database; use a name such as Europe/Berlin, "
+            "America/New_York or UTC.",
+            code="invalid_time_zone",
+            params={"value": repr(value)},
+        )
+
+
+def time_zone_field(**kwargs) -> models.CharField:
+    """A column holding an IANA time-zone name (see :func:`validate_time_zone`)."""
+    return models.CharField(max_length=64, default="UTC", validators=[validate_time_zone], **kwargs)
