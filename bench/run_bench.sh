@@ -18,6 +18,9 @@ SECONDS_=${SECONDS_HEARTBEATS:-60}
 CONNECTIONS=${CONNECTIONS:-256}
 COMMANDS_PER_SECOND=${COMMANDS_PER_SECOND:-20}
 BACKLOG_PERCENT=${BACKLOG_PERCENT:-1}
+STEADY_RATE=${STEADY_RATE:-1500}
+SECONDS_PHASE=${SECONDS_PHASE:-30}
+CEILING_CONNECTIONS=${CEILING_CONNECTIONS:-128}
 UPLOADS=${UPLOADS:-3000}
 ITEMS=${ITEMS:-300}
 PORT=${PORT:-8765}
@@ -57,6 +60,27 @@ with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
     stored = conn.execute("SELECT count(*) FROM device_telemetry").fetchone()[0]
 print(f"acknowledged {acknowledged}, stored {stored}: {'OK' if stored >= acknowledged else 'MISSING ROWS'}")
 sys.exit(0 if stored >= acknowledged else 1)
+EOF
+
+echo "== heartbeats: $STEADY_RATE/s for ${SECONDS_PHASE} s over $CONNECTIONS connections (the p99 to compare runs by)"
+$SIM --seconds "$SECONDS_PHASE" --rate "$STEADY_RATE" --connections "$CONNECTIONS" --backlog-percent "$BACKLOG_PERCENT" \
+  --progress 10 --json "$OUT/steady.json"
+
+echo "== ceilings: closed loops over $CEILING_CONNECTIONS connections, ${SECONDS_PHASE} s each"
+echo "-- heartbeats as fast as they are answered"
+$SIM --seconds "$SECONDS_PHASE" --rate 0 --connections "$CEILING_CONNECTIONS" --json "$OUT/ceiling.json"
+echo "-- no-op: the same requests with a malformed token, answered 401 before any database access"
+$SIM --seconds "$SECONDS_PHASE" --rate 0 --connections "$CEILING_CONNECTIONS" --noop --json "$OUT/noop.json"
+$PY - "$OUT" <<'EOF'
+import json, sys
+def row(name, endpoint):
+    results = json.load(open(f"{sys.argv[1]}/{name}.json"))["results"]
+    return next(r for r in results if r["endpoint"] == endpoint)
+steady, ceiling, noop = row("steady", "heartbeat"), row("ceiling", "heartbeat"), row("noop", "heartbeat (no-op 401)")
+print(f"steady {steady['perSecond']}/s: p50 {steady['p50Ms']} ms, p99 {steady['p99Ms']} ms, errors {steady['errors']}")
+print(f"heartbeat ceiling {ceiling['perSecond']}/s (errors {ceiling['errors']}); "
+      f"no-op ceiling {noop['perSecond']}/s (errors {noop['errors']}); "
+      f"ratio {ceiling['perSecond'] / noop['perSecond']:.2f}")
 EOF
 
 echo "== inventory: $UPLOADS software uploads of $ITEMS items"
