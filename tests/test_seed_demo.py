@@ -1,5 +1,6 @@
 """manage.py seed_demo: a demo partner and a fleet of devices, created once, every row inside its device's org."""
 
+import datetime as dt
 import stat
 from io import StringIO
 from pathlib import Path
@@ -9,6 +10,7 @@ from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Count, OuterRef, Subquery
+from django.utils import timezone
 
 from accounts.models import AuditLog, PartnerUser, User
 from devices.models import (
@@ -329,6 +331,43 @@ def test_the_extra_software_leaves_the_rest_of_the_fleet_as_it_was(seed):
     assert realistic_software("demo-msp") == realistic_software("demo-msp-first")
     topped_up = DeviceSoftware.objects.filter(org__partner__slug="demo-msp").count()
     assert topped_up > 3 * DeviceSoftware.objects.filter(org__partner__slug="demo-msp-first").count()
+
+
+@pytest.mark.django_db
+def test_the_inventory_is_the_same_wherever_the_clock_stands_between_two_telemetry_samples(seed, monkeypatch):
+    # Samples sit on the clock's 5-minute marks, so a device seen 2-90 s ago gets 288 samples a day when the seed
+    # runs 150 s after a mark and 287 when it runs 1 s after one. Telemetry used to draw from the stream that makes
+    # the inventory, which then shifted for every later device: a flaky failure of the test above.
+    last_mark = timezone.now().replace(second=0, microsecond=0)
+    last_mark -= dt.timedelta(minutes=last_mark.minute % 5 + 5)
+
+    def inventory(slug):
+        owned = {"org__partner__slug": slug}
+        return {
+            "software": sorted(
+                DeviceSoftware.objects.filter(**owned).values_list("device__hostname", "name", "version")
+            ),
+            "serials": sorted(DeviceHardware.objects.filter(**owned).values_list("device__hostname", "serial_number")),
+            "disks": sorted(
+                DeviceDisk.objects.filter(**owned).values_list("device__hostname", "mount_point", "used_gb")
+            ),
+            "connections": sorted(
+                DeviceNetworkConnection.objects.filter(**owned).values_list("device__hostname", "local_port", "pid")
+            ),
+            "commands": sorted(DeviceCommand.objects.filter(**owned).values_list("device__hostname", "type", "status")),
+        }
+
+    monkeypatch.setattr(timezone, "now", lambda: last_mark + dt.timedelta(seconds=150))
+    seed()
+    Partner.objects.filter(slug="demo-msp").update(slug="demo-msp-first")
+    monkeypatch.setattr(timezone, "now", lambda: last_mark + dt.timedelta(seconds=1))
+    seed()
+
+    samples = {
+        slug: DeviceTelemetry.objects.filter(org__partner__slug=slug).count() for slug in ("demo-msp", "demo-msp-first")
+    }
+    assert samples["demo-msp"] < samples["demo-msp-first"]  # the two clocks did give different telemetry
+    assert inventory("demo-msp") == inventory("demo-msp-first")
 
 
 @pytest.mark.django_db

@@ -10,7 +10,8 @@ nothing and only reports the login. Everything is made in one transaction, so an
 demo behind that a second run would mistake for a finished one.
 
 Generation is reproducible (a ``random.Random`` seeded by the caller) except for identifiers and secrets
-(UUIDs, agent ids, agent tokens, enrollment keys, passwords), which are always fresh and random. Enrollment keys
+(UUIDs, agent ids, agent tokens, enrollment keys, passwords), which are always fresh and random, and the telemetry,
+whose samples sit on the clock's 5-minute marks. Enrollment keys
 come from ``orgs.services.generate_enrollment_key``; agent tokens are thrown away after hashing, since no real
 agent will ever use them.
 
@@ -191,6 +192,10 @@ def seed_demo(
             telemetry_devices=telemetry_devices,
             credentials_file=credentials_file,
             organizations=organizations,
+            # Telemetry has its own random stream: how many samples a device gets depends on where the clock
+            # stands between two 5-minute marks (an online device seen 2-90 s ago has 287 or 288 in a day), and
+            # on the shared stream that shifted every later device's inventory with the time of day.
+            telemetry_rng=random.Random(f"{seed}:telemetry"),  # noqa: S311
             # Its own random stream, so the rest of the fleet is the same with or without the extra software.
             software_top_up=None
             if software_per_device is None
@@ -212,6 +217,7 @@ def _create_demo(
     *,
     now: dt.datetime,
     rng: random.Random,
+    telemetry_rng: random.Random,
     devices: int,
     telemetry_hours: int,
     telemetry_devices: int,
@@ -263,6 +269,7 @@ def _create_demo(
 
     fleet = _FleetGenerator(
         rng=rng,
+        telemetry_rng=telemetry_rng,
         now=now,
         sites=sites,
         groups=_create_groups(sites),
@@ -933,12 +940,17 @@ def _weighted(rng: random.Random, choices: list[tuple]) -> tuple:
 
 
 class _FleetGenerator:
-    """Makes one device and its rows at a time, deterministic for a given seed."""
+    """Makes one device and its rows at a time, deterministic for a given seed.
+
+    ``rng`` makes the devices and their inventory and is drawn from the same number of times whatever the clock;
+    the telemetry, whose length depends on the clock, draws from ``telemetry_rng``.
+    """
 
     def __init__(
         self,
         *,
         rng: random.Random,
+        telemetry_rng: random.Random,
         now: dt.datetime,
         sites: list[_DemoSite],
         groups: dict[Any, _OrgGroups],
@@ -947,6 +959,7 @@ class _FleetGenerator:
         software_top_up: _SoftwareTopUp | None = None,
     ) -> None:
         self.rng = rng
+        self.telemetry_rng = telemetry_rng
         self.now = now
         self.sites = sites
         self.groups = groups
@@ -1417,7 +1430,7 @@ class _FleetGenerator:
 
         Workstations follow office hours in their site's rough time zone; servers are busy around the clock.
         """
-        rng = self.rng
+        rng = self.telemetry_rng
         step = TELEMETRY_INTERVAL
         end = min(self.now, spec.last_seen_at)
         end -= dt.timedelta(minutes=end.minute % 5, seconds=end.second, microseconds=end.microsecond)
