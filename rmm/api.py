@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import models, transaction
 from django.urls import re_path
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers, viewsets
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.routers import SimpleRouter
 
-from rmm import authz
+from rmm import authz, inputs
 from rmm.errors import camel
 from rmm.net import client_ip
 
@@ -50,7 +51,12 @@ class CamelCaseSerializer(CamelCaseFieldsMixin, serializers.Serializer):
 
 
 class CamelCaseModelSerializer(CamelCaseFieldsMixin, serializers.ModelSerializer):
-    pass
+    # Model JSON and datetime fields are read through rmm.parsing like every other input (rmm/inputs.py).
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.JSONField: inputs.JSONField,
+        models.DateTimeField: inputs.DateTimeField,
+    }
 
 
 def route(pattern: str, view, name: str):
@@ -85,6 +91,8 @@ class ScopedViewSet(viewsets.GenericViewSet):
     - every queryset starts from ``authz.visible(user, "<resource>:read", ...)``, before any filter runs, so a
       list never shows and a lookup never finds what is out of reach (404 ``not_found``, as if it did not exist);
     - an object in reach whose action the role lacks answers 403 ``permission_denied``;
+    - a write to the collection (a create) by someone who holds its permission nowhere answers 403 before the
+      body is validated;
     - after a write, still inside its transaction, the object must be inside the writer's reach for the same
       permission (a device moved into another organization, a site created in a foreign one); otherwise the
       transaction rolls back and the answer is 403: nothing is saved.
@@ -118,6 +126,16 @@ class ScopedViewSet(viewsets.GenericViewSet):
         if verb is None:
             verb = self.verb or ("read" if self.request.method == "GET" else "write")
         return f"{self.resource}:{verb}"
+
+    def check_permissions(self, request):
+        super().check_permissions(request)
+        # A write to the collection (create, groups/preview …) names no object whose reach could decide 404 or 403,
+        # and its body would be validated before perform_create checks the new object: a caller who holds the
+        # permission nowhere would learn "400: siteId does not exist" where the answer is "403: not yours to do".
+        # So such a caller is refused here, before the body is read; everyone else still has each object checked.
+        collection_write = not self.detail and request.method not in SAFE_METHODS
+        if collection_write and not authz.holds_anywhere(request.user, self.permission_for()):
+            raise drf_exceptions.PermissionDenied()
 
     def get_queryset(self):
         return authz.visible(self.request.user, f"{self.resource}:{self.view_verb}", super().get_queryset())

@@ -1,7 +1,8 @@
 """Every technician-API endpoint, asked by every persona, answers exactly the status the access rules say.
 
 401 not signed in · 404 out of reach (as if it did not exist) · 403 in reach but the role lacks the permission ·
-400 a body that references something out of reach (it "does not exist"). Later endpoints add rows here.
+400 a body that references something out of reach (it "does not exist"), for a caller who holds the permission
+somewhere (one who holds it nowhere gets 403 before the body is read). Later endpoints add rows here.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ MATRIX = [
     _row(Call("PATCH", "/api/v1/orgs/{org_a}", {"name": "Org A renamed"}),
                                                                    401, 200, 200, 403, 403, 200, 403, 404),
     _row(Call("POST", "/api/v1/orgs", {"partnerId": "{partner_a}", "name": "New", "slug": "new"}),
-                                                                   401, 201, 201, 403, 403, 400, 400, 400),
+                                                                   401, 201, 201, 403, 403, 400, 403, 400),
     _row(Call("DELETE", "/api/v1/orgs/{org_empty}"),               401, 204, 204, 403, 403, 404, 404, 404),
     _row(Call("DELETE", "/api/v1/orgs/{org_a}"),                   401, 409, 409, 403, 403, 403, 403, 404),
     _row(Call("GET", "/api/v1/sites"),                             401, 200, 200, 200, 200, 200, 200, 200),
@@ -67,7 +68,7 @@ MATRIX = [
     _row(Call("GET", "/api/v1/roles"),                             401, 200, 200, 200, 200, 200, 200, 200),
     _row(Call("POST", "/api/v1/roles", {"partnerId": "{partner_a}", "name": "Matrix", "scope": "partner",
                                         "permissions": ["devices:read"]}),
-                                                                   401, 201, 201, 403, 403, 400, 400, 400),
+                                                                   401, 201, 201, 403, 403, 400, 403, 400),
     _row(Call("PATCH", "/api/v1/roles/{builtin_role}", {"description": "x"}),
                                                                    401, 403, 403, 403, 403, 403, 403, 403),
     _row(Call("GET", "/api/v1/users"),                             401, 200, 200, 200, 200, 200, 200, 200),
@@ -100,7 +101,7 @@ MATRIX = [
     _row(Call("GET", "/api/v1/enrollment-keys"),                   401, 200, 200, 200, 200, 200, 200, 200),
     _row(Call("GET", "/api/v1/enrollment-keys/{key_a1}"),          401, 200, 200, 404, 404, 200, 200, 404),
     _row(Call("POST", "/api/v1/enrollment-keys", {"siteId": "{site_a1}", "name": "Matrix"}),
-                                                                   401, 201, 201, 400, 400, 201, 201, 400),
+                                                                   401, 201, 201, 403, 403, 201, 201, 400),
     _row(Call("POST", "/api/v1/enrollment-keys/{key_a1}/revoke"),  401, 200, 200, 404, 404, 200, 200, 404),
     _row(Call("GET", "/api/v1/devices/{device_a1}/telemetry"),     401, 200, 200, 200, 200, 200, 200, 404),
     _row(Call("GET", "/api/v1/groups"),                            401, 200, 200, 200, 200, 200, 200, 200),
