@@ -3,13 +3,16 @@
     {"error": "stable_snake_case_code", "message": "For people.", "fields": {"field": ["problem", ...]}}
 
 All three keys are always present; ``fields`` is ``{}`` except on a 400 that names request fields. DRF views get
-it through ``exception_handler``; plain Django views (the agent hot path) through ``error_response``; unknown URLs
-and crashes under ``/api/`` through ``handler404`` / ``handler500``.
+it through ``exception_handler``; plain Django views (the agent hot path) through ``error_response``; malformed
+requests, unknown URLs and crashes under ``/api/`` through ``handler400`` … ``handler500``; requests gunicorn itself
+refuses (a request line too long, a header too large) through ``rmm.gunicorn_worker``.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
+import sys
 from http import HTTPStatus
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -19,6 +22,8 @@ from rest_framework import exceptions as drf
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from rmm.database.availability import is_database_unavailable
 
 
 class ApiError(drf.APIException):
@@ -65,6 +70,31 @@ def error_response(status: int, code: str, message: str, fields: dict | None = N
     return JsonResponse(error_body(code, message, fields), status=status)
 
 
+class TooManyAttempts(Exception):
+    """A throttle refused the attempt (``accounts.throttle``): 429 ``too_many_attempts``, with ``Retry-After``, the
+    seconds until it may succeed. One code for every throttle: they all count failures, never plain requests."""
+
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after: int, message: str | None = None):
+        self.retry_after = retry_after
+        self.message = message or f"Too many failed attempts; try again in {retry_after} seconds."
+        super().__init__(self.message)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+    def api_error(self) -> ApiError:
+        return ApiError(429, self.code, self.message, headers=self.headers)
+
+    def response(self) -> JsonResponse:
+        """The answer of a plain Django view (the agent endpoints)."""
+        response = error_response(429, self.code, self.message)
+        response["Retry-After"] = str(self.retry_after)
+        return response
+
+
 _FIRST_CAP = re.compile(r"_([a-z0-9])")
 
 
@@ -109,6 +139,8 @@ _DEFAULT_CODES = {
 
 def exception_handler(exc, context) -> Response | None:
     """DRF's EXCEPTION_HANDLER: every error a DRF view raises becomes the shared shape."""
+    if isinstance(exc, TooManyAttempts):
+        exc = exc.api_error()
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body("payload_too_large", "The request body is too large."), status=413)
     if isinstance(exc, Http404):
@@ -140,16 +172,58 @@ def exception_handler(exc, context) -> Response | None:
     return response
 
 
+_REPEATED_SLASHES = re.compile(r"/{2,}")
+
+
+def is_api_path(path: str) -> bool:
+    """Is this path under /api/, however it is written? ``//api//v1/devices`` and ``/x/../api/v1`` are: a client
+    or proxy that doubles a slash still gets the API's error shape, not an HTML page. (Django has decoded
+    percent-escapes already; the gunicorn worker passes the raw target through ``urllib.parse.unquote`` first.)"""
+    normalised = posixpath.normpath(_REPEATED_SLASHES.sub("/", path or "/"))
+    return normalised == "/api" or normalised.startswith("/api/")
+
+
+def handler400(request, exception=None):
+    # SuspiciousOperation (an unknown Host header, a malformed cookie …) lands here before any view runs.
+    if is_api_path(request.path):
+        return error_response(400, "bad_request", "The request is malformed.")
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
+
+
+def handler403(request, exception=None):
+    if is_api_path(request.path):
+        return error_response(403, "permission_denied", "You do not have permission to perform this action.")
+    from django.views.defaults import permission_denied
+
+    return permission_denied(request, exception)
+
+
 def handler404(request, exception=None):
-    if request.path.startswith("/api/"):
+    if is_api_path(request.path):
         return error_response(404, "not_found", "Not found.")
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
 
 
+# Seconds a 503 asks the client to wait: a busy pool frees a connection within milliseconds, and the pool connects
+# again within half a second of the database's return (rmm/database/pool.py).
+RETRY_AFTER_SECONDS = 2
+
+
 def handler500(request):
-    if request.path.startswith("/api/"):
+    # The one place where "the database is unavailable" (refused, lost, no pooled connection in time) becomes 503
+    # for every view under /api/, DRF and plain alike: DRF leaves database errors to Django, which calls this
+    # inside its `except`, so the exception is still the one being handled.
+    if is_api_path(request.path):
+        if is_database_unavailable(sys.exc_info()[1]):
+            response = error_response(
+                503, "service_unavailable", "The database is unavailable right now; try again shortly."
+            )
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
         return error_response(500, "server_error", "The server failed to answer; the error has been logged.")
     from django.views.defaults import server_error
 

@@ -16,7 +16,15 @@ import os
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+# gunicorn's gevent, gthread and sync workers, each answering the API's error shape for the requests gunicorn itself
+# refuses under /api/ (rmm/gunicorn_worker.py); any other GUNICORN_WORKER_CLASS is taken as gunicorn would take it.
+_OUR_WORKERS = {
+    "gevent": "rmm.gunicorn_worker.GeventWorker",
+    "gthread": "rmm.gunicorn_worker.ThreadWorker",
+    "sync": "rmm.gunicorn_worker.SyncWorker",
+}
+_requested_worker = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+worker_class = _OUR_WORKERS.get(_requested_worker, _requested_worker)
 # Concurrent client connections per gevent worker (idle keep-alive agent connections cost a greenlet each).
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
@@ -31,6 +39,13 @@ _access_log = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 accesslog = None if _access_log.lower() in ("off", "none", "") else _access_log
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn >= 25 opens a control socket for gunicornc at $XDG_RUNTIME_DIR/gunicorn.ctl or $HOME/.gunicorn/gunicorn.ctl:
+# one path for every instance of the user, so a second server (a test, a blue/green deploy) takes it over and
+# gunicornc then talks to the wrong one, and stopping either removes the other's socket. Off unless
+# GUNICORN_CONTROL_SOCKET names a path of this instance's own.
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
 
 
 def post_worker_init(worker):

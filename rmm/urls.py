@@ -14,5 +14,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
 
+handler400 = "rmm.errors.handler400"
+handler403 = "rmm.errors.handler403"
 handler404 = "rmm.errors.handler404"
 handler500 = "rmm.errors.handler500"

@@ -1,7 +1,48 @@
+"""The WSGI entry point: ``gunicorn -c rmm/gunicorn.conf.py rmm.wsgi``.
+
+Django reads a request body only up to its ``Content-Length``; a body sent with ``Transfer-Encoding: chunked`` has
+none, so Django sees it as empty (a chunked agent upload or API write would be refused as "no body"). gunicorn
+decodes the chunks and says so with ``wsgi.input_terminated``: such a body is read here, up to
+DATA_UPLOAD_MAX_MEMORY_SIZE (what Django would accept with a length), and handed to Django with its length. A larger
+one is answered 413 in the error shape before Django runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
 import os
 
+from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rmm.settings")
 
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+
+def _is_unsized_chunked(environ) -> bool:
+    return (
+        not environ.get("CONTENT_LENGTH")
+        and bool(environ.get("wsgi.input_terminated"))
+        and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    )
+
+
+def _too_large(start_response):
+    from rmm.errors import error_body
+
+    body = json.dumps(error_body("payload_too_large", "The request body is too large.")).encode()
+    start_response("413 Content Too Large", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def application(environ, start_response):
+    if _is_unsized_chunked(environ):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        body = environ["wsgi.input"].read(limit + 1) if limit is not None else environ["wsgi.input"].read()
+        if limit is not None and len(body) > limit:
+            return _too_large(start_response)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+    return django_application(environ, start_response)
