@@ -4,9 +4,11 @@ Secrets are never shown: ``mfa_secret``, token and recovery-code hashes are in n
 appears only as Django's masked summary with its "reset password" link.
 
 Access is the ``users`` resource of the authorization module, with the no-escalation rule of
-``accounts.services.check_can_grant``: nobody grants, through a membership or a custom role, a permission they do
-not hold where it takes effect, and nobody changes a person (their email, password, status) or a membership that
-holds more than they could grant. The sign-in form of the admin (``AdminLoginForm``) applies the API's sign-in rules.
+``accounts.services.check_can_grant``: nobody grants, through a membership or a custom role, a permission or a reach
+(organizations, sites, ``all``) they do not hold where it takes effect, and nobody changes a person (their email,
+password, status) or a membership that holds more than they could grant. A partner membership shows only the
+selected organizations inside the reader's reach. Audit rows of people and memberships say what changed, as the
+API's do. The sign-in form of the admin (``AdminLoginForm``) applies the API's sign-in rules.
 """
 
 from __future__ import annotations
@@ -102,13 +104,43 @@ class ActorFormMixin:
 
     actor: User | None = None
 
-    def check_grant(self, permissions, *, partner_id=None, org_id=None) -> None:
+    def check_grant(self, permissions, **where) -> None:
+        """``services.check_can_grant`` (``where``: the membership's place and reach), as a form error."""
+        self._refuse_escalation(services.check_can_grant, permissions, **where)
+
+    def check_role(self, permissions, *, partner_id, role) -> None:
+        """``services.check_can_define_role``, as a form error."""
+        self._refuse_escalation(
+            services.check_can_define_role, partner_id=partner_id, permissions=permissions, role=role
+        )
+
+    def _refuse_escalation(self, check, *args, **kwargs) -> None:
         if self.actor is None:
             raise RuntimeError(f"{type(self).__name__} needs the acting user (see rmm.admin.with_actor).")
         try:
-            services.check_can_grant(self.actor, permissions, partner_id=partner_id, org_id=org_id)
+            check(self.actor, *args, **kwargs)
         except services.EscalationRefused as exc:
             raise forms.ValidationError(str(exc), code="escalation_refused") from None
+
+
+class ChangesAuditedAdminMixin:
+    """Audit rows that say what changed (``audit.changes``) between ``audit_state(obj)`` as the page loaded the
+    object and as it was saved, the same details the API's audit rows of people and memberships hold."""
+
+    def audit_state(self, obj) -> dict:
+        raise NotImplementedError
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            obj._rmm_audit_before = self.audit_state(obj)  # before the form changes the instance
+        return obj
+
+    def audit_details(self, request, obj, verb: str) -> dict:
+        if verb == "delete":
+            return audit.changes(self.audit_state(obj), None)
+        before = None if verb == "create" else getattr(obj, "_rmm_audit_before", None)
+        return audit.changes(before, self.audit_state(obj))
 
 
 class UserCreationForm(AdminUserCreationForm):
@@ -159,7 +191,7 @@ class OrganizationMembershipInline(ReadOnlyInlineMixin, ScopedInlineMixin, admin
 
 
 @admin.register(User)
-class UserAdmin(AuditedAdminMixin, ScopedAdminMixin, DjangoUserAdmin):
+class UserAdmin(ChangesAuditedAdminMixin, AuditedAdminMixin, ScopedAdminMixin, DjangoUserAdmin):
     """People who sign in, by email. The MFA secret is never shown; MFA is set up and removed by the user.
 
     Users see themselves and the members of what they manage (``authz``'s ``users`` rules). Adding a user here is
@@ -189,6 +221,9 @@ class UserAdmin(AuditedAdminMixin, ScopedAdminMixin, DjangoUserAdmin):
 
     def get_inlines(self, request, obj):
         return self.inlines if obj else ()
+
+    def audit_state(self, obj) -> dict:
+        return services.user_state(obj)
 
     def has_add_permission(self, request):
         return is_operator(request.user)
@@ -262,7 +297,8 @@ class RolePermissionFormSet(ActorFormMixin, BaseInlineFormSet):
             for form in self.forms
             if form.cleaned_data.get("permission") and not form.cleaned_data.get("DELETE")
         ]
-        self.check_grant(kept, partner_id=self.instance.partner_id)
+        role = None if self.instance._state.adding else self.instance
+        self.check_role(kept, partner_id=self.instance.partner_id, role=role)
 
 
 class RolePermissionInline(ScopedInlineMixin, admin.TabularInline):
@@ -391,17 +427,25 @@ class PartnerUserForm(ActorFormMixin, forms.ModelForm):
         if role and partner and role.partner_id not in (None, partner.pk):
             self.add_error("role", "This role belongs to another partner.")
         selected = cleaned.get("selected_organizations")
+        org_access = cleaned.get("org_access")
         if partner and selected and any(org.partner_id != partner.pk for org in selected):
             self.add_error("selected_organizations", "Only organizations of this partner can be selected.")
-        if partner and role and not self.errors:
-            self.check_grant(services.role_permission_names(role), partner_id=partner.pk)
+        if selected and org_access != PartnerUser.OrgAccess.SELECTED:
+            self.add_error("selected_organizations", "Organizations can only be listed with org access 'selected'.")
+        if partner and role and org_access and not self.errors:
+            self.check_grant(
+                services.role_permission_names(role),
+                partner_id=partner.pk,
+                org_access=org_access,
+                organizations=list(selected or ()),
+            )
         return cleaned
 
 
-class MembershipAdminMixin:
-    """Memberships are granted by whoever may grant their role where it takes effect (``check_can_grant``, in the
-    forms); a membership whose current role the user could not grant is read-only to them. A membership does not
-    move: its partner or organization and its user are fixed once made."""
+class MembershipAdminMixin(ChangesAuditedAdminMixin):
+    """Memberships are granted by whoever may grant their role with their reach where it takes effect
+    (``check_can_grant``, in the forms); a membership the user could not grant as it stands is read-only to them.
+    A membership does not move: its partner or organization and its user are fixed once made."""
 
     resource = "users"
     choice_permissions = {"user": "users:read", "role": "users:read"}
@@ -425,6 +469,9 @@ class MembershipAdminMixin:
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and (obj is None or self._may_manage(request, obj))
 
+    def audit_state(self, obj) -> dict:
+        return services.membership_state(obj)
+
 
 @admin.register(PartnerUser)
 class PartnerUserAdmin(MembershipAdminMixin, AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
@@ -439,19 +486,44 @@ class PartnerUserAdmin(MembershipAdminMixin, AuditedAdminMixin, ScopedAdminMixin
     list_select_related = ("user", "partner", "role")
     search_fields = ("user__email", "user__name", "partner__name")
     autocomplete_fields = ("user", "selected_organizations")
-    readonly_fields = ("id", "created_at", "updated_at")
+    readonly_fields = ("id", "created_at", "updated_at", "organizations_in_your_reach")
 
     def has_add_permission(self, request):
         return is_operator(request.user) or bool(authz.reach(request.user).partners_with(self.permission("add")))
 
     def field_choices(self, request, db_field, queryset=None):
         if db_field.name == "selected_organizations":
-            # Any organization of a partner where the user manages members (check_can_grant works at partner level).
+            # Organizations the user could hand out: reached whole, in a partner where they manage members. Whether
+            # the role's permissions are held there too is check_can_grant's, when the form is checked.
             queryset = Organization.objects.all() if queryset is None else queryset
             if is_operator(request.user):
                 return queryset
-            return queryset.filter(partner_id__in=authz.reach(request.user).partners_with(self.permission("change")))
+            current = authz.reach(request.user)
+            return queryset.filter(
+                partner_id__in=current.partners_with(self.permission("change")),
+                pk__in=[org_id for org_id, entry in current.orgs.items() if entry.whole_org],
+            )
         return super().field_choices(request, db_field, queryset)
+
+    def get_fields(self, request, obj=None):
+        fields = [name for name in super().get_fields(request, obj) if name != "organizations_in_your_reach"]
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Shown read-only, the field would name every selected organization, those out of the reader's reach too.
+            fields = ["organizations_in_your_reach" if name == "selected_organizations" else name for name in fields]
+        return fields
+
+    @admin.display(description="selected organizations (those in your reach)")
+    def organizations_in_your_reach(self, obj) -> str:
+        reader = getattr(obj, "_rmm_reader", None)  # the ModelAdmin is shared by every request: not on self
+        if reader is None:
+            return "-"
+        return ", ".join(str(org) for org in obj.selected_organizations.all() if authz.in_reach(reader, org)) or "-"
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            obj._rmm_reader = request.user
+        return obj
 
 
 class OrganizationUserForm(ActorFormMixin, forms.ModelForm):
@@ -471,7 +543,7 @@ class OrganizationUserForm(ActorFormMixin, forms.ModelForm):
         if org and sites and any(site.org_id != org.pk for site in sites):
             self.add_error("sites", "Only sites of this organization can be selected.")
         if org and role and not self.errors:
-            self.check_grant(services.role_permission_names(role), org_id=org.pk)
+            self.check_grant(services.role_permission_names(role), org=org, sites=list(sites or ()))
         return cleaned
 
 

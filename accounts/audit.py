@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from accounts.models import AuditLog
@@ -35,3 +36,23 @@ def record(
         details=details or {},
         ip=ip,
     )
+
+
+def changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What changed between two states of one object (``services.membership_state``, ``services.user_state``),
+    for an audit row's details: a list (of ids) as ``{"added": [...], "removed": [...]}``, anything else as
+    ``{"from": ..., "to": ...}``; unchanged entries are left out. ``before`` None: the object was created;
+    ``after`` None: it was deleted (every entry then says what it was)."""
+    before, after = before or {}, after or {}
+    changed: dict[str, Any] = {}
+    for key in [*before, *(key for key in after if key not in before)]:
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, list) or isinstance(new, list):
+            old_items, new_items = old or [], new or []
+            added = [item for item in new_items if item not in old_items]
+            removed = [item for item in old_items if item not in new_items]
+            if added or removed:
+                changed[key] = {"added": added, "removed": removed}
+        elif old != new or key not in before or key not in after:
+            changed[key] = {"from": old, "to": new}
+    return changed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -14,7 +13,7 @@ from django.utils import timezone
 
 from accounts import audit
 from accounts.auth import issue_api_token, issue_setup_token, verify_second_factor
-from accounts.models import ApiToken, LoginFailure, OrganizationUser, PartnerUser, Role, RolePermission, User
+from accounts.models import ApiToken, LoginFailure, OrganizationUser, PartnerUser, Role, User
 
 
 class LoginRefused(Exception):
@@ -127,13 +126,12 @@ def grant_partner_access(
     *, partner, user: User, role: Role, org_access: str, organizations=(), actor: User | None = None
 ) -> PartnerUser:
     """Make ``user`` a member of ``partner`` (or change their membership); ``actor`` (None: the operator) must
-    not hand out more than they hold.
+    not hand out more than they hold (``check_can_grant``: the role's permissions and the organization reach).
 
     ``org_access`` is ``all``, ``selected`` (exactly ``organizations``, which must be the partner's; an empty
     selection reaches nothing) or ``none`` (partner-level objects only).
     """
     _check_role(role, scope=Role.Scope.PARTNER, partner_id=partner.pk)
-    check_can_grant(actor, role_permission_names(role), partner_id=partner.pk)
     if org_access not in PartnerUser.OrgAccess.values:
         raise MembershipError(f"org_access must be one of {', '.join(PartnerUser.OrgAccess.values)}.")
     organizations = list(organizations)
@@ -142,6 +140,9 @@ def grant_partner_access(
         raise MembershipError(f"Not organizations of partner {partner.slug!r}: {', '.join(foreign)}.")
     if organizations and org_access != PartnerUser.OrgAccess.SELECTED:
         raise MembershipError("Organizations can only be listed with org_access 'selected'.")
+    check_can_grant(
+        actor, role_permission_names(role), partner_id=partner.pk, org_access=org_access, organizations=organizations
+    )
     with transaction.atomic():
         membership, _ = PartnerUser.objects.update_or_create(
             partner=partner, user=user, defaults={"role": role, "org_access": org_access}
@@ -153,22 +154,51 @@ def grant_partner_access(
 def grant_organization_access(*, org, user: User, role: Role, sites=(), actor: User | None = None) -> OrganizationUser:
     """Make ``user`` a member of ``org`` (or change their membership); with ``sites``, only those are reached."""
     _check_role(role, scope=Role.Scope.ORGANIZATION, partner_id=org.partner_id)
-    check_can_grant(actor, role_permission_names(role), org_id=org.pk)
     sites = list(sites)
     foreign = [site.name for site in sites if site.org_id != org.pk]
     if foreign:
         raise MembershipError(f"Not sites of organization {org.slug!r}: {', '.join(foreign)}.")
+    check_can_grant(actor, role_permission_names(role), org=org, sites=sites)
     with transaction.atomic():
         membership, _ = OrganizationUser.objects.update_or_create(org=org, user=user, defaults={"role": role})
         membership.sites.set(sites)
     return membership
 
 
+# --- what an audit row says about people and memberships ---------------------------------------------------------
+
+
+def membership_state(membership: PartnerUser | OrganizationUser) -> dict:
+    """A membership as its audit rows describe it (``audit.changes`` of two states says what changed)."""
+    state = {"role": {"id": str(membership.role_id), "name": membership.role.name}}
+    if isinstance(membership, PartnerUser):
+        state["orgAccess"] = membership.org_access
+        state["organizationIds"] = sorted(str(org.pk) for org in membership.selected_organizations.all())
+    else:
+        state["siteIds"] = sorted(str(site.pk) for site in membership.sites.all())
+    return state
+
+
+def user_state(user: User) -> dict:
+    """A person as their audit rows describe them; secrets (password, MFA) never appear."""
+    return {
+        "email": user.email,
+        "name": user.name,
+        "status": user.status,
+        "isStaff": user.is_staff,
+        "isSuperuser": user.is_superuser,
+    }
+
+
 # --- no escalation ---------------------------------------------------------------------------------------------
 
 
 class EscalationRefused(PermissionError):
-    """The actor tried to hand out (or define) more than they hold themselves."""
+    """The actor tried to hand out (or define, or take over) more than they hold themselves."""
+
+
+def _is_operator(actor: User | None) -> bool:
+    return actor is None or (actor.is_superuser and actor.is_active)
 
 
 def _held_for_granting(actor: User, *, partner_id=None, org_id=None) -> frozenset[str] | None:
@@ -184,24 +214,112 @@ def _held_for_granting(actor: User, *, partner_id=None, org_id=None) -> frozense
     return current.partners.get(partner_id)
 
 
-def check_can_grant(actor: User | None, permissions, *, partner_id=None, org_id=None) -> None:
-    """Refuse unless ``actor`` holds ``users:write`` where the grant takes effect and every one of
-    ``permissions`` there too (wildcards count only against held wildcards: handing out ``*:*`` needs ``*:*``).
-    ``actor`` None is the operator (management commands); superusers may grant anything."""
-    from rmm.authz import covers
+def check_can_grant(
+    actor: User | None,
+    permissions,
+    *,
+    partner_id=None,
+    org_access: str | None = None,
+    organizations=(),
+    org=None,
+    sites=(),
+) -> None:
+    """The no-escalation rule, for every door (API, admin, ``grant_access``): nobody grants a permission or a
+    reach they do not hold themselves where it takes effect. Raises :class:`EscalationRefused`.
 
-    if actor is None or actor.is_superuser:
+    - A partner membership or custom role (``partner_id``): the actor holds ``users:write`` and every one of
+      ``permissions`` at partner level there (wildcards count only against held wildcards: handing out ``*:*``
+      needs ``*:*``), and the membership's organization reach: ``org_access`` ``all`` needs the actor's own
+      access to be ``all`` in that partner (it reaches organizations made later too), ``selected`` needs each of
+      ``organizations`` reached whole, each with ``permissions``; ``none`` (or None, a role being defined)
+      reaches no organization.
+    - An organization membership (``org``, optionally restricted to ``sites``): the actor holds ``users:write``
+      and ``permissions`` on the whole organization (a site-restricted member grants nothing).
+
+    ``actor`` None is the operator (management commands); superusers may grant anything. The comparison of
+    reaches is ``authz.beyond``, the same that decides who may manage an existing member (:func:`may_manage_user`).
+    """
+    from rmm import authz
+
+    if _is_operator(actor):
         return
-    held = _held_for_granting(actor, partner_id=partner_id, org_id=org_id)
-    if held is None or not covers(held, "users:write"):
+    permissions = frozenset(permissions)
+    held = _held_for_granting(actor, partner_id=partner_id, org_id=org.pk if org is not None else None)
+    if held is None or not authz.covers(held, "users:write"):
         raise EscalationRefused("You may not manage access here (users:write is needed).")
-    missing = sorted(perm for perm in permissions if not covers(held, perm))
+    missing = sorted(perm for perm in permissions if not authz.covers(held, perm))
     if missing:
         raise EscalationRefused(f"You cannot grant permissions you do not hold: {', '.join(missing)}.")
+    organizations, sites = list(organizations), list(sites)
+    wanted = authz.membership_reach(
+        permissions=permissions,
+        partner_id=partner_id,
+        org_access=org_access,
+        organizations=organizations,
+        org=org,
+        sites=sites,
+    )
+    excess = authz.beyond(actor, wanted)
+    if excess:
+        names = {obj.pk: str(obj.slug if hasattr(obj, "slug") else obj) for obj in [*organizations, *sites]}
+        described = "; ".join(_describe(item, names) for item in excess)
+        raise EscalationRefused(f"You cannot grant access beyond your own: {described}.")
+
+
+def _describe(excess, names: dict) -> str:
+    """One ``authz.Excess`` in words, naming organizations and sites by ``names`` (their ids otherwise)."""
+    permissions = ", ".join(sorted(excess.permissions))
+    if excess.where == "every_org":
+        if excess.outside:
+            return "every organization of the partner, those made later included (your own access is not 'all')"
+        return f"{permissions} in every organization of the partner"
+    if excess.where in ("org", "site"):
+        place = f"{'organization' if excess.where == 'org' else 'site'} {names.get(excess.id, excess.id)}"
+        return f"{place}, which is outside your reach" if excess.outside else f"{permissions} in {place}"
+    if excess.where == "partner":
+        return f"{permissions} at partner level"
+    return f"{excess.where} {excess.id}"
 
 
 def role_permission_names(role: Role) -> list[str]:
     return [f"{resource}:{action}" for resource, action in role.permissions.values_list("resource", "action")]
+
+
+def check_can_define_role(actor: User | None, *, partner_id, permissions, role: Role | None = None) -> None:
+    """May ``actor`` give the custom role of ``partner_id`` (``role``, None while it is made) ``permissions``?
+
+    Defining a role grants nothing by itself: its permissions must be held at partner level (``check_can_grant``).
+    Changing a role members already hold changes their access wherever they hold it, so the actor must also be
+    able to manage each of those memberships as they stand (nobody demotes someone beyond them) and to grant
+    each of them the new permissions with its reach.
+    """
+    check_can_grant(actor, permissions, partner_id=partner_id)
+    if _is_operator(actor) or role is None or role.pk is None:
+        return
+    memberships = [
+        *role.partner_memberships.select_related("role").prefetch_related("selected_organizations"),
+        *role.org_memberships.select_related("role", "org").prefetch_related("sites"),
+    ]
+    for membership in memberships:
+        try:
+            _check_can_hold(actor, membership, role_permission_names(membership.role))
+            _check_can_hold(actor, membership, permissions)
+        except EscalationRefused as exc:
+            raise EscalationRefused(f"Members hold this role where you could not grant it. {exc}") from None
+
+
+def _check_can_hold(actor: User | None, membership: PartnerUser | OrganizationUser, permissions) -> None:
+    """Could ``actor`` grant ``membership`` as it stands (its reach) with ``permissions``?"""
+    if isinstance(membership, PartnerUser):
+        check_can_grant(
+            actor,
+            permissions,
+            partner_id=membership.partner_id,
+            org_access=membership.org_access,
+            organizations=membership.selected_organizations.all(),
+        )
+    else:
+        check_can_grant(actor, permissions, org=membership.org, sites=membership.sites.all())
 
 
 # --- who may change whom -----------------------------------------------------------------------------------------
@@ -209,37 +327,36 @@ def role_permission_names(role: Role) -> list[str]:
 
 def may_manage_user(actor: User, target: User) -> bool:
     """May ``actor`` change or delete ``target`` (email, password, status)? Taking over an account takes over all
-    its access, so only when ``actor`` could have granted every one of ``target``'s memberships themselves
-    (``check_can_grant``): never a superuser, never a person also serving tenants out of the actor's reach or
-    holding more than the actor there."""
+    its access, so only when ``actor`` manages access (``users:write``) wherever ``target`` is a member and
+    ``target``'s whole reach (memberships with their organizations and sites, guardian grants; a disabled
+    account's too, which enabling it gives back) is within ``actor``'s own (``authz.beyond``): never a
+    superuser, never a person also serving tenants out of the actor's reach or holding more than the actor there.
+    """
+    from rmm import authz
+
     if actor.is_superuser and actor.is_active:
         return True
-    if target.is_superuser:
+    if target.is_superuser or not authz.reach(actor).is_active:
         return False
-    partner_rows = list(PartnerUser.objects.filter(user=target).values_list("partner_id", "role_id"))
-    org_rows = list(OrganizationUser.objects.filter(user=target).values_list("org_id", "role_id"))
-    perms: defaultdict[object, list[str]] = defaultdict(list)
-    grants = RolePermission.objects.filter(role_id__in={role_id for _, role_id in partner_rows + org_rows})
-    for role_id, resource, action in grants.values_list("role_id", "permission__resource", "permission__action"):
-        perms[role_id].append(f"{resource}:{action}")
-    try:
-        for partner_id, role_id in partner_rows:
-            check_can_grant(actor, perms[role_id], partner_id=partner_id)
-        for org_id, role_id in org_rows:
-            check_can_grant(actor, perms[role_id], org_id=org_id)
-    except EscalationRefused:
-        return False
-    return True
+    places = [
+        {"partner_id": partner_id}
+        for partner_id in PartnerUser.objects.filter(user=target).values_list("partner_id", flat=True)
+    ]
+    places += [
+        {"org_id": org_id} for org_id in OrganizationUser.objects.filter(user=target).values_list("org_id", flat=True)
+    ]
+    for where in places:
+        held = _held_for_granting(actor, **where)
+        if held is None or not authz.covers(held, "users:write"):
+            return False
+    return not authz.beyond(actor, authz.potential_reach(target))
 
 
 def may_manage_membership(actor: User, membership: PartnerUser | OrganizationUser) -> bool:
-    """May ``actor`` change or remove ``membership``? Only if they could grant its current role there: nobody
-    demotes or removes a member more powerful than themselves (as the API's memberships)."""
-    where = (
-        {"partner_id": membership.partner_id} if isinstance(membership, PartnerUser) else {"org_id": membership.org_id}
-    )
+    """May ``actor`` change or remove ``membership``? Only if they could grant it as it stands, its role with its
+    reach (``check_can_grant``): nobody demotes, narrows or removes a member beyond themselves."""
     try:
-        check_can_grant(actor, role_permission_names(membership.role), **where)
+        _check_can_hold(actor, membership, role_permission_names(membership.role))
     except EscalationRefused:
         return False
     return True

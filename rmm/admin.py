@@ -521,28 +521,33 @@ class AuditedAdminMixin:
     ``LogEntry``: the spec wants one audit row per state-changing call, whichever door it came through.
 
     The action is ``<model in snake_case>.create|update|delete`` (``enrollment_key.create``); the details hold
-    Django's change message (the names of the changed fields, never their values).
+    Django's change message (the names of the changed fields, never their values) and whatever ``audit_details``
+    adds (people and memberships: what changed, from what to what, as their API audit rows say it).
     """
 
+    def audit_details(self, request, obj, verb: str) -> dict:
+        """Details of the audit row of ``verb`` (create, update, delete) on ``obj``, beyond the change message."""
+        return {}
+
     def log_addition(self, request, obj, message):
-        _audit_admin_write(request, obj, "create", message)
+        _audit_admin_write(request, obj, "create", message, self.audit_details(request, obj, "create"))
         return super().log_addition(request, obj, message)
 
     def log_change(self, request, obj, message):
-        _audit_admin_write(request, obj, "update", message)
+        _audit_admin_write(request, obj, "update", message, self.audit_details(request, obj, "update"))
         return super().log_change(request, obj, message)
 
     def log_deletions(self, request, queryset):
         for obj in queryset:
-            _audit_admin_write(request, obj, "delete", None)
+            _audit_admin_write(request, obj, "delete", None, self.audit_details(request, obj, "delete"))
         return super().log_deletions(request, queryset)
 
 
-def _audit_admin_write(request: HttpRequest, obj: Model, verb: str, message) -> None:
+def _audit_admin_write(request: HttpRequest, obj: Model, verb: str, message, extra: dict | None = None) -> None:
     from accounts import audit  # models are not importable while this module loads (see the module docstring)
 
     opts = obj._meta
-    details = {"via": "admin", "object": str(obj)}
+    details = {**(extra or {}), "via": "admin", "object": str(obj)}
     if message:
         details["changes"] = message
     audit.record(

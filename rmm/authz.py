@@ -80,10 +80,12 @@ from devices.models import Device
 from orgs.models import Organization, Partner, Site
 
 __all__ = [
+    "Excess",
     "NotFound",
     "OrgReach",
     "PermissionDenied",
     "Reach",
+    "beyond",
     "can",
     "check",
     "clear_cache",
@@ -91,7 +93,10 @@ __all__ = [
     "guardian_permission",
     "has_partner_permission",
     "holds_anywhere",
+    "in_reach",
+    "membership_reach",
     "permissions_by_org",
+    "potential_reach",
     "reach",
     "visible",
 ]
@@ -239,6 +244,9 @@ class Reach:
     ``orgs``: organization id → :class:`OrgReach`. ``partners``: partner id → partner-level permissions, one entry
     per partner membership (empty for an organization-scoped role). ``object_grants``: (app label, model) →
     canonical object id → permissions, from guardian (Site grants are folded into ``orgs`` instead).
+    ``every_org``: partner id → the permissions held in *every* organization of that partner, those made later
+    included (a membership with ``org_access = all``); a selection that happens to list every organization today
+    is not in it.
     """
 
     user_id: Any = None
@@ -246,6 +254,7 @@ class Reach:
     is_superuser: bool = False
     orgs: Mapping[uuid.UUID, OrgReach] = field(default_factory=dict)
     partners: Mapping[uuid.UUID, frozenset[str]] = field(default_factory=dict)
+    every_org: Mapping[uuid.UUID, frozenset[str]] = field(default_factory=dict)
     object_grants: Mapping[tuple[str, str], Mapping[str, frozenset[str]]] = field(default_factory=dict)
 
     def whole_orgs_with(self, perm: str) -> list[uuid.UUID]:
@@ -289,8 +298,17 @@ def clear_cache(user) -> None:
         delattr(user, _CACHE_ATTR)
 
 
-def _compute_reach(user) -> Reach:
-    if not getattr(user, "is_authenticated", False) or getattr(user, "status", None) == UserStatus.DISABLED:
+def potential_reach(user) -> Reach:
+    """What ``user`` reaches, or would reach again if their account were enabled: a disabled account keeps its
+    memberships and grants, and whoever may enable it or set its password gets them back. Computed afresh (not
+    cached), for deciding who may manage that person (``accounts.services.may_manage_user``)."""
+    return _compute_reach(user, even_if_disabled=True)
+
+
+def _compute_reach(user, *, even_if_disabled: bool = False) -> Reach:
+    if not getattr(user, "is_authenticated", False) or (
+        getattr(user, "status", None) == UserStatus.DISABLED and not even_if_disabled
+    ):
         return Reach(user_id=getattr(user, "pk", None))
     if user.is_superuser:
         return Reach(user_id=user.pk, is_active=True, is_superuser=True)
@@ -305,14 +323,21 @@ def _compute_reach(user) -> Reach:
     )
     role_perms = _role_permissions({row[3] for row in partner_rows} | {row[3] for row in org_rows})
     acc = _Accumulator()
-    partners = _add_partner_memberships(acc, partner_rows, role_perms)
+    partners, every_org = _add_partner_memberships(acc, partner_rows, role_perms)
     _add_organization_memberships(acc, org_rows, role_perms)
     object_grants, site_grants = _guardian_grants(user)
     if site_grants:
         sites = Site.objects.filter(id__in=list(site_grants)).values_list("id", "org_id", "org__partner_id")
         for site_id, org_id, partner_id in sites:
             acc.add_site(org_id, partner_id, site_id, site_grants[str(site_id)])
-    return Reach(user_id=user.pk, is_active=True, orgs=acc.orgs(), partners=partners, object_grants=object_grants)
+    return Reach(
+        user_id=user.pk,
+        is_active=True,
+        orgs=acc.orgs(),
+        partners=partners,
+        every_org=every_org,
+        object_grants=object_grants,
+    )
 
 
 class _Accumulator:
@@ -344,9 +369,13 @@ class _Accumulator:
         }
 
 
-def _add_partner_memberships(acc: _Accumulator, rows: list[tuple], role_perms) -> dict[uuid.UUID, frozenset[str]]:
-    """Add the organizations reached through partner memberships; return the partner-level permissions."""
+def _add_partner_memberships(
+    acc: _Accumulator, rows: list[tuple], role_perms
+) -> tuple[dict[uuid.UUID, frozenset[str]], dict[uuid.UUID, frozenset[str]]]:
+    """Add the organizations reached through partner memberships; return the partner-level permissions and the
+    permissions held in every organization of a partner (``org_access = all``), both by partner id."""
     partners: dict[uuid.UUID, frozenset[str]] = {}
+    every_org: dict[uuid.UUID, frozenset[str]] = {}
     role_of_partner: dict[uuid.UUID, uuid.UUID] = {}
     all_access, selected_memberships = [], []
     for membership_id, partner_id, org_access, role_id, role_scope in rows:
@@ -356,6 +385,7 @@ def _add_partner_memberships(acc: _Accumulator, rows: list[tuple], role_perms) -
         role_of_partner[partner_id] = role_id
         if org_access == PartnerUser.OrgAccess.ALL:
             all_access.append(partner_id)
+            every_org[partner_id] = role_perms[role_id]
         elif org_access == PartnerUser.OrgAccess.SELECTED:
             selected_memberships.append(membership_id)
     org_filters = []
@@ -373,7 +403,7 @@ def _add_partner_memberships(acc: _Accumulator, rows: list[tuple], role_perms) -
         reached = Organization.objects.filter(functools.reduce(operator.or_, org_filters))
         for org_id, partner_id in reached.values_list("id", "partner_id"):
             acc.add_org(org_id, partner_id, role_perms[role_of_partner[partner_id]])
-    return partners
+    return partners, every_org
 
 
 def _add_organization_memberships(acc: _Accumulator, rows: list[tuple], role_perms) -> None:
@@ -471,6 +501,123 @@ def holds_anywhere(user, perm: str) -> bool:
         or any(covers(held, perm) for held in current.partners.values())
         or any(covers(held, perm) for grants in current.object_grants.values() for held in grants.values())
     )
+
+
+# --- comparing reaches: nobody hands out, or takes over, more than they hold ------------------------------------
+
+
+def in_reach(user, obj: models.Model) -> bool:
+    """Is ``obj`` inside the user's reach at all, whatever the permission? (Reading back a reference, e.g. the
+    organizations a membership selects, shows only those inside the reader's reach.)"""
+    current = reach(user)
+    return current.is_superuser or _held_on(current, obj) is not None
+
+
+def membership_reach(
+    *,
+    permissions: Iterable[str],
+    partner_id: uuid.UUID | None = None,
+    org_access: str | None = None,
+    organizations: Iterable[Organization] = (),
+    org: Organization | None = None,
+    sites: Iterable[Site] = (),
+) -> Reach:
+    """The reach one membership gives, as :func:`reach` would compute it for a user holding only that membership.
+
+    A partner membership (``partner_id``): ``permissions`` at partner level and, by ``org_access``, in every
+    organization of the partner (``all``), in ``organizations`` (``selected``), or in none (``none``; ``None``
+    describes a custom role being defined, which reaches no organization by itself). An organization membership
+    (``org``): ``permissions`` on the whole organization, or on ``sites`` only.
+    """
+    held = frozenset(permissions)
+    acc = _Accumulator()
+    partners, every_org = {}, {}
+    if partner_id is not None:
+        partners[partner_id] = held
+        if org_access == PartnerUser.OrgAccess.ALL:
+            every_org[partner_id] = held
+        elif org_access == PartnerUser.OrgAccess.SELECTED:
+            for selected in organizations:
+                acc.add_org(selected.pk, selected.partner_id, held)
+    if org is not None:
+        sites = list(sites)
+        if not sites:
+            acc.add_org(org.pk, org.partner_id, held)
+        for site in sites:
+            acc.add_site(org.pk, org.partner_id, site.pk, held)
+    return Reach(is_active=True, orgs=acc.orgs(), partners=partners, every_org=every_org)
+
+
+@dataclass(frozen=True)
+class Excess:
+    """One way a reach exceeds a user's own: ``where`` is ``"partner"`` (partner-level permissions),
+    ``"every_org"`` (every organization of partner ``id``, present and future), ``"org"`` (the whole organization
+    ``id``), ``"site"`` (site ``id`` of organization ``org_id``) or ``"object"`` (a guardian grant on object ``id``
+    of model ``model``); ``permissions`` are those not held there; ``outside`` is True when the place itself is
+    outside the user's reach (then ``permissions`` are all that the other reach holds there)."""
+
+    where: str
+    id: Any
+    permissions: frozenset[str] = frozenset()
+    outside: bool = False
+    org_id: Any = None
+    model: tuple[str, str] | None = None
+
+
+def beyond(user, other: Reach) -> list[Excess]:
+    """Everything ``other`` reaches that ``user`` does not hold themselves, place by place; empty when ``user``'s
+    reach covers ``other``. The one comparison behind the no-escalation rule (``accounts.services``): a grant is
+    refused when the reach it gives is beyond its grantor, a person cannot be changed by someone whose reach does
+    not cover theirs.
+
+    Covering means: every partner-level permission held at partner level; ``all`` of a partner's organizations
+    only with ``all`` there (a selection listing every organization today misses those made tomorrow); a whole
+    organization only with the whole organization; a site with its organization or that site; each permission
+    held in the same place (wildcards count only against held wildcards, see :func:`covers`). A superuser is
+    covered by superusers only.
+    """
+    current = reach(user)
+    if current.is_superuser:
+        return []
+    if other.is_superuser:
+        return [Excess("superuser", None, outside=True)]
+    excess: list[Excess] = []
+
+    def compare(where: str, ident: Any, held: frozenset[str] | None, wanted: frozenset[str], **extra) -> None:
+        if held is None:
+            excess.append(Excess(where, ident, wanted, outside=True, **extra))
+            return
+        missing = frozenset(perm for perm in wanted if not covers(held, perm))
+        if missing:
+            excess.append(Excess(where, ident, missing, **extra))
+
+    for partner_id, wanted in other.partners.items():
+        compare("partner", partner_id, current.partners.get(partner_id), wanted)
+    for partner_id, wanted in other.every_org.items():
+        compare("every_org", partner_id, current.every_org.get(partner_id), wanted)
+    for org_id, entry in other.orgs.items():
+        mine = current.orgs.get(org_id)
+        if entry.whole_org:
+            compare("org", org_id, mine.org_permissions if mine and mine.whole_org else None, entry.org_permissions)
+        for site_id, wanted in entry.site_permissions.items():
+            held = None
+            if mine is not None and (mine.whole_org or site_id in mine.site_permissions):
+                held = mine.org_permissions.union(mine.site_permissions.get(site_id, ()))
+            compare("site", site_id, held, wanted, org_id=org_id)
+    for key, grants in other.object_grants.items():
+        model = _model_for(key)
+        objects = {str(obj.pk): obj for obj in model._default_manager.filter(pk__in=list(grants))}
+        for pk, wanted in grants.items():
+            obj = objects.get(pk)
+            held = _held_on(current, obj) if obj is not None else frozenset(wanted)  # a grant on nothing: harmless
+            compare("object", pk, held, wanted, model=key)
+    return excess
+
+
+def _model_for(key: tuple[str, str]) -> type[models.Model]:
+    from django.apps import apps
+
+    return apps.get_model(*key)
 
 
 # --- how each model is scoped -----------------------------------------------------------------------------------

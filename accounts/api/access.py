@@ -1,7 +1,9 @@
 """Users, roles, memberships and the permission catalogue over the technician API.
 
-Nobody hands out more than they hold (accounts.services.check_can_grant), built-in roles are read-only, and a
-person shared with tenants outside the caller's reach cannot be changed or deleted by that caller.
+Nobody hands out more than they hold, permissions or reach (accounts.services.check_can_grant), built-in roles are
+read-only, and a person or membership whose reach exceeds the caller's (or who is shared with tenants outside it)
+cannot be changed or deleted by that caller. Audit rows of memberships and people say what changed
+(``accounts.audit.changes``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.response import Response
 
-from accounts import services
+from accounts import audit, services
 from accounts.api.serializers import (
     AuditLogSerializer,
     InviteSerializer,
@@ -93,7 +95,7 @@ class RoleViewSet(_CrudViewSet):
         self._require_partner_level(partner)
         names = [str(p) for p in serializer.validated_data.get("permissions", [])]
         with _refusals():
-            services.check_can_grant(self.request.user, names, partner_id=partner.pk)
+            services.check_can_define_role(self.request.user, partner_id=partner.pk, permissions=names)
         super().perform_create(serializer)
 
     def perform_update(self, serializer):
@@ -104,7 +106,9 @@ class RoleViewSet(_CrudViewSet):
         if "permissions" in serializer.validated_data:
             names = [str(p) for p in serializer.validated_data["permissions"]]
             with _refusals():
-                services.check_can_grant(self.request.user, names, partner_id=role.partner_id)
+                services.check_can_define_role(
+                    self.request.user, partner_id=role.partner_id, permissions=names, role=role
+                )
         super().perform_update(serializer)
 
     def perform_destroy(self, instance):
@@ -121,7 +125,8 @@ _MEMBER_403 = error_answer(f"`permission_denied`, or {_ESCALATION}")
 
 class _MembershipViewSet(_CrudViewSet):
     """What partner and organization memberships share: a membership never moves, and nobody creates, changes
-    or removes one whose role they could not grant themselves (accounts.services)."""
+    or removes one they could not grant themselves, its role with its reach (accounts.services). The audit row
+    says what changed: role, org_access, organizations or sites added and removed."""
 
     tenant_field: str  # "partner" or "org"
 
@@ -130,15 +135,19 @@ class _MembershipViewSet(_CrudViewSet):
         raise NotImplementedError
 
     def _save(self, serializer, instance=None):
+        before = services.membership_state(instance) if instance else None
         with _refusals(), transaction.atomic():
             membership = self.grant(serializer.validated_data, instance)
             serializer.instance = membership
             self._require(membership)
-            self.audit("update" if instance else "create", membership)
+            details = audit.changes(before, services.membership_state(membership))
+            self.audit("update" if instance else "create", membership, **details)
 
     def _require_may_manage(self, membership) -> None:
         if not services.may_manage_membership(self.request.user, membership):
-            raise ApiError(403, "escalation_refused", "This member holds a role you could not grant yourself.")
+            raise ApiError(
+                403, "escalation_refused", "This membership holds more than you could grant yourself (role or reach)."
+            )
 
     def perform_create(self, serializer):
         data = serializer.validated_data
@@ -158,7 +167,9 @@ class _MembershipViewSet(_CrudViewSet):
 
     def perform_destroy(self, instance):
         self._require_may_manage(instance)
-        super().perform_destroy(instance)
+        with transaction.atomic():
+            self.audit("delete", instance, **audit.changes(services.membership_state(instance), None))
+            instance.delete()
 
 
 def _membership_schema(serializer):
@@ -244,7 +255,11 @@ class UserViewSet(
                 "user_beyond_your_authority",
                 "This person holds access you could not grant (here or in tenants you do not manage).",
             )
-        super().perform_update(serializer)
+        before = services.user_state(serializer.instance)
+        with transaction.atomic():
+            user = serializer.save()
+            self._require(user)
+            self.audit("update", user, **audit.changes(before, services.user_state(user)))
 
     def perform_destroy(self, instance):
         if instance == self.request.user:
@@ -255,7 +270,9 @@ class UserViewSet(
                 "user_beyond_your_authority",
                 "This person holds access you could not grant (here or in tenants you do not manage).",
             )
-        super().perform_destroy(instance)
+        with transaction.atomic():
+            self.audit("delete", instance, **audit.changes(services.user_state(instance), None))
+            instance.delete()
 
     def create(self, request, *args, **kwargs):
         body = InviteSerializer(data=request.data, context=self.get_serializer_context())
@@ -286,7 +303,7 @@ class UserViewSet(
                 status=User.Status.ACTIVE if password else User.Status.INVITED,
             )
             if partner:
-                services.grant_partner_access(
+                membership = services.grant_partner_access(
                     partner=partner,
                     user=user,
                     role=data["role_id"],
@@ -295,11 +312,14 @@ class UserViewSet(
                     actor=request.user,
                 )
             else:
-                services.grant_organization_access(
+                membership = services.grant_organization_access(
                     org=org, user=user, role=data["role_id"], sites=data.get("site_ids", []), actor=request.user
                 )
             self._require(user, "users:read")
-            self.audit("create", user)
+            membership_changes = audit.changes(None, services.membership_state(membership))
+            target = {"partnerId": str(partner.pk)} if partner else {"orgId": str(org.pk)}
+            details = audit.changes(None, services.user_state(user)) | {"membership": target | membership_changes}
+            self.audit("create", user, **details)
         return Response(UserSerializer(user).data, status=201)
 
 

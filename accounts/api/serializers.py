@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from rest_framework import serializers
+from rest_framework.relations import MANY_RELATION_KWARGS
 
 from accounts.models import ApiToken, AuditLog, OrganizationUser, PartnerUser, Permission, Role, User
 from orgs.models import Organization, Partner, Site
+from rmm import authz
 from rmm.api import CamelCaseFieldsMixin, CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
 from rmm.errors import ErrorSerializer
 
@@ -166,16 +168,41 @@ class RoleSerializer(CamelCaseModelSerializer):
         return role
 
 
+class _InReachManyField(serializers.ManyRelatedField):
+    """Reads back only the related objects inside the requester's reach (``authz.in_reach``)."""
+
+    def to_representation(self, iterable):
+        user = self.context["request"].user
+        return [self.child_relation.to_representation(obj) for obj in iterable if authz.in_reach(user, obj)]
+
+
+class InReachRelatedField(ScopedRelatedField):
+    """A ``ScopedRelatedField`` list that is also *read* through the requester's reach: ids of objects outside it
+    are left out of the answer, so a list does not tell one tenant what another one holds."""
+
+    @classmethod
+    def many_init(cls, *args, **kwargs):
+        list_kwargs = {"child_relation": cls(*args, **kwargs)}
+        list_kwargs.update({key: value for key, value in kwargs.items() if key in MANY_RELATION_KWARGS})
+        return _InReachManyField(**list_kwargs)
+
+
 class PartnerUserSerializer(CamelCaseModelSerializer):
+    """A partner membership. ``organizationIds`` lists only the selected organizations inside the reader's reach:
+    a membership is a partner-level row (read with partner-level ``users:read``), but which organizations it
+    selects is organization-level knowledge. Whoever does not reach them all cannot change that membership anyway
+    (its reach exceeds theirs), so the shortened list is never written back."""
+
     partner_id = ScopedRelatedField(perm="users:read", source="partner", queryset=Partner.objects.all())
     user_id = ScopedRelatedField(perm="users:read", source="user", queryset=User.objects.all())
     role_id = ScopedRelatedField(perm="users:read", source="role", queryset=Role.objects.all())
-    organization_ids = ScopedRelatedField(
+    organization_ids = InReachRelatedField(
         perm="organizations:read",
         source="selected_organizations",
         queryset=Organization.objects.all(),
         many=True,
         required=False,
+        help_text="With orgAccess 'selected': the organizations reached. Read back: only those inside your reach.",
     )
 
     class Meta:

@@ -1,5 +1,9 @@
 """Give a person access to a partner's organizations or to one organization.
 
+The command acts as the operator of the installation: it goes through the same services as the API and the admin
+(``accounts.services.grant_partner_access`` / ``grant_organization_access``, whose no-escalation rule lets the
+operator grant anything) and writes the same audit row, saying what changed.
+
     # a partner technician who serves two of the partner's customers
     manage.py grant_access tech@msp.example --partner demo-msp --role "Partner Technician" \
         --orgs acme-corp,globex --create-user --name "Terry Tech"
@@ -15,9 +19,14 @@ import secrets
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from accounts.models import PartnerUser, Role, User
-from accounts.services import MembershipError, grant_organization_access, grant_partner_access
+from accounts import audit
+from accounts.models import OrganizationUser, PartnerUser, Role, User
+from accounts.services import MembershipError, grant_organization_access, grant_partner_access, membership_state
 from orgs.models import Organization, Partner, Site
+
+
+def _state(membership: PartnerUser | OrganizationUser | None) -> dict | None:
+    return membership_state(membership) if membership is not None else None
 
 
 def _split(value: str | None) -> list[str]:
@@ -64,7 +73,8 @@ class Command(BaseCommand):
                 missing = set(names) - {site.name for site in sites}
                 if missing:
                     raise CommandError(f"Organization {org!r} has no site(s): {', '.join(sorted(missing))}.")
-                grant_organization_access(org=org_row, user=user, role=role_row, sites=sites)
+                before = _state(OrganizationUser.objects.filter(org=org_row, user=user).first())
+                membership = grant_organization_access(org=org_row, user=user, role=role_row, sites=sites)
                 where = f"organization {org_row.slug}" + (f", sites {', '.join(names)}" if names else ", all sites")
             else:
                 if options["sites"]:
@@ -81,7 +91,8 @@ class Command(BaseCommand):
                     if options["no_orgs"]
                     else PartnerUser.OrgAccess.ALL
                 )
-                grant_partner_access(
+                before = _state(PartnerUser.objects.filter(partner=partner_row, user=user).first())
+                membership = grant_partner_access(
                     partner=partner_row, user=user, role=role_row, org_access=access, organizations=orgs
                 )
                 where = f"partner {partner_row.slug}, " + (
@@ -89,6 +100,11 @@ class Command(BaseCommand):
                 )
         except MembershipError as exc:
             raise CommandError(str(exc)) from None
+        audit.record(
+            action=f"{membership._meta.model_name}.{'update' if before else 'create'}",
+            target=membership,
+            details={**audit.changes(before, membership_state(membership)), "via": "grant_access"},
+        )
         self.stdout.write(f"{user.email}: {role_row.name} in {where}.")
         if password:
             self.stdout.write(f"New user's password (shown once): {password}")
