@@ -24,11 +24,11 @@ from accounts import audit, services
 from accounts.models import (
     ApiToken,
     AuditLog,
-    LoginFailure,
     MfaRecoveryCode,
     OrganizationUser,
     PartnerUser,
     Permission,
+    RecentFailures,
     Role,
     RolePermission,
     User,
@@ -636,13 +636,18 @@ class MfaRecoveryCodeAdmin(ReadOnlyAdminMixin, SuperuserOnlyAdminMixin, admin.Mo
     readonly_fields = fields
 
 
-@admin.register(LoginFailure)
-class LoginFailureAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, SuperuserOnlyAdminMixin, admin.ModelAdmin):
-    """Failed sign-ins, counted to throttle password guessing."""
+@admin.register(RecentFailures)
+class RecentFailuresAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, SuperuserOnlyAdminMixin, admin.ModelAdmin):
+    """Who the throttles are counting (accounts/throttle.py): failed sign-ins and codes, refused keys and tokens,
+    by email, address or user, with the times of their failures in the window."""
 
-    list_display = ("created_at", "email", "ip")
-    list_filter = ("created_at",)
-    search_fields = ("=email", "=ip")
-    ordering = ("-pk",)
-    fields = ("created_at", "email", "ip")
+    list_display = ("scope", "subject", "failures", "updated_at")
+    list_filter = ("scope",)
+    search_fields = ("subject",)
+    ordering = ("-updated_at",)
+    fields = ("scope", "subject", "failed_at", "updated_at")
     readonly_fields = fields
+
+    @admin.display(description="failures kept")
+    def failures(self, obj: RecentFailures) -> int:
+        return len(obj.failed_at)

@@ -1,6 +1,7 @@
 """Credentials of people: personal API tokens, TOTP multi-factor sign-in, recovery codes, MFA set-up tokens.
 
 Secrets are never stored: API tokens as SHA-256, recovery codes as HMAC-SHA-256 keyed with SECRET_KEY.
+Refused bearer tokens are counted per address, and every second-factor check per user (``accounts.throttle``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from accounts import throttle
 from accounts.models import ApiToken, MfaRecoveryCode, User
+from rmm.net import client_ip
 
 API_TOKEN_PREFIX = "rmmu_"  # noqa: S105 (a prefix, not a secret)
 SETUP_TOKEN_PREFIX = "rmms_"  # noqa: S105
@@ -83,6 +86,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             return None
         found = user_for_api_token(raw)
         if found is None:
+            throttle.count_refusal(throttle.Scope.API_TOKEN, client_ip(request))  # 429 past the address's limit
             raise exceptions.AuthenticationFailed("The API token is invalid, expired or revoked.", code="invalid_token")
         return found
 
@@ -122,6 +126,7 @@ class MfaSetupTokenAuthentication(authentication.BaseAuthentication):
             return None
         user = user_for_setup_token(raw)
         if user is None:
+            throttle.count_refusal(throttle.Scope.API_TOKEN, client_ip(request))
             raise exceptions.AuthenticationFailed("The set-up token is invalid or expired.", code="invalid_token")
         return user, None
 
@@ -174,13 +179,22 @@ def _use_recovery_code(user: User, code: str) -> bool:
     )
 
 
-def verify_second_factor(user: User, code: str) -> bool:
-    """A current TOTP code (accepted once) or an unused recovery code (consumed)."""
-    if not code:
-        return False
-    if _accept_totp(user, code):
+def _throttled_check(user: User, check) -> bool:
+    # Counted before the check, withdrawn if it passes: concurrent guesses get exactly MFA_MAX_FAILURES checks.
+    attempt = throttle.begin_second_factor(user.pk)  # raises rmm.errors.TooManyAttempts at the limit
+    if check():
+        attempt.withdraw()
         return True
-    return _use_recovery_code(user, code)
+    return False
+
+
+def verify_second_factor(user: User, code: str) -> bool:
+    """A current TOTP code (accepted once) or an unused recovery code (consumed).
+
+    Every check counts against the user's second-factor throttle: ``rmm.errors.TooManyAttempts`` once
+    MFA_MAX_FAILURES wrong codes were given within the window, through any door.
+    """
+    return _throttled_check(user, lambda: bool(code) and (_accept_totp(user, code) or _use_recovery_code(user, code)))
 
 
 def new_recovery_codes(user: User) -> list[str]:
@@ -196,8 +210,8 @@ def new_recovery_codes(user: User) -> list[str]:
 
 def enable_mfa(user: User, code: str) -> list[str] | None:
     """Turn MFA on once the user proves their authenticator works; return recovery codes, or None if the code
-    is wrong."""
-    if not _accept_totp(user, code):
+    is wrong (throttled like ``verify_second_factor``)."""
+    if not _throttled_check(user, lambda: _accept_totp(user, code)):
         return None
     User.objects.filter(pk=user.pk).update(mfa_enabled=True)
     user.mfa_enabled = True

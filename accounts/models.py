@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -321,22 +322,40 @@ class MfaRecoveryCode(UUIDModel):
         return f"recovery code of {self.user_id} ({'used' if self.used_at else 'unused'})"
 
 
-class LoginFailure(UUIDModel):
-    """A failed sign-in (wrong password, unknown email, wrong second factor), counted to throttle guessing.
+class ThrottleScope(models.TextChoices):
+    """What a row of ``recent_failures`` counts, and so what its ``subject`` is (``accounts.throttle``)."""
 
-    Kept in the database rather than a cache so every gunicorn worker and server sees the same count.
+    SIGN_IN_PAIR = "sign_in_pair", "sign-in failures of one email from one address"
+    SIGN_IN_ADDRESS = "sign_in_address", "sign-in failures from one address"
+    SIGN_IN_EMAIL = "sign_in_email", "sign-in failures of one email"
+    SECOND_FACTOR = "second_factor", "wrong second-factor codes of one user"
+    ENROLLMENT = "enrollment", "refused enrollments from one address"
+    AGENT_TOKEN = "agent_token", "refused agent tokens from one address"
+    API_TOKEN = "api_token", "refused API tokens from one address"
+
+
+class RecentFailures(UUIDModel):
+    """The times of the recent failures of one kind for one subject (an address, an email, a user), which a
+    throttle counts: one row per (scope, subject), written by one atomic statement (``accounts.throttle``).
+
+    Kept in the database rather than a cache so every worker and every server sees the same count. Times older than
+    the window are dropped on each write; rows with nothing left are purged by ``manage.py run_periodic``.
     """
 
-    email = models.CharField(max_length=254)
-    ip = models.GenericIPAddressField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    Scope = ThrottleScope
+
+    scope = models.CharField(max_length=20, choices=ThrottleScope.choices)
+    subject = models.TextField()
+    failed_at = ArrayField(models.DateTimeField(), default=list)
+    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        db_table = "login_failures"
-        indexes = [
-            models.Index(fields=["email", "created_at"], name="login_failures_email_created"),
-            models.Index(fields=["ip", "created_at"], name="login_failures_ip_created"),
+        db_table = "recent_failures"
+        verbose_name_plural = "recent failures"
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "subject"], name="%(app_label)s_%(class)s_one_per_subject"),
+            choices_check("scope", ThrottleScope),
         ]
 
     def __str__(self) -> str:
-        return f"{self.email} from {self.ip} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+        return f"{self.get_scope_display()}: {self.subject}"

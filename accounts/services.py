@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import math
+import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth.hashers import make_password
+from django.contrib.auth.hashers import check_password, get_hasher, make_password
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts import audit
+from accounts import audit, throttle
 from accounts.auth import issue_api_token, issue_setup_token, verify_second_factor
-from accounts.models import ApiToken, LoginFailure, OrganizationUser, PartnerUser, Role, User
+from accounts.models import ApiToken, OrganizationUser, PartnerUser, Role, User
+from rmm.errors import TooManyAttempts
 
 
 class LoginRefused(Exception):
-    """Sign-in refused; ``code`` and ``status`` are the API's answer, ``extra`` goes into the body."""
+    """Sign-in refused; ``code`` and ``status`` are the API's answer, ``extra`` goes into the body, ``headers`` into
+    the answer (``Retry-After`` of a 429)."""
 
-    def __init__(self, status: int, code: str, message: str, extra: dict | None = None):
+    def __init__(self, status: int, code: str, message: str, extra: dict | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra or {}
+        self.headers = headers or {}
 
 
 @dataclass
@@ -38,42 +44,56 @@ def role_forces_mfa(user: User) -> bool:
     ).exists()
 
 
-def _window_start() -> dt.datetime:
-    return timezone.now() - dt.timedelta(seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS)
+@functools.cache
+def _stand_in_hash(algorithm: str) -> str:
+    return make_password(secrets.token_urlsafe(16), hasher=algorithm)
 
 
-def _throttled(email: str, ip: str | None) -> bool:
-    since = _window_start()
-    limit = settings.LOGIN_MAX_FAILURES
-    if LoginFailure.objects.filter(email=email, created_at__gte=since).count() >= limit:
-        return True
-    return ip is not None and LoginFailure.objects.filter(ip=ip, created_at__gte=since).count() >= limit
+def _password_is_right(user: User | None, password: str) -> bool:
+    """Check the password with the same work whether the email is unknown, has no usable password (invited,
+    never set) or is a real account, so the time of the answer does not tell which."""
+    if user is None or not user.has_usable_password():
+        check_password(password, _stand_in_hash(get_hasher().algorithm))
+        return False
+    return user.check_password(password)
 
 
-def _fail(email: str, ip: str | None) -> None:
-    LoginFailure.objects.create(email=email, ip=ip)
-    # Keep the table small: this email's failures that no longer count.
-    LoginFailure.objects.filter(email=email, created_at__lt=_window_start()).delete()
+def _too_many(refused: TooManyAttempts) -> LoginRefused:
+    minutes = math.ceil(refused.retry_after / 60)
+    wait = f"{minutes} minutes" if minutes > 1 else f"{refused.retry_after} seconds"
+    return LoginRefused(429, refused.code, f"Too many failed sign-ins; try again in {wait}.", headers=refused.headers)
+
+
+# A sign-in refused with one of these codes stays counted as a failed attempt; any other answer withdraws it.
+_FAILED_SIGN_INS = frozenset({"invalid_credentials", "invalid_totp"})
 
 
 def check_credentials(*, email: str, password: str, totp: str | None, ip: str | None) -> User:
     """The user behind these credentials, or LoginRefused with the spec's answer.
 
-    Order matters: the throttle is checked before the password (so guessing stops), and whether an account is
-    disabled or needs MFA is only revealed to someone who knows its password.
+    The attempt is counted by the sign-in throttle (``accounts.throttle.begin_sign_in``) before the password is
+    checked, so guessing stops exactly at the limit even under concurrency, and may first wait the email's delay;
+    it is withdrawn unless the password or the second factor was wrong. Whether an account is disabled or needs MFA
+    is only revealed to someone who knows its password.
     """
     email = email.strip().lower()
-    if _throttled(email, ip):
-        minutes = settings.LOGIN_FAILURE_WINDOW_SECONDS // 60
-        raise LoginRefused(429, "too_many_attempts", f"Too many failed sign-ins; try again in {minutes} minutes.")
+    try:
+        attempt = throttle.begin_sign_in(email=email, address=ip)
+    except TooManyAttempts as refused:
+        raise _too_many(refused) from None
+    try:
+        user = _judge_credentials(email=email, password=password, totp=totp)
+    except LoginRefused as refused:
+        if refused.code not in _FAILED_SIGN_INS:
+            attempt.withdraw()
+        raise
+    attempt.withdraw()
+    return user
 
+
+def _judge_credentials(*, email: str, password: str, totp: str | None) -> User:
     user = User.objects.filter(email__iexact=email).first()
-    if user is None:
-        make_password(password)  # spend the same time as for a real user, so timing does not reveal emails
-        _fail(email, ip)
-        raise LoginRefused(401, "invalid_credentials", "The email or password is wrong.")
-    if not user.check_password(password):
-        _fail(email, ip)
+    if not _password_is_right(user, password):
         raise LoginRefused(401, "invalid_credentials", "The email or password is wrong.")
     if user.status == User.Status.DISABLED:
         raise LoginRefused(403, "account_disabled", "This account is disabled.")
@@ -88,8 +108,11 @@ def check_credentials(*, email: str, password: str, totp: str | None, ip: str | 
     if user.mfa_enabled:
         if not totp:
             raise LoginRefused(401, "mfa_required", "Give the current code of your authenticator app (totp).")
-        if not verify_second_factor(user, totp):
-            _fail(email, ip)
+        try:
+            right = verify_second_factor(user, totp)  # the user's second-factor throttle: 5 wrong codes, then 429
+        except TooManyAttempts as refused:
+            raise _too_many(refused) from None
+        if not right:
             raise LoginRefused(401, "invalid_totp", "The authenticator code is wrong or was already used.")
     return user
 

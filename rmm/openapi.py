@@ -2,8 +2,9 @@
 
 - ``ApiSchema``, DRF's DEFAULT_SCHEMA_CLASS: every operation also lists the error answers that apply to it, in the
   one error shape (``rmm.errors.ErrorSerializer``), decided here once instead of on every view:
-  400 when it takes a body or query parameters, 401 when it needs a signed-in user, 403 when the access rules
-  (ScopedViewSet) or the session's CSRF check can refuse it, 404 when its path names an object.
+  400 when it takes a body or query parameters, 401 and 429 (refused tokens) when it needs a signed-in user, 403
+  when the access rules (ScopedViewSet) or the session's CSRF check can refuse it, 404 when its path names an
+  object.
   Answers particular to one view (409, 428, ...) are declared on that view with ``@extend_schema``.
 - The security schemes of our own authentication classes (the session cookie is drf-spectacular's own).
 - The description of devices/{id}/telemetry, whose answer is built from SQL rows without a serializer.
@@ -37,6 +38,8 @@ ERROR_DESCRIPTIONS = {
     "403": "`permission_denied`: the object is in your reach but your role lacks the permission, or the write "
     "would move it out of your reach (nothing is saved).",
     "404": "`not_found`: no such object within your reach.",
+    "429": "`too_many_attempts`: too many refused API tokens from this address (accounts/throttle.py); "
+    "`Retry-After` gives the seconds to wait.",
 }
 
 
@@ -77,7 +80,7 @@ class ApiSchema(AutoSchema):
         if "requestBody" in operation or any(p["in"] == "query" for p in operation.get("parameters", [])):
             codes.append("400")
         if signed_in:
-            codes.append("401")
+            codes += ["401", "429"]
             # The access rules refuse an object in reach (ScopedViewSet.get_object) or a write; a session's
             # CSRF check refuses any write. A list is only ever narrowed, never refused.
             if self.method not in SAFE_METHODS or (isinstance(self.view, ScopedViewSet) and "{" in self.path):

@@ -24,7 +24,14 @@
 | GROUP_RECONCILE_SECONDS | 3600 | how often every dynamic group is re-evaluated from scratch (a safety net) |
 | TRUSTED_PROXIES | (none) | proxies whose X-Forwarded-For and client-certificate headers are believed |
 | LOGIN_TOKEN_HOURS | 12 | lifetime of the token the login endpoint issues |
-| LOGIN_MAX_FAILURES / LOGIN_FAILURE_WINDOW_SECONDS | 10 / 900 | sign-in throttle per email and per IP |
+| THROTTLE_WINDOW_SECONDS | 900 | the sliding window in which the throttles below count (accounts/throttle.py) |
+| LOGIN_MAX_FAILURES | 10 | sign-in failures of one email from one address before 429; past it from any address: delay |
+| LOGIN_MAX_FAILURES_PER_ADDRESS | 50 | failed sign-ins from one address (any email) before 429 |
+| LOGIN_DELAY_BASE_MS / LOGIN_DELAY_MAX_MS | 1000 / 30000 | that delay: base, doubled per further failure, at most max |
+| MFA_MAX_FAILURES | 5 | wrong second-factor codes of one user (login, mfa/enable, mfa/disable, …) before 429 |
+| ENROLLMENT_MAX_FAILURES_PER_ADDRESS | 20 | refused enrollment keys from one address before refusals are 429 |
+| AGENT_TOKEN_MAX_FAILURES_PER_ADDRESS | 100 | refused agent tokens from one address before refusals are 429 |
+| API_TOKEN_MAX_FAILURES_PER_ADDRESS | 50 | refused API tokens (rmmu_, rmms_) from one address before refusals are 429 |
 """
 
 from __future__ import annotations
@@ -82,10 +89,18 @@ COMMAND_TIMEOUT_GRACE_SECONDS = env_int("COMMAND_TIMEOUT_GRACE_SECONDS", 300, mi
 GROUP_RULE_TIMEOUT_MS = env_int("GROUP_RULE_TIMEOUT_MS", 10_000, minimum=100, maximum=600_000)
 GROUP_TIME_SWEEP_SECONDS = env_int("GROUP_TIME_SWEEP_SECONDS", 60, minimum=10)
 GROUP_RECONCILE_SECONDS = env_int("GROUP_RECONCILE_SECONDS", 3600, minimum=60)
-# People: the lifetime of the API token POST /api/v1/auth/login issues, and the sign-in throttle.
+# People: the lifetime of the API token POST /api/v1/auth/login issues.
 LOGIN_TOKEN_HOURS = env_int("LOGIN_TOKEN_HOURS", 12, minimum=1, maximum=24 * 90)
-LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 10, minimum=1)
-LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60, minimum=60)
+# Throttles on failed credentials (technician-api.md "Authentication"; accounts/throttle.py), in one sliding window.
+THROTTLE_WINDOW_SECONDS = env_int("THROTTLE_WINDOW_SECONDS", 15 * 60, minimum=60, maximum=24 * 3600)
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 10, minimum=1, maximum=1000)
+LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1, maximum=10_000)
+LOGIN_DELAY_BASE_MS = env_int("LOGIN_DELAY_BASE_MS", 1000, minimum=1, maximum=60_000)
+LOGIN_DELAY_MAX_MS = env_int("LOGIN_DELAY_MAX_MS", 30_000, minimum=1, maximum=300_000)
+MFA_MAX_FAILURES = env_int("MFA_MAX_FAILURES", 5, minimum=1, maximum=1000)
+ENROLLMENT_MAX_FAILURES_PER_ADDRESS = env_int("ENROLLMENT_MAX_FAILURES_PER_ADDRESS", 20, minimum=1, maximum=100_000)
+AGENT_TOKEN_MAX_FAILURES_PER_ADDRESS = env_int("AGENT_TOKEN_MAX_FAILURES_PER_ADDRESS", 100, minimum=1, maximum=100_000)
+API_TOKEN_MAX_FAILURES_PER_ADDRESS = env_int("API_TOKEN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1, maximum=100_000)
 
 INSTALLED_APPS = [
     "rmm.admin.RmmAdminConfig",  # django.contrib.admin with our AdminSite (rmm/admin.py)

@@ -23,11 +23,11 @@ from django.utils import timezone
 from accounts.models import (
     ApiToken,
     AuditLog,
-    LoginFailure,
     MfaRecoveryCode,
     OrganizationUser,
     PartnerUser,
     Permission,
+    RecentFailures,
     Role,
     RolePermission,
     User,
@@ -161,7 +161,7 @@ def schema(db) -> Schema:
     )
     recovery_hash = sha256_hex("recovery code")
     MfaRecoveryCode.objects.create(user=member, code_hash=recovery_hash)
-    LoginFailure.objects.create(email="tech@example.com", ip="192.0.2.99")
+    RecentFailures.objects.create(scope="sign_in_email", subject="tech@example.com", failed_at=[timezone.now()])
 
     devices = [make_device(org_a, site_a, f"ACME-PC-{n}") for n in (1, 2)] + [make_device(org_b, site_b, "GLOBEX-SRV")]
     for device in devices:

@@ -17,11 +17,11 @@ from django.utils import timezone
 from accounts.models import (
     ApiToken,
     AuditLog,
-    LoginFailure,
     MfaRecoveryCode,
     OrganizationUser,
     PartnerUser,
     Permission,
+    RecentFailures,
     Role,
     RolePermission,
     User,
@@ -110,7 +110,7 @@ def test_a_technician_who_is_staff_gets_the_index_with_only_what_they_may_see(si
     models = {model["object_name"] for app in response.context["app_list"] for model in app["models"]}
     assert {"Device", "Site", "Organization", "Partner", "DeviceTelemetry"} <= models
     # No devices:write, no audit:read, no users:*; and the operators' tables.
-    assert not models & {"EnrollmentKey", "AuditLog", "User", "LoginFailure", "MfaRecoveryCode", "RolePermission"}
+    assert not models & {"EnrollmentKey", "AuditLog", "User", "RecentFailures", "MfaRecoveryCode", "RolePermission"}
 
 
 def test_a_user_who_is_not_staff_is_sent_to_the_login_page(client, partner_admin):
@@ -667,7 +667,7 @@ def test_the_permission_catalogue_is_readable_by_any_staff_user(signed_in, permi
     assert client.get(admin_url(Permission, "add")).status_code == 403
 
 
-@pytest.mark.parametrize("model", [RolePermission, MfaRecoveryCode, LoginFailure])
+@pytest.mark.parametrize("model", [RolePermission, MfaRecoveryCode, RecentFailures])
 def test_operators_tables_are_closed_to_everyone_else(signed_in, partner_admin, model):
     assert signed_in(partner_admin).get(admin_url(model, "changelist")).status_code == 403
 
@@ -750,7 +750,8 @@ def test_admin_login_with_a_wrong_code_is_refused_and_counted(client, mfa_techni
     assert response.status_code == 200
     assert response.context["form"].errors["totp"] == ["The authenticator code is wrong or was already used."]
     assert "_auth_user_id" not in client.session
-    assert LoginFailure.objects.filter(email=user.email).count() == 1
+    counted = {row.scope: len(row.failed_at) for row in RecentFailures.objects.all()}
+    assert counted["sign_in_pair"] == 1 and counted["second_factor"] == 1
 
 
 def test_admin_login_with_the_right_code_signs_in(client, mfa_technician):
@@ -774,7 +775,9 @@ def test_admin_login_refuses_users_who_are_not_staff_even_with_the_right_passwor
 
 def test_admin_login_is_throttled_like_the_api(client, mfa_technician, settings):
     user, secret = mfa_technician
-    LoginFailure.objects.bulk_create(LoginFailure(email=user.email) for _ in range(settings.LOGIN_MAX_FAILURES))
+    settings.LOGIN_DELAY_BASE_MS = settings.LOGIN_DELAY_MAX_MS = 1
+    for _ in range(settings.LOGIN_MAX_FAILURES):
+        log_in(client, user.email, password="wrong password")
 
     response = log_in(client, user.email, totp=pyotp.TOTP(secret).now())
 

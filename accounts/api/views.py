@@ -31,6 +31,10 @@ from rmm.net import client_ip
 from rmm.openapi import error_answer
 
 _WRONG_TOTP = error_answer("`invalid_totp`: the code is wrong or was already used.")
+_TOO_MANY_CODES = error_answer(
+    "`too_many_attempts`: too many wrong codes for this user (login, enable, disable and recovery codes count "
+    "together); `Retry-After` gives the seconds to wait."
+)
 
 
 class LoginView(APIView):
@@ -49,7 +53,10 @@ class LoginView(APIView):
                 "`mfa_enrollment_required`: a role forces MFA; enroll with `setupToken`, then sign in again.",
                 MfaEnrollmentRequiredSerializer,
             ),
-            429: error_answer("`too_many_attempts`: too many failed sign-ins for this email or from this address."),
+            429: error_answer(
+                "`too_many_attempts`: too many failed sign-ins for this email from this address, or from this "
+                "address, or too many wrong codes for this user; `Retry-After` gives the seconds to wait."
+            ),
         },
     )
     def post(self, request):
@@ -63,7 +70,9 @@ class LoginView(APIView):
                 ip=client_ip(request),
             )
         except services.LoginRefused as refused:
-            raise ApiError(refused.status, refused.code, refused.message, extra=refused.extra) from None
+            raise ApiError(
+                refused.status, refused.code, refused.message, extra=refused.extra, headers=refused.headers
+            ) from None
         return Response(
             {
                 "token": result.token,
@@ -126,6 +135,7 @@ class MfaEnableView(_MfaView):
             200: MfaEnabledSerializer,
             400: _WRONG_TOTP,
             409: error_answer("`mfa_already_enabled`, or `mfa_setup_required` (call auth/mfa/setup first)."),
+            429: _TOO_MANY_CODES,
         },
     )
     def post(self, request):
@@ -152,6 +162,7 @@ class MfaDisableView(_MfaView):
             400: _WRONG_TOTP,
             403: error_answer("`mfa_required_by_role`: a role you hold requires MFA."),
             409: error_answer("`mfa_not_enabled`."),
+            429: _TOO_MANY_CODES,
         },
     )
     def post(self, request):
@@ -172,7 +183,12 @@ class MfaRecoveryCodesView(_MfaView):
 
     @extend_schema(
         request=TotpSerializer,
-        responses={200: RecoveryCodesSerializer, 400: _WRONG_TOTP, 409: error_answer("`mfa_not_enabled`.")},
+        responses={
+            200: RecoveryCodesSerializer,
+            400: _WRONG_TOTP,
+            409: error_answer("`mfa_not_enabled`."),
+            429: _TOO_MANY_CODES,
+        },
     )
     def post(self, request):
         if not request.user.mfa_enabled:

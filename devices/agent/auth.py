@@ -8,6 +8,10 @@ Nothing is cached between requests: a fleet checks in once a minute per device, 
 seconds would almost never hit in production, and the heartbeat's identity lookup is one indexed statement per
 batch anyway (``devices.agent.hot``). A revoked or rotated-out token is therefore refused from the next request.
 
+A refused token is counted against the caller's address (``accounts.throttle``, ``refusal_answer``), on this
+failure path only: a valid token costs nothing more, and valid agents behind a limited address keep being served;
+past AGENT_TOKEN_MAX_FAILURES_PER_ADDRESS refusals in the window, the refusals are 429 with ``Retry-After``.
+
 The checks, in order: the token (401), the client certificate when ``AGENT_MTLS_MODE`` is ``enforce`` (403
 ``mtls_required``), the tenant (403 ``tenant_inactive``), the device's status (403 ``device_decommissioned`` /
 ``device_quarantined``), and last an expired client certificate under an organization whose
@@ -28,11 +32,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts import audit
+from accounts import audit, throttle
 from devices.agent import hot
 from devices.agent.errors import AgentError
 from devices.models import Device
 from orgs.models import Organization, Partner
+from rmm.errors import TooManyAttempts
 from rmm.net import client_ip, request_is_from_trusted_proxy
 
 logger = logging.getLogger("devices.agent")
@@ -70,6 +75,17 @@ STATUSES = {
 
 def refusal(code: str) -> AgentError:
     return AgentError(STATUSES[code], code, MESSAGES[code])
+
+
+def refusal_answer(request, error: AgentError):
+    """The answer to a refused agent call: ``error``'s, except that a refused token is counted against the
+    caller's address and, once the address is past its limit, answered 429 ``too_many_attempts`` instead."""
+    if error.code == "invalid_token":
+        try:
+            throttle.count_refusal(throttle.Scope.AGENT_TOKEN, client_ip(request))
+        except TooManyAttempts as refused:
+            return refused.response()
+    return error.response()
 
 
 @dataclass(slots=True)

@@ -19,13 +19,21 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from devices.agent import hot
-from devices.agent.auth import OK, authenticate, presented_certificate, presented_token_hash, refusal
+from devices.agent.auth import (
+    OK,
+    authenticate,
+    presented_certificate,
+    presented_token_hash,
+    refusal,
+    refusal_answer,
+)
 from devices.agent.bodies import INVENTORY_KINDS, read_command_result, read_enrollment, read_hardware, read_inventory
 from devices.agent.errors import AgentError
 from devices.agent.group_commit import GroupCommitter, WriterUnavailable
 from devices.agent.heartbeat import process_heartbeats, read_heartbeat
 from devices.agent.validation import read_json_object
 from devices.services import commands, enrollment, ingest
+from rmm.errors import TooManyAttempts
 from rmm.net import client_ip
 
 logger = logging.getLogger("devices.agent")
@@ -82,7 +90,9 @@ def agent_endpoint(*methods: str):
             try:
                 return view(request, *args, **kwargs)
             except AgentError as error:
-                return error.response()
+                return refusal_answer(request, error)  # refused tokens are counted per address: 429 past the limit
+            except TooManyAttempts as refused:  # refused enrollment keys past the address's limit
+                return refused.response()
             except WriterUnavailable:
                 return AgentError(
                     503, "service_unavailable", "The server could not store this now; try again shortly."

@@ -5,6 +5,10 @@ compare-and-set UPDATE in the same transaction as the device insert, so a key wi
 exactly N devices however many agents race for it. Device limits (organization and partner ``max_devices``) are
 checked with the limited row locked (FOR NO KEY UPDATE), which serializes the enrollments it governs and so keeps
 the count exact too; with no limit nothing is locked and enrollments run in parallel.
+
+A key refused (unknown, revoked, expired, exhausted) is counted against the caller's address
+(``accounts.throttle``); past ENROLLMENT_MAX_FAILURES_PER_ADDRESS refusals in the window, the refusal becomes
+``rmm.errors.TooManyAttempts`` (429). A valid key is never held back by it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from accounts import audit
+from accounts import audit, throttle
 from devices.agent.auth import PREVIOUS_TOKEN_GRACE, new_token
 from devices.models import Device
 from devices.services import ingest
@@ -121,8 +125,18 @@ UPDATE enrollment_keys
 def enroll_device(*, key: str, facts: EnrollFacts, ip: str | None = None) -> Enrollment:
     """Create the device of ``facts`` in the key's site and return it with its new agent token.
 
-    Raises ``EnrollmentRefused`` (401 for the key, 403 for the tenant or a device limit); then nothing is stored.
+    Raises ``EnrollmentRefused`` (401 for the key, 403 for the tenant or a device limit), or ``TooManyAttempts``
+    instead of a 401 once ``ip`` is past its limit of refused keys; then nothing is stored.
     """
+    try:
+        return _enroll_device(key=key, facts=facts, ip=ip)
+    except EnrollmentRefused as refused:
+        if refused.status == 401:  # the key, not the tenant nor a device limit
+            throttle.count_refusal(throttle.Scope.ENROLLMENT, ip)
+        raise
+
+
+def _enroll_device(*, key: str, facts: EnrollFacts, ip: str | None) -> Enrollment:
     now = timezone.now()
     enrollment_key = (
         EnrollmentKey.objects.select_related("org__partner").filter(key_hash=hash_enrollment_key(key)).first()

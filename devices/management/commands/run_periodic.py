@@ -1,5 +1,6 @@
 """Every periodic job in one process: the offline sweep, command expiry and timeouts, telemetry rollups, dynamic
-group refreshes (see refresh_groups) and (at most once an hour) telemetry partition maintenance.
+group refreshes (see refresh_groups), the purge of the throttles' old rows (accounts.throttle) and (at most once an
+hour) telemetry partition maintenance.
 ``--loop 60`` under a supervisor replaces the cron lines; with ``--loop 15`` group membership stays within a minute
 of the devices' changes."""
 
@@ -10,6 +11,7 @@ import time
 
 from django.conf import settings
 
+from accounts import throttle
 from devices.management.commands._periodic import PeriodicCommand
 from devices.services import telemetry, telemetry_partitions
 from devices.services.commands import expire_pending_commands, time_out_sent_commands
@@ -31,6 +33,7 @@ class Command(PeriodicCommand):
             f"commands expired: {expire_pending_commands()}",
             f"commands timed out: {time_out_sent_commands()}",
             f"telemetry rollups: {telemetry.roll_up().buckets_written}",
+            f"throttle rows purged: {throttle.purge()}",
         ]
         self._groups = self._groups or GroupRefresher()
         report.append(self._groups.run())
