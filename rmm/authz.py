@@ -42,6 +42,16 @@ answers 404, as if it did not exist) and :class:`PermissionDenied` when it is in
 (403). Both subclass Django's ``Http404`` / ``PermissionDenied``, so Django and DRF already turn them into
 404 / 403 while callers can still tell them apart.
 
+Comparing reaches
+=================
+
+``beyond(user, other_reach)`` lists where ``other_reach`` exceeds the user's own (a partner-level permission, all
+of a partner's organizations, an organization, a site, an object grant). It is the one comparison behind the
+no-escalation rule of ``accounts.services``: the reach a membership would give (``membership_reach``) must not be
+beyond its grantor, and a person (``potential_reach``, a disabled account's included) or a membership can only be
+changed by someone whose reach covers theirs. ``org_access = all`` is covered only by ``all`` (``Reach.every_org``):
+it also reaches organizations made later.
+
 The reach is computed once and cached on the user object (``user._rmm_reach``), which Django builds afresh for
 every request; call :func:`clear_cache` after changing a user's memberships within one request or command.
 Every filter is built from Django ``Q`` objects over id lists taken from the (small) reach, so the SQL is

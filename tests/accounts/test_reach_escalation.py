@@ -12,9 +12,12 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
+from guardian.shortcuts import assign_perm, remove_perm
 from rest_framework.test import APIClient
 
+from accounts import services
 from accounts.models import AuditLog, OrganizationUser, PartnerUser, Role, RolePermission, User
+from rmm import authz
 
 pytestmark = pytest.mark.django_db
 
@@ -565,3 +568,64 @@ def test_an_org_admin_still_manages_its_organizations_people(world, roles, org_a
     assert last_audit("organizationuser.update").details == {
         "siteIds": {"added": [], "removed": [str(world.site_a1.pk)]}
     }
+
+
+# --- the rule itself (accounts.services over authz.beyond) --------------------------------------------------------
+
+
+def test_a_selection_of_every_organization_today_does_not_grant_all(world, roles, make_partner_member, org_user):
+    # Partner A has two organizations today; "all" would also reach those made tomorrow.
+    every_one = make_partner_member(
+        "every.one@a.example", world.partner_a, "Partner Admin", "selected", [world.org_a, world.org_a2]
+    )
+    actor = User.objects.get(pk=every_one.pk)
+
+    with pytest.raises(services.EscalationRefused, match="every organization of the partner"):
+        services.grant_partner_access(
+            partner=world.partner_a, user=org_user, role=roles["Partner Viewer"], org_access="all", actor=actor
+        )
+    granted = services.grant_partner_access(
+        partner=world.partner_a,
+        user=org_user,
+        role=roles["Partner Viewer"],
+        org_access="selected",
+        organizations=[world.org_a, world.org_a2],
+        actor=actor,
+    )
+    assert set(granted.selected_organizations.all()) == {world.org_a, world.org_a2}
+
+
+def test_beyond_names_each_place_a_reach_exceeds_the_users_own(world, selected_admin):
+    def excess(**membership):
+        wanted = authz.membership_reach(permissions=["devices:read"], **membership)
+        return [(item.where, item.id, item.outside) for item in authz.beyond(selected_admin, wanted)]
+
+    assert excess(partner_id=world.partner_a.pk, org_access="all") == [("every_org", world.partner_a.pk, True)]
+    assert excess(partner_id=world.partner_a.pk, org_access="selected", organizations=[world.org_a2]) == [
+        ("org", world.org_a2.pk, True)
+    ]
+    assert excess(org=world.org_a2, sites=[world.site_a2_main]) == [("site", world.site_a2_main.pk, True)]
+    assert excess(partner_id=world.partner_a.pk, org_access="selected", organizations=[world.org_a]) == []
+    assert excess(org=world.org_a, sites=[world.site_a1]) == []
+
+
+def test_a_person_holding_a_guardian_grant_beyond_the_actors_reach_cannot_be_taken_over(
+    world, partner_admin, org_a_technician
+):
+    assign_perm("view_device", org_a_technician, world.devices[world.site_b1][0])  # partner B's device
+
+    response = api(partner_admin).patch(f"/api/v1/users/{org_a_technician.pk}", {"status": "disabled"}, format="json")
+
+    assert error_of(response, 409) == "user_beyond_your_authority"
+    assert User.objects.get(pk=org_a_technician.pk).status == "active"
+    remove_perm("view_device", org_a_technician, world.devices[world.site_b1][0])
+    assert services.may_manage_user(User.objects.get(pk=partner_admin.pk), User.objects.get(pk=org_a_technician.pk))
+
+
+def test_a_site_restricted_org_admin_grants_nothing(world, roles, make_org_member, org_user):
+    site_admin = make_org_member("site.admin@a.example", world.org_a, "Org Admin", sites=[world.site_a1])
+
+    with pytest.raises(services.EscalationRefused, match="users:write is needed"):
+        services.grant_organization_access(
+            org=world.org_a, user=org_user, role=roles["Org User"], sites=[world.site_a1], actor=site_admin
+        )
