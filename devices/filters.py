@@ -6,6 +6,7 @@ import django_filters
 from django.db.models import Exists, OuterRef, Q
 
 from devices.models import Device, DeviceGroupMembership, DeviceHardware, DeviceNetworkInterface
+from rmm.inputs import DateTimeFilter
 
 
 class DeviceFilter(django_filters.FilterSet):
@@ -18,8 +19,8 @@ class DeviceFilter(django_filters.FilterSet):
     tag = django_filters.CharFilter(method="filter_tag")
     groupId = django_filters.UUIDFilter(method="filter_group")
     search = django_filters.CharFilter(method="filter_search", max_length=255)
-    lastSeenBefore = django_filters.IsoDateTimeFilter(field_name="last_seen_at", lookup_expr="lt")
-    lastSeenAfter = django_filters.IsoDateTimeFilter(field_name="last_seen_at", lookup_expr="gte")
+    lastSeenBefore = DateTimeFilter(field_name="last_seen_at", lookup_expr="lt")
+    lastSeenAfter = DateTimeFilter(field_name="last_seen_at", lookup_expr="gte")
 
     class Meta:
         model = Device

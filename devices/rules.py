@@ -61,7 +61,7 @@ import math
 import operator as operators
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DataError, connection, models, transaction
@@ -77,7 +77,6 @@ from django.db.models.lookups import (
     LessThanOrEqual,
     Range,
 )
-from django.utils.dateparse import parse_date, parse_datetime
 
 from devices.models import (
     Device,
@@ -88,6 +87,7 @@ from devices.models import (
     DeviceTelemetry,
 )
 from devices.models.device import DeviceOsType, DeviceStatus
+from rmm.parsing import OutOfRange, parse_datetime, text_problem
 
 MAX_DEPTH = 5
 MAX_REGEX_LENGTH = 250
@@ -474,6 +474,8 @@ class _Parser:
             self.error(path, f"{what} is at most {max_length:,} characters")
         elif "\x00" in raw:
             self.error(path, "text must not contain the NUL character")
+        elif text_problem(raw):  # a lone surrogate, which cannot be stored or even sent to PostgreSQL
+            self.error(path, "text must not contain lone surrogate characters")
         else:
             return raw
         return _INVALID
@@ -510,19 +512,15 @@ class _Parser:
         return _INVALID
 
     def moment(self, raw: object, path: str) -> Any:
-        parsed = None
-        if isinstance(raw, str):
-            try:
-                parsed = parse_datetime(raw)
-                if parsed is None and (day := parse_date(raw)):
-                    parsed = datetime.combine(day, time.min)
-            except ValueError:  # well formed but impossible, e.g. month 13
-                parsed = None
-        if parsed is None:
-            shown = _quote(raw) if isinstance(raw, str) else _describe(raw)
+        """A date (midnight UTC) or a date and time, without an offset in UTC (rmm.parsing.parse_datetime)."""
+        shown = _quote(raw) if isinstance(raw, str) else _describe(raw)
+        try:
+            return parse_datetime(raw)
+        except OutOfRange as exc:
+            self.error(path, f"{shown} is out of range: {str(exc)[0].lower()}{str(exc)[1:-1]}")
+        except ValueError:
             self.error(path, f"expected an ISO-8601 date and time such as 2025-05-01T08:00:00Z, got {shown}")
-            return _INVALID
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+        return _INVALID
 
     def enum(self, field: Field, raw: object, path: str) -> Any:
         if not isinstance(raw, str):

@@ -31,6 +31,10 @@ DATETIME_HINT = "an ISO 8601 date and time with a time zone, e.g. 2026-11-25T10:
 _SPACE_OFFSET = re.compile(r"(T\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?) (\d{2}(?::?\d{2})?)$")
 
 
+class OutOfRange(ValueError):
+    """A well-formed datetime that PostgreSQL or Python cannot hold (its offset, or its year in UTC)."""
+
+
 def parse_datetime(value: object, *, assume_utc: bool = True, from_query: bool = False) -> dt.datetime:
     """An aware datetime from ISO 8601 text, inside what PostgreSQL and Python both hold.
 
@@ -54,11 +58,11 @@ def parse_datetime(value: object, *, assume_utc: bool = True, from_query: bool =
             raise ValueError(f"A time zone is missing: expected {DATETIME_HINT}.")
         parsed = parsed.replace(tzinfo=dt.UTC)
     elif abs(offset) > MAX_UTC_OFFSET:
-        raise ValueError("The UTC offset must lie between -15:59 and +15:59.")
+        raise OutOfRange("The UTC offset must lie between -15:59 and +15:59.")
     try:
         parsed.astimezone(dt.UTC)
     except OverflowError:
-        raise ValueError("The date lies outside the years 1 to 9999.") from None
+        raise OutOfRange("The date lies outside the years 1 to 9999.") from None
     return parsed
 
 
@@ -91,7 +95,8 @@ def check_text(value: str) -> str:
 
 def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, str] | None:
     """The first thing in a decoded JSON value that PostgreSQL's jsonb would refuse or that is nested too deep,
-    as ``(path, message)`` — path like ``env.PATH`` or ``[3]`` relative to the value — or None.
+    as ``(path, message)`` — path like ``env.PATH`` or ``[3]`` relative to the value — or None. A bad key is
+    reported at the path of the object that holds it, shown escaped in the message.
 
     Walks iteratively, so a hostile 5,000-level document cannot exhaust the stack here.
     """
@@ -107,10 +112,13 @@ def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, s
                 return path, f"Nested more than {max_depth} levels deep."
             if isinstance(item, dict):
                 for key, child in item.items():
-                    child_path = f"{path}.{key}" if path else str(key)
                     problem = text_problem(key) if isinstance(key, str) else None
                     if problem:
-                        return child_path, f"Key: {problem[0].lower()}{problem[1:]}"
+                        # Named by the object that holds it, and shown escaped: a path or message holding the
+                        # key itself could not be written into the (UTF-8) answer.
+                        shown = ascii(key if len(key) <= 40 else key[:37] + "...")
+                        return path, f"The key {shown}: {problem[0].lower()}{problem[1:]}"
+                    child_path = f"{path}.{key}" if path else str(key)
                     stack.append((child, child_path, depth + 1))
             else:
                 stack.extend((child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item))

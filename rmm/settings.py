@@ -202,8 +202,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "rmm.errors.exception_handler",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON renderer and parser, with what the API must survive (rmm/inputs.py): an answer quoting a lone
+    # surrogate from the request, a body nested thousands of levels deep (400, not a RecursionError).
+    "DEFAULT_RENDERER_CLASSES": ["rmm.inputs.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rmm.inputs.JSONParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_SCHEMA_CLASS": "rmm.openapi.ApiSchema",
 }

@@ -32,6 +32,7 @@ from accounts.models import AuditLog, OrganizationUser, PartnerUser, Permission,
 from rmm import authz
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
+from rmm.inputs import DateTimeFilter
 from rmm.openapi import error_answer
 from rmm.pagination import KeysetPagination, Ordering
 
@@ -331,7 +332,7 @@ class AuditLogFilter(django_filters.FilterSet):
     targetId = django_filters.CharFilter(field_name="target_id")
     orgId = django_filters.UUIDFilter(field_name="org_id")
     # "from" is a Python keyword: declared below under its API name.
-    to = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    to = DateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AuditLog
@@ -344,7 +345,7 @@ class AuditLogFilter(django_filters.FilterSet):
         return queryset.filter(action=value)
 
 
-AuditLogFilter.base_filters["from"] = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+AuditLogFilter.base_filters["from"] = DateTimeFilter(field_name="created_at", lookup_expr="gte")
 
 
 class AuditLogViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
@@ -355,5 +356,5 @@ class AuditLogViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModel
     serializer_class = AuditLogSerializer
     filterset_class = AuditLogFilter
     pagination_class = KeysetPagination
-    orderings = {"-createdAt": Ordering("created_at", descending=True, is_datetime=True)}
+    orderings = {"-createdAt": Ordering("created_at", descending=True)}
     default_ordering = "-createdAt"

@@ -85,7 +85,7 @@ class GroupViewSet(
         if self.action == "devices":
             return {"addedAt": Ordering("id")}  # memberships' ids are time-ordered (uuid7)
         if self.action == "membership_log":
-            return {"-at": Ordering("at", descending=True, is_datetime=True)}
+            return {"-at": Ordering("at", descending=True)}
         return {"name": Ordering("name")}
 
     @property

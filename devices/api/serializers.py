@@ -20,6 +20,7 @@ from devices.models import (
 from devices.services.groups import MAX_GROUP_COMMANDS, check_rule
 from orgs.models import Organization, Site
 from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
+from rmm.inputs import JSONField
 
 DEVICE_FIELDS = [
     "id", "org_id", "site_id", "agent_id", "hostname", "display_name", "os_type", "os_version", "os_build",
@@ -159,7 +160,7 @@ class CommandSerializer(CamelCaseModelSerializer):
 
 class QueueCommandSerializer(CamelCaseSerializer):
     type = serializers.CharField(max_length=30)
-    payload = serializers.JSONField(required=False)
+    payload = JSONField(required=False)
     expires_in_seconds = serializers.IntegerField(required=False, min_value=1, max_value=30 * 24 * 3600)
 
 
@@ -184,7 +185,7 @@ class GroupSerializer(CamelCaseModelSerializer):
         perm="devices:read", source="parent", queryset=DeviceGroup.objects.all(), required=False, allow_null=True
     )
     type = serializers.ChoiceField(choices=DeviceGroup.Type.choices, required=False)
-    filter_rules = serializers.JSONField(
+    filter_rules = JSONField(
         required=False, allow_null=True, help_text="The rule of a dynamic group (filter-rules.md); null for static."
     )
     fields_used = serializers.ListField(child=serializers.CharField(), read_only=True)
@@ -257,7 +258,7 @@ class GroupPreviewSerializer(CamelCaseSerializer):
     site_id = ScopedRelatedField(
         perm="devices:read", source="site", queryset=Site.objects.all(), required=False, allow_null=True
     )
-    filter_rules = serializers.JSONField()
+    filter_rules = JSONField()
 
     def validate(self, attrs):
         site = attrs.get("site")
@@ -309,7 +310,7 @@ class GroupMembershipLogSerializer(CamelCaseModelSerializer):
 
 class GroupCommandSerializer(CamelCaseSerializer):
     type = serializers.CharField()
-    payload = serializers.JSONField(required=False)
+    payload = JSONField(required=False)
     expires_in_seconds = serializers.IntegerField(required=False, min_value=1)
 
 

@@ -6,7 +6,6 @@ import datetime as dt
 
 from django.conf import settings
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from rest_framework import mixins
 from rest_framework.response import Response
 
@@ -14,18 +13,20 @@ from devices.models import Device
 from devices.services import telemetry
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
+from rmm.parsing import parse_datetime
 
 BUCKET_CHOICES = ("auto", "raw", *telemetry.BUCKETS)
+_EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
-def _moment(request, name: str, default: dt.datetime) -> dt.datetime:
+def _moment(request, name: str) -> dt.datetime | None:
     raw = request.query_params.get(name)
     if raw is None:
-        return default
-    value = parse_datetime(raw.replace(" ", "+"))  # a '+' in a query string arrives as a space
-    if value is None:
-        raise ApiError(400, "validation_error", "Bad time.", {name: ["An ISO 8601 date and time."]})
-    return value if timezone.is_aware(value) else value.replace(tzinfo=dt.UTC)
+        return None
+    try:
+        return parse_datetime(raw, from_query=True)
+    except ValueError as exc:
+        raise ApiError(400, "validation_error", "Bad time.", {name: [str(exc)]}) from None
 
 
 class DeviceTelemetryViewSet(ScopedViewSet, mixins.RetrieveModelMixin):
@@ -38,8 +39,12 @@ class DeviceTelemetryViewSet(ScopedViewSet, mixins.RetrieveModelMixin):
 
     def retrieve(self, request, *args, **kwargs):
         device = self.get_object()
-        end = _moment(request, "to", timezone.now())
-        start = _moment(request, "from", end - dt.timedelta(hours=24))
+        end = _moment(request, "to") or timezone.now()
+        start = _moment(request, "from")
+        if start is None:
+            if end - _EARLIEST < dt.timedelta(hours=24):
+                raise ApiError(400, "validation_error", "Bad time.", {"to": ["Must be after 0001-01-02."]})
+            start = end - dt.timedelta(hours=24)
         bucket = request.query_params.get("bucket", "auto")
         problems = {}
         if bucket not in BUCKET_CHOICES:

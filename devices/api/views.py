@@ -32,12 +32,12 @@ from rmm.net import client_ip
 from rmm.openapi import error_answer
 from rmm.pagination import KeysetPagination, Ordering
 
-COMMAND_ORDERING = Ordering("created_at", descending=True, is_datetime=True)
+COMMAND_ORDERING = Ordering("created_at", descending=True)
 
 DEVICE_ORDERINGS = {
     "hostname": Ordering("hostname"),
-    "-lastSeenAt": Ordering("last_seen_at", descending=True, is_datetime=True, nullable=True),
-    "enrolledAt": Ordering("enrolled_at", is_datetime=True, nullable=True),
+    "-lastSeenAt": Ordering("last_seen_at", descending=True),
+    "enrolledAt": Ordering("enrolled_at"),
 }
 
 # Inventory kinds served under devices/{id}/…: model, serializer, the order a page walks in.
