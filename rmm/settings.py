@@ -6,6 +6,11 @@
 | SECRET_KEY | a fixed development key when DEBUG is on; required otherwise | signs sessions, HMACs enrollment keys |
 | DEBUG | false | Django debug pages |
 | ALLOWED_HOSTS | localhost,127.0.0.1,[::1] (any host when DEBUG) | comma-separated |
+| BEHIND_TLS_PROXY | false | a TLS proxy sets X-Forwarded-Proto on every request: believe it, redirect HTTP, send HSTS |
+| SECURE_SSL_REDIRECT | BEHIND_TLS_PROXY | redirect plain-HTTP requests to HTTPS |
+| SECURE_HSTS_SECONDS | 31536000 behind TLS, else 0 | HSTS max-age (0: no header); lower it for a first roll-out |
+| SECURE_HSTS_INCLUDE_SUBDOMAINS | true | HSTS covers the server host's own subdomains too |
+| SECURE_HSTS_PRELOAD | false | add `preload` (for a domain you submit to the browsers' preload list) |
 | TELEMETRY_RETENTION_DAYS | 30 | telemetry partitions older than this are dropped |
 | TELEMETRY_PARTITIONS_AHEAD_DAYS | 7 | daily partitions kept ready ahead of today |
 | DEVICE_OFFLINE_AFTER_SECONDS | 300 | a device not seen for this long is marked offline |
@@ -68,6 +73,18 @@ try:
     TRUSTED_PROXY_NETWORKS = [ipaddress.ip_network(item, strict=False) for item in TRUSTED_PROXIES]
 except ValueError as exc:
     raise ImproperlyConfigured(f"TRUSTED_PROXIES has an invalid address or network: {exc}") from None
+# HTTPS (README "Production"): behind a proxy that terminates TLS, Django learns the scheme from X-Forwarded-Proto,
+# which that proxy must set (overwrite) on every request; plain HTTP is then redirected and browsers are told to
+# come back over HTTPS only (HSTS). Each of the three can also be set on its own (e.g. TLS terminated elsewhere).
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", BEHIND_TLS_PROXY)
+SECURE_HSTS_SECONDS = env_int(
+    "SECURE_HSTS_SECONDS", 365 * 24 * 3600 if BEHIND_TLS_PROXY else 0, minimum=0, maximum=2 * 365 * 24 * 3600
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 
 # Domain settings (spec: agent-api.md "Device status over time", data-model.md device_telemetry).
 TELEMETRY_RETENTION_DAYS = env_int("TELEMETRY_RETENTION_DAYS", 30, minimum=1, maximum=3650)
@@ -122,6 +139,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "rmm.csp.ContentSecurityPolicyMiddleware",  # on HTML pages only (the admin, /api/docs/); see rmm/csp.py
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -130,6 +148,13 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Scripts from this server only; why each other directive is as it is: rmm/csp.py.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 
 ROOT_URLCONF = "rmm.urls"
 WSGI_APPLICATION = "rmm.wsgi.application"
@@ -174,7 +199,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 # The email is unique case-insensitively (a unique index on lower(email)), which this check cannot see.
-SILENCED_SYSTEM_CHECKS = ["auth.W004"]
+# HSTS preload (security.W021) is a commitment of the whole registered domain, made by submitting it to the
+# browsers' list; the header alone preloads nothing. SECURE_HSTS_PRELOAD=1 for those who do.
+SILENCED_SYSTEM_CHECKS = ["auth.W004", "security.W021"]
 
 # django-guardian: no anonymous user row; anonymous requests never hold object grants.
 ANONYMOUS_USER_NAME = None
