@@ -58,6 +58,7 @@ from rmm.admin import (
     single_object_filter,
 )
 from rmm.errors import ApiError
+from rmm.inputs import QueryDateTimeField
 
 DeviceFilter = single_object_filter("device")
 GroupFilter = single_object_filter("group")
@@ -679,7 +680,7 @@ class TelemetryQueryForm(forms.Form):
     """The telemetry page's query string: an optional device, and the keyset position of the page."""
 
     device = forms.UUIDField(required=False, label="Device id")
-    before = forms.DateTimeField(required=False, label="Older than")
+    before = QueryDateTimeField(required=False, label="Older than")  # rmm.parsing: offsets PostgreSQL holds
     # With no device filter several devices can share a ts, so the position is (ts, device id).
     before_device = forms.UUIDField(required=False, widget=forms.HiddenInput)
 
@@ -696,7 +697,9 @@ def _telemetry_samples(
         if before is not None:
             queryset = queryset.filter(ts__lt=before)
     else:
-        window_start = (before or timezone.now()) - TELEMETRY_UNFILTERED_WINDOW
+        window_end = before or timezone.now()
+        earliest = dt.datetime.min.replace(tzinfo=dt.UTC)
+        window_start = max(window_end, earliest + TELEMETRY_UNFILTERED_WINDOW) - TELEMETRY_UNFILTERED_WINDOW
         queryset = queryset.filter(ts__gte=window_start).order_by("-ts", "-device_id")
         if before is not None and before_device is not None:
             queryset = queryset.filter(Q(ts__lt=before) | Q(ts=before, device_id__lt=before_device))

@@ -30,6 +30,7 @@ from django.contrib.admin.exceptions import AlreadyRegistered
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import get_fields_from_path
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
@@ -41,6 +42,7 @@ from django.utils.functional import cached_property
 from django.utils.text import capfirst
 
 from rmm.net import client_ip
+from rmm.parsing import OutOfRange, parse_datetime, text_problem
 
 # A page view receives the request and the site (for ``each_context``) and answers a response.
 PageView = Callable[[HttpRequest, "RmmAdminSite"], HttpResponse]
@@ -234,6 +236,32 @@ def _first_owner(cls: type, name: str) -> type:
     return next(klass for klass in cls.__mro__ if name in vars(klass))
 
 
+def _refused_by_postgresql(value: str) -> bool:
+    """Would PostgreSQL refuse this URL filter value outright (NUL in text, a datetime offset beyond ±15:59, a
+    moment outside years 1-9999)? Other bad values are refused by Django when it builds the lookup."""
+    if text_problem(value):
+        return True
+    try:
+        parse_datetime(value)
+    except OutOfRange:
+        return True
+    except ValueError:  # not a datetime at all: the lookup's field decides
+        pass
+    return False
+
+
+class InputCheckingChangeList(ChangeList):
+    """A change list that refuses URL filter values PostgreSQL would refuse (``?hostname=a%00``,
+    ``?last_seen_at__gte=…+19:11``) as Django refuses a bad lookup: the list reloads with ``?e=1``, never a 500."""
+
+    def get_filters_params(self, params=None):
+        lookup_params = super().get_filters_params(params)
+        for values in lookup_params.values():
+            if any(_refused_by_postgresql(value) for value in (values if isinstance(values, list) else [values])):
+                raise IncorrectLookupParameters("A filter value the database cannot compare.")
+        return lookup_params
+
+
 class ScopedAdminMixin:
     """A ModelAdmin whose every answer comes from the authorization module, as the API's ``ScopedViewSet``.
 
@@ -257,6 +285,9 @@ class ScopedAdminMixin:
     verbs: Mapping[str, str] = DEFAULT_VERBS
     # Field name → the permission needed on an object to pick it in that field (default: permission("change")).
     choice_permissions: Mapping[str, str] = {}
+
+    def get_changelist(self, request, **kwargs):
+        return InputCheckingChangeList
 
     _GUARDED = (
         "get_queryset",
@@ -396,6 +427,9 @@ class SuperuserOnlyAdminMixin:
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
         return queryset if is_operator(request.user) else queryset.none()
+
+    def get_changelist(self, request, **kwargs):
+        return InputCheckingChangeList
 
     def has_module_permission(self, request):
         return is_operator(request.user)
