@@ -3,6 +3,8 @@
 | variable | default | meaning |
 |---|---|---|
 | DATABASE_URL | embedded PostgreSQL in var/ | postgres://user:pass@host:5432/dbname |
+| DATABASE_POOL_MAX_SIZE | 10 | most PostgreSQL connections one server process holds (its heartbeat writer included) |
+| DATABASE_POOL_TIMEOUT_SECONDS | 5 | how long a request waits for a free connection before it gets 503 |
 | SECRET_KEY | a fixed development key when DEBUG is on; required otherwise | signs sessions, HMACs enrollment keys |
 | DEBUG | false | Django debug pages |
 | ALLOWED_HOSTS | localhost,127.0.0.1,[::1] (any host when DEBUG) | comma-separated |
@@ -179,8 +181,22 @@ _database_url = env_str("DATABASE_URL")
 if _database_url is None:
     _database_url = embedded_pg.start(BASE_DIR)
 DATABASES = {"default": parse_database_url("DATABASE_URL", _database_url)}
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A bounded pool per server process (rmm/database/): under gevent every concurrent request used to open and keep a
+# connection of its own, until PostgreSQL refused them all ("too many clients"). Requests take a connection from
+# the pool and give it back when they end (CONN_MAX_AGE 0); past DATABASE_POOL_MAX_SIZE they wait up to
+# DATABASE_POOL_TIMEOUT_SECONDS, then get 503. The heartbeat's group-commit writer keeps one of them.
+DATABASES["default"]["ENGINE"] = "rmm.database"
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+DATABASES["default"]["OPTIONS"]["pool"] = {
+    "min_size": 1,
+    "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=2, maximum=1000),
+    "timeout": env_int("DATABASE_POOL_TIMEOUT_SECONDS", 5, minimum=1, maximum=60),
+}
+if env_str("DATABASE_CONN_MAX_AGE") is not None:
+    raise ImproperlyConfigured(
+        "DATABASE_CONN_MAX_AGE is no longer read: connections are pooled (DATABASE_POOL_MAX_SIZE, "
+        "DATABASE_POOL_TIMEOUT_SECONDS); remove it."
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 FIXTURE_DIRS = [BASE_DIR / "fixtures"]  # `manage.py loaddata default_roles`
 

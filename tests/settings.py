@@ -13,3 +13,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
 # Nothing is served from STATIC_ROOT in tests (WhiteNoise would warn that it does not exist).
 MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMiddleware"]  # noqa: F405
+
+# The suite runs the production database backend and its pool (rmm/database/, DATABASE_POOL_MAX_SIZE 10): tests go
+# through the code the server runs. A test holds one pooled connection for its whole run (Django's test client
+# does not "close" it between requests), and a transactional test's heartbeat writer one more; the pool holds both.

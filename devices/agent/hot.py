@@ -145,8 +145,14 @@ def raw_cursor() -> psycopg.Cursor:
     """A server-side-binding cursor on the thread's Django connection (same transaction as the ORM).
 
     Django's own cursors bind parameters client-side, which means PostgreSQL parses and plans every statement
-    again; these statements are prepared after a few executions instead.
+    again; these statements are prepared after a few executions instead. Prepared statements live in the
+    connection, and pooled connections keep them from one request to the next.
+
+    Like Django's own cursors, it first drops a connection the server has closed (a PostgreSQL restart): without
+    that, a connection kept across requests failed every call until it aged out. The check is a zero-timeout poll,
+    not a round trip (``rmm.database.availability``), so the heartbeat batch pays nothing for it.
     """
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     raw = connection.connection
     if raw.prepare_threshold is None:

@@ -10,10 +10,9 @@ import functools
 import json
 import logging
 import uuid
-import weakref
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -41,38 +40,6 @@ logger = logging.getLogger("devices.agent")
 heartbeat_writer = GroupCommitter(process_heartbeats, name="heartbeat-group-commit")
 
 
-# Under gevent a database connection belongs to a greenlet, and a greenlet to one agent's keep-alive connection:
-# left alone, every agent that enrolled or uploaded something in the last CONN_MAX_AGE would hold a PostgreSQL
-# connection. Heartbeats never open one (the group-commit writer does their work); of the other calls, the first
-# KEPT_CONNECTIONS connections of a process stay open for reuse (an agent uploading several inventories, a burst of
-# enrollments: reconnecting costs ~2 ms of CPU) and any beyond are closed when their request ends.
-KEPT_CONNECTIONS = 12
-_kept_connections: weakref.WeakSet = weakref.WeakSet()
-
-
-def _keep_or_close_connection() -> None:
-    database = connections[DEFAULT_DB_ALIAS]  # this greenlet's own wrapper
-    if database.connection is None or database in _kept_connections:
-        return
-    for kept in list(_kept_connections):
-        if kept.connection is None:  # closed since (CONN_MAX_AGE, an error): its place is free
-            _kept_connections.discard(kept)
-    if len(_kept_connections) < KEPT_CONNECTIONS:
-        _kept_connections.add(database)
-    else:
-        database.close()
-
-
-@functools.cache
-def _serving_greenlets() -> bool:
-    """Whether this process runs gevent workers (threading monkey-patched), as gunicorn.conf.py sets up."""
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return monkey.is_module_patched("threading")
-
-
 def agent_endpoint(*methods: str):
     """A view of the agent protocol: CSRF-exempt (bearer tokens, no cookies), methods checked, refusals in the
     shared error shape."""
@@ -97,9 +64,8 @@ def agent_endpoint(*methods: str):
                 return AgentError(
                     503, "service_unavailable", "The server could not store this now; try again shortly."
                 ).response()
-            finally:
-                if _serving_greenlets():
-                    _keep_or_close_connection()
+            # Database connections come from the process's bounded pool and go back to it when the request ends
+            # (rmm/database/); a database that is unavailable is answered 503 by rmm.errors.handler500.
 
         return wrapper
 
