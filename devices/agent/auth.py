@@ -79,8 +79,12 @@ def refusal(code: str) -> AgentError:
 
 def refusal_answer(request, error: AgentError):
     """The answer to a refused agent call: ``error``'s, except that a refused token is counted against the
-    caller's address and, once the address is past its limit, answered 429 ``too_many_attempts`` instead."""
-    if error.code == "invalid_token":
+    caller's address and, once the address is past its limit, answered 429 ``too_many_attempts`` instead.
+
+    Only a well-formed token that was looked up and refused counts. A malformed header is refused before any
+    database access: counting it would turn a free refusal into a database write (an amplifier for whoever sends
+    them), and it is the request the benchmark's no-op ceiling measures (bench/run_bench.sh)."""
+    if error.code == "invalid_token" and presented_token_hash(request) is not None:
         try:
             throttle.count_refusal(throttle.Scope.AGENT_TOKEN, client_ip(request))
         except TooManyAttempts as refused:

@@ -87,11 +87,21 @@ def test_refused_agent_tokens_from_one_address_get_429_on_every_endpoint_past_th
         agent.get("config", token=WRONG_TOKEN),
         agent.get("commands", token=WRONG_TOKEN),
         agent.put("software", {"software": []}, token=WRONG_TOKEN),
-        agent.post("rotate-token", token="malformed"),
-        agent.client.post(f"{BASE}/{'a' * 64}/heartbeat", data="{}", content_type="application/json"),
+        agent.post("rotate-token", token=WRONG_TOKEN),
     ):
         assert_error(response, 429, "too_many_attempts")
         assert "Retry-After" in response
+    # A malformed or missing token is refused before any database access, and stays a free 401.
+    assert_error(agent.post("rotate-token", token="malformed"), 401, "invalid_token")
+    missing = agent.client.post(f"{BASE}/{'a' * 64}/heartbeat", data="{}", content_type="application/json")
+    assert_error(missing, 401, "invalid_token")
+
+
+def test_malformed_tokens_are_refused_without_being_counted(agent, limits, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        for _ in range(10):
+            assert_error(agent.heartbeat(token="rmm_malformed"), 401, "invalid_token")
+    assert_error(agent.heartbeat(token=WRONG_TOKEN), 401, "invalid_token")
 
 
 def test_a_valid_agent_is_served_from_an_address_past_its_limit_without_consulting_the_throttle(
