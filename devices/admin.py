@@ -58,7 +58,7 @@ from rmm.admin import (
     single_object_filter,
 )
 from rmm.errors import ApiError
-from rmm.inputs import QueryDateTimeField
+from rmm.inputs import JSONFormField, QueryDateTimeField
 
 DeviceFilter = single_object_filter("device")
 GroupFilter = single_object_filter("group")
@@ -492,7 +492,7 @@ class DeviceGroupForm(forms.ModelForm):
     """A group's form. A dynamic group's rule is edited as JSON (filter-rules.md) and validated like the API does:
     each problem is shown with the path of the offending node."""
 
-    filter_rules = forms.JSONField(
+    filter_rules = JSONFormField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 14, "cols": 90, "style": "font-family: monospace"}),
         help_text='Dynamic groups only, e.g. {"operator": "AND", "conditions": [{"field": "osType", "operator": '

@@ -33,7 +33,7 @@ from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connections
+from django.db import connections, models
 from django.db.models import Model, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
@@ -41,6 +41,7 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils.functional import cached_property
 from django.utils.text import capfirst
 
+from rmm.inputs import JSONFormField
 from rmm.net import client_ip
 from rmm.parsing import OutOfRange, parse_datetime, text_problem
 
@@ -250,6 +251,11 @@ def _refused_by_postgresql(value: str) -> bool:
     return False
 
 
+# Every model JSON field of every admin form (ScopedAdminMixin, SuperuserOnlyAdminMixin, ScopedInlineMixin) refuses
+# what jsonb cannot store and deep nesting, as the API does (a NUL in an organization's settings was a 500).
+JSON_FORM_FIELDS = {models.JSONField: {"form_class": JSONFormField}}
+
+
 class InputCheckingChangeList(ChangeList):
     """A change list that refuses URL filter values PostgreSQL would refuse (``?hostname=a%00``,
     ``?last_seen_at__gte=…+19:11``) as Django refuses a bad lookup: the list reloads with ``?e=1``, never a 500."""
@@ -285,6 +291,7 @@ class ScopedAdminMixin:
     verbs: Mapping[str, str] = DEFAULT_VERBS
     # Field name → the permission needed on an object to pick it in that field (default: permission("change")).
     choice_permissions: Mapping[str, str] = {}
+    formfield_overrides = JSON_FORM_FIELDS
 
     def get_changelist(self, request, **kwargs):
         return InputCheckingChangeList
@@ -413,6 +420,8 @@ class SuperuserOnlyAdminMixin:
     """A ModelAdmin for operators only (secrets' bookkeeping, the sign-in throttle, raw role grants): other staff
     users neither see it in the index nor open any of its pages."""
 
+    formfield_overrides = JSON_FORM_FIELDS
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if not issubclass(cls, admin.ModelAdmin):
@@ -454,6 +463,7 @@ class ScopedInlineMixin:
     scope on their own (a role's permission grants: the role was checked)."""
 
     scope_rows = True
+    formfield_overrides = JSON_FORM_FIELDS
 
     def _parent_admin(self) -> ScopedAdminMixin:
         return self.admin_site._registry[self.parent_model]

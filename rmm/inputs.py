@@ -3,7 +3,8 @@
 - ``JSONParser`` reads every request body (``DEFAULT_PARSER_CLASSES``) and refuses one nested deeper than
   ``MAX_JSON_DEPTH`` before ``json.loads`` recurses into it (a 5,000-level body would raise RecursionError, a 500);
 - ``JSONField`` is every serializer's JSON field (``CamelCaseModelSerializer`` maps model JSON fields to it): it
-  refuses what jsonb cannot store (NUL, lone surrogates) and nesting beyond the limit;
+  refuses what jsonb cannot store (NUL, lone surrogates) and nesting beyond the limit; ``JSONFormField`` is the
+  same for the admin's forms (``rmm.admin.JSON_FORM_FIELDS``);
 - ``DateTimeField`` (request bodies), ``QueryDateTimeField`` (query strings: django-filter and admin forms) and
   ``DateTimeFilter`` read every datetime through ``parse_datetime``, so an offset PostgreSQL refuses or a moment
   outside years 1-9999 is a 400, not a database error;
@@ -52,6 +53,31 @@ class JSONField(serializers.JSONField):
             path, message = problem
             raise serializers.ValidationError(f"{path}: {message}" if path else message)
         return super().to_internal_value(data)
+
+
+class JSONFormField(forms.JSONField):
+    """A JSON form field (the admin) with the same limits as ``JSONField``; the depth is checked on the text before
+    ``json.loads`` recurses into it."""
+
+    def to_python(self, value):
+        if isinstance(value, str) and json_depth_exceeds(value):
+            raise DjangoValidationError(f"Nested more than {MAX_JSON_DEPTH} levels deep.", code="invalid")
+        converted = super().to_python(value)
+        problem = json_problem(converted)
+        if problem:
+            path, message = problem
+            raise DjangoValidationError(f"{path}: {message}" if path else message, code="invalid")
+        return converted
+
+    def bound_data(self, data, initial):
+        # A refused value is shown again as it was typed: decoding it to redisplay it would recurse (deep nesting)
+        # or put a lone surrogate into the page, which cannot be encoded.
+        if isinstance(data, str) and json_depth_exceeds(data):
+            return forms.fields.InvalidJSONInput(data)
+        value = super().bound_data(data, initial)
+        if isinstance(data, str) and json_problem(value):
+            return forms.fields.InvalidJSONInput(data)
+        return value
 
 
 class DateTimeField(serializers.DateTimeField):

@@ -432,3 +432,31 @@ def test_the_admin_telemetry_page_answers_a_moment_at_or_beyond_the_calendar_wit
     response = client.get(f"/admin/devices/devicetelemetry/?before={before}")
     assert response.status_code in (200, 400), response.status_code
     assert response.status_code == (200 if before.endswith("Z") else 400)
+
+
+def _admin_post_change(client: Client, url: str, **changes) -> object:
+    """POST the admin change form at ``url`` as it was shown, with ``changes``."""
+    form = client.get(url).context["adminform"].form
+    data = {name: "" if value is None else value for name, value in form.initial.items()}
+    data = {name: value for name, value in data.items() if not isinstance(value, list | dict)}
+    return client.post(url, {**data, **changes})
+
+
+@pytest.mark.parametrize("settings", ['{"theme": "dark\\u0000"}', '{"\\ud800": 1}', nested(DEEP)])
+def test_admin_json_that_postgres_cannot_store_is_a_form_error(world, superuser, settings):
+    client = Client(raise_request_exception=False)
+    client.force_login(superuser)
+    response = _admin_post_change(client, f"/admin/orgs/partner/{world.partner_a.pk}/change/", settings=settings)
+    assert response.status_code == 200, response.status_code  # the form again, with its error
+    assert response.context["adminform"].form.errors["settings"]
+    world.partner_a.refresh_from_db()
+    assert world.partner_a.settings == {}
+
+
+def test_an_admin_group_rule_nested_5000_levels_deep_is_a_form_error(world, superuser):
+    client = Client(raise_request_exception=False)
+    client.force_login(superuser)
+    group = world.groups["A1 servers"]
+    response = _admin_post_change(client, f"/admin/devices/devicegroup/{group.pk}/change/", filter_rules=nested(DEEP))
+    assert response.status_code == 200, response.status_code
+    assert response.context["adminform"].form.errors["filter_rules"]
