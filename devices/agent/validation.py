@@ -3,8 +3,19 @@
 The agent endpoints do not use DRF serializers: on the heartbeat path a serializer costs more than the whole rest
 of the request (see ``devices.agent.hot``). These readers check one value each and record problems under the
 field's path as the agent wrote it (``metrics.cpuPercent``, ``software[12].name``), so a 400 names every bad field
-at once. Strings are also checked for what PostgreSQL would refuse later with an error (NUL characters, lone
-surrogates), so a bad body is always a 400 and never a 500.
+at once.
+
+Everything PostgreSQL would refuse is refused here, with a 400, before a value reaches a statement: on the heartbeat
+path one value the database refuses would otherwise fail the whole group-commit batch, other agents' heartbeats
+included (issue 10). The checks themselves live in ``rmm.parsing`` (shared with the technician API):
+
+- the whole body (``read_json_object``): nesting deeper than ``MAX_JSON_DEPTH`` is refused on the raw bytes before
+  ``json.loads`` recurses; NUL characters and lone surrogates in any string or key, read or not;
+- datetimes (``timestamp``): ``parse_datetime``, which refuses offsets beyond ±15:59 and moments outside years
+  1-9999 as well as impossible dates;
+- numbers: the range of their column (``integer`` / ``number`` with the column's bounds);
+- the agent id in the path (``agent_id_is_well_formed``): one that no device can have is answered like an unknown
+  agent, without a query.
 """
 
 from __future__ import annotations
@@ -13,12 +24,14 @@ import datetime as dt
 import ipaddress
 import json
 import math
+import re
 import time
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 
 from devices.agent.errors import AgentError, invalid_fields, too_many_items
+from rmm.parsing import MAX_JSON_DEPTH, json_depth_exceeds, json_problem, parse_datetime, text_problem
 
 BIGINT_MAX = 2**63 - 1
 INT_MAX = 2**31 - 1
@@ -59,21 +72,76 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+# JSON can carry a NUL only as the escape \u0000, and a lone surrogate only as an escape \ud800-\udfff or as the
+# bytes ED A0-BF (json.loads decodes with "surrogatepass"). A body without any of these (nearly every heartbeat) is
+# not walked at all; one with them is walked, and the walk decides.
+_MAY_HOLD_UNSTORABLE_TEXT = re.compile(rb"\\u0000|\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\xed[\xa0-\xbf]")
+# Problems named in one 400 at most: a 10,000-item upload with NUL in every name does not get a 10,000-line answer.
+MAX_TEXT_PROBLEMS = 100
+
+
 def read_json_object(request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 / 413 in the shared error shape."""
+    """The request body as a JSON object, or a 400 / 413 in the shared error shape.
+
+    Refused here for every agent body alike: nesting deeper than ``MAX_JSON_DEPTH`` (on the raw bytes, before
+    ``json.loads`` would recurse into it), and text PostgreSQL cannot store (NUL, lone surrogates) in any string or
+    key, whether or not the endpoint reads that field.
+    """
     try:
         raw = request.body
     except RequestDataTooBig:
         raise AgentError(413, "payload_too_large", "The request body is too large.") from None
     if not raw:
         raise AgentError(400, "invalid_json", "The request body is empty; send a JSON object.")
+    # Nesting needs at least as many opening brackets as levels: counting them (in C) spares nearly every body the
+    # byte-by-byte walk.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth_exceeds(raw):
+        raise AgentError(400, "invalid_json", f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
     try:
         data = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
         raise AgentError(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise AgentError(400, "invalid_json", "The request body must be a JSON object.")
+    if _MAY_HOLD_UNSTORABLE_TEXT.search(raw):
+        problems = unstorable_text(data)
+        if problems:
+            raise invalid_fields(problems)
     return data
+
+
+def unstorable_text(body: dict) -> dict[str, list[str]]:
+    """Where ``body`` holds text PostgreSQL cannot store (``rmm.parsing.json_problem``), by field path: the first
+    problem of each top-level field and of each item of a top-level list, so an upload's bad rows are all named."""
+    problems: dict[str, list[str]] = {}
+    for key, value in body.items():
+        problem = text_problem(key)
+        if problem:
+            problems.setdefault("", []).append(f"The key {key[:40]!a}: {problem[0].lower()}{problem[1:]}")
+            continue
+        parts = enumerate(value) if isinstance(value, list) else ((None, value),)
+        for index, part in parts:
+            found = json_problem(part)
+            if found is None:
+                continue
+            prefix = key if index is None else f"{key}[{index}]"
+            path, message = found
+            path = f"{prefix}{path}" if not path or path.startswith("[") else f"{prefix}.{path}"
+            problems.setdefault(path, []).append(message)
+            if len(problems) >= MAX_TEXT_PROBLEMS:
+                return problems
+    return problems
+
+
+AGENT_ID_MAX_LENGTH = 64  # devices.agent_id
+
+
+def agent_id_is_well_formed(agent_id: str) -> bool:
+    """Whether ``agent_id`` could be a device's agent id: 1 to 64 printable ASCII characters (enrollment mints 64
+    hex digits). Anything else (a NUL, a lone surrogate, a control character, 65 characters) is no device's, so it
+    is answered 401 ``invalid_token`` like an unknown agent without asking the database, which would refuse a NUL
+    with an error instead of finding nothing."""
+    return 0 < len(agent_id) <= AGENT_ID_MAX_LENGTH and agent_id.isascii() and agent_id.isprintable()
 
 
 def path_of(prefix: str, key: str) -> str:
@@ -81,15 +149,8 @@ def path_of(prefix: str, key: str) -> str:
 
 
 def clean_string(value: str) -> str | None:
-    """The problem with a string PostgreSQL would refuse, or None."""
-    if "\x00" in value:
-        return "Must not contain NUL characters."
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "Is not valid Unicode text."
-    return None
+    """The problem with a string PostgreSQL would refuse, or None (``rmm.parsing.text_problem``)."""
+    return text_problem(value)
 
 
 def text(
@@ -217,29 +278,19 @@ def choice(
     return value
 
 
-def parse_timestamp(value: Any) -> dt.datetime | None:
-    """An ISO 8601 timestamp with a time zone (``2026-11-25T10:00:00Z``), or None when it is not one."""
-    if not isinstance(value, str) or len(value) > 40:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed
-
-
 def timestamp(obj: dict, key: str, prefix: str, problems: Problems, *, required: bool = False) -> dt.datetime | None:
+    """An ISO 8601 timestamp with a time zone (``2026-11-25T10:00:00Z``) that PostgreSQL can store
+    (``rmm.parsing.parse_datetime``: no offset beyond ±15:59, nothing outside years 1-9999)."""
     value = obj.get(key)
     if value is None:
         if required:
             problems.add(path_of(prefix, key), "This field is required.")
         return None
-    parsed = parse_timestamp(value)
-    if parsed is None:
-        problems.add(path_of(prefix, key), "Must be an ISO 8601 timestamp with a time zone, e.g. 2026-11-25T10:00:00Z.")
-    return parsed
+    try:
+        return parse_datetime(value, assume_utc=False)
+    except ValueError as exc:
+        problems.add(path_of(prefix, key), str(exc))
+        return None
 
 
 def date(obj: dict, key: str, prefix: str, problems: Problems) -> dt.date | None:

@@ -30,7 +30,7 @@ from devices.agent.bodies import INVENTORY_KINDS, read_command_result, read_enro
 from devices.agent.errors import AgentError
 from devices.agent.group_commit import GroupCommitter, WriterUnavailable
 from devices.agent.heartbeat import process_heartbeats, read_heartbeat
-from devices.agent.validation import read_json_object
+from devices.agent.validation import agent_id_is_well_formed, read_json_object
 from devices.services import commands, enrollment, ingest
 from rmm.errors import TooManyAttempts
 from rmm.net import client_ip
@@ -55,6 +55,9 @@ def agent_endpoint(*methods: str):
                 response["Allow"] = ", ".join(methods)
                 return response
             try:
+                agent_id = kwargs.get("agent_id")
+                if agent_id is not None and not agent_id_is_well_formed(agent_id):
+                    raise refusal("invalid_token")  # no device has it: like an unknown agent, without a query
                 return view(request, *args, **kwargs)
             except AgentError as error:
                 return refusal_answer(request, error)  # refused tokens are counted per address: 429 past the limit
