@@ -23,6 +23,7 @@
 | AGENT_GROUP_COMMIT | true | heartbeats of one server process are written together, one transaction per batch |
 | AGENT_GROUP_COMMIT_MAX_BATCH | 256 | most heartbeats one group-commit transaction takes |
 | AGENT_GROUP_COMMIT_LINGER_MS | 5 | how long the group-commit writer waits for more heartbeats before writing |
+| AGENT_GROUP_COMMIT_TIMEOUT_MS | 5000 | lock and statement timeout of the writer: a slower batch fails, 503 |
 | COMMAND_DEFAULT_EXPIRY_SECONDS | 86400 | a queued command not claimed within this expires (default expiry) |
 | COMMAND_SENT_TIMEOUT_SECONDS | 3600 | a sent command with no result nor timeoutSeconds times out after this |
 | COMMAND_TIMEOUT_GRACE_SECONDS | 300 | added to a script's own timeoutSeconds before the server times it out |
@@ -100,6 +101,9 @@ AGENT_MTLS_MODE = env_choice("AGENT_MTLS_MODE", "off", ("off", "audit", "enforce
 AGENT_GROUP_COMMIT = env_bool("AGENT_GROUP_COMMIT", True)
 AGENT_GROUP_COMMIT_MAX_BATCH = env_int("AGENT_GROUP_COMMIT_MAX_BATCH", 256, minimum=1, maximum=5000)
 AGENT_GROUP_COMMIT_LINGER_MS = env_int("AGENT_GROUP_COMMIT_LINGER_MS", 5, minimum=0, maximum=100)
+# Bounds how long a heartbeat waits for its batch's outcome (devices/agent/group_commit.py): well under the 30 s an
+# agent waits for an answer, so an answer always reports what was stored.
+AGENT_GROUP_COMMIT_TIMEOUT_MS = env_int("AGENT_GROUP_COMMIT_TIMEOUT_MS", 5000, minimum=100, maximum=10_000)
 # Commands: how long a queued command waits for its agent, and when a delivered one without a result times out.
 COMMAND_DEFAULT_EXPIRY_SECONDS = env_int("COMMAND_DEFAULT_EXPIRY_SECONDS", 24 * 3600, minimum=60)
 COMMAND_SENT_TIMEOUT_SECONDS = env_int("COMMAND_SENT_TIMEOUT_SECONDS", 3600, minimum=60)

@@ -1,9 +1,15 @@
 """The heartbeat: read one check-in, then judge and write a batch of them in one transaction.
 
 ``read_heartbeat`` runs in the request's thread and turns a body into a ``HeartbeatJob`` (or a 400 / 413 before
-anything is stored). ``process_heartbeats`` takes any number of jobs, in the calling thread's transaction: the
-request's own thread when group commit is off (tests, a sync worker), or the process's group-commit writer
-(``devices.agent.group_commit``) with every heartbeat that arrived while the previous batch was being committed.
+anything is stored): it refuses everything PostgreSQL would refuse, because one value the database refuses fails the
+batch it is written in. ``write_heartbeat`` hands the job to the process's group-commit writer
+(``devices.agent.group_commit``), or writes it inline inside a transaction (tests) or with group commit off.
+``process_heartbeats`` takes any number of jobs, in the calling thread's transaction: the writer's, with every
+heartbeat that arrived while the previous batch was being committed, or the request's own.
+
+Commands are handed out once per claim. A job's claimed commands are in its answer only if its write committed
+(``settled``); when the answer carrying them cannot be delivered, ``devices.agent.delivery`` returns them to
+``pending`` (README, "Agents").
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from devices.agent.auth import (
     judge,
     record_certificate_quarantine,
 )
+from devices.agent.errors import AgentError
+from devices.agent.group_commit import GroupCommitter, JobRefused, is_data_error
 from devices.agent.validation import Problems, item_list, metrics, optional_text, sub_object, text, timestamp
 
 BACKLOG_LIMIT = 1000
@@ -54,6 +62,13 @@ class HeartbeatJob:
     identity: AgentIdentity | None = None
     commands: list[dict] = field(default_factory=list)
     rotate_token: bool = False
+    # Set once the outcome is final and committed: a job written again after a failed batch is skipped then.
+    settled: bool = False
+    # The sent_at its commands were claimed with: an undelivered answer returns exactly that claim to pending.
+    claimed_at: dt.datetime | None = None
+
+    def __str__(self) -> str:
+        return f"the heartbeat of agent {self.agent_id!a}"
 
 
 def read_heartbeat(
@@ -128,13 +143,19 @@ def process_heartbeats(jobs: list[HeartbeatJob], *, now: dt.datetime | None = No
     the write re-checks what the judgement relied on instead (``hot.HEARTBEAT_WRITE``). Only a batch that
     quarantines a device for an expired client certificate opens a transaction, to write the audit row with it.
     """
-    pending = jobs
+    pending = [job for job in jobs if not job.settled]
     for _attempt in range(MAX_ATTEMPTS):
-        pending = _attempt_batch(pending, now or timezone.now())
         if not pending:
             return
+        retry = _attempt_batch(pending, now or timezone.now())
+        again = set(map(id, retry))
+        for job in pending:
+            if id(job) not in again:
+                job.settled = True  # committed (or nothing to write): an error in a later attempt cannot undo it
+        pending = retry
     for job in pending:
         job.verdict = "busy"
+        job.settled = True
 
 
 def _attempt_batch(jobs: list[HeartbeatJob], now: dt.datetime) -> list[HeartbeatJob]:
@@ -192,7 +213,40 @@ def _attempt_batch(jobs: list[HeartbeatJob], now: dt.datetime) -> list[Heartbeat
 
     for device_id, command_id, command_type, payload, _created in claimed:
         # Several heartbeats of one device in one batch: the commands go to the first.
-        written_jobs[device_id][0].commands.append(
-            {"id": str(command_id), "type": command_type, "payload": json.loads(payload)}
-        )
+        first = written_jobs[device_id][0]
+        first.claimed_at = now
+        first.commands.append({"id": str(command_id), "type": command_type, "payload": json.loads(payload)})
     return [job for device_id, batch in written_jobs.items() if device_id not in written for job in batch]
+
+
+heartbeat_writer = GroupCommitter(
+    process_heartbeats,
+    name="heartbeat-group-commit",
+    settled=lambda job: job.settled,
+    describe=str,
+    timeout_ms=lambda: settings.AGENT_GROUP_COMMIT_TIMEOUT_MS,
+)
+
+
+def write_heartbeat(job: HeartbeatJob) -> None:
+    """Write ``job`` and fill in its outcome: through the group-commit writer, or inline inside a transaction (the
+    writer's connection could not see its rows) or with AGENT_GROUP_COMMIT off.
+
+    Raises ``group_commit.WriterUnavailable`` (503: nothing of it stored, send it again) or the 400 ``AgentError``
+    when the database refused a value of this heartbeat alone, which validation should have refused and sending it
+    again would not change.
+    """
+    try:
+        if settings.AGENT_GROUP_COMMIT and not connection.in_atomic_block:
+            heartbeat_writer.submit(job)
+        else:
+            try:
+                process_heartbeats([job])
+            except Exception as exc:
+                if is_data_error(exc):
+                    raise JobRefused(str(exc)) from exc
+                raise  # the database unavailable: 503 by rmm.errors; anything else is a bug (500)
+    except JobRefused:
+        raise AgentError(
+            400, "validation_error", "The database refused a value of this heartbeat; nothing of it was stored."
+        ) from None

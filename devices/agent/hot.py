@@ -133,6 +133,15 @@ WITH claimable AS (
 SELECT id, type, payload FROM claimed ORDER BY created_at, id
 """
 
+# An answer carrying claimed commands could not be delivered (devices.agent.delivery): the claim is undone, but only
+# while it is still exactly that claim (status sent, the same sent_at): a result the agent posted meanwhile, or a
+# sweep that timed the command out, is left alone.
+RELEASE_UNDELIVERED_COMMANDS = """
+UPDATE device_commands
+   SET status = 'pending', sent_at = NULL, updated_at = %(now)s
+ WHERE device_id = %(device_id)s AND id = ANY(%(command_ids)s) AND status = 'sent' AND sent_at = %(sent_at)s
+"""
+
 QUARANTINE_EXPIRED_CERTIFICATE = """
 UPDATE devices
    SET status = 'quarantined', quarantined_at = %(now)s, quarantined_reason = 'mtls_cert_expired',
@@ -231,6 +240,17 @@ def claim_commands(cursor, *, device_id: uuid.UUID, now: dt.datetime) -> list[tu
     """Claim up to 10 of the device's pending, unexpired commands, oldest first: (id, type, payload JSON text)."""
     cursor.execute(CLAIM_COMMANDS, {"device_id": device_id, "now": now}, prepare=True)
     return cursor.fetchall()
+
+
+def release_undelivered_commands(
+    cursor, *, device_id: uuid.UUID, command_ids: list[uuid.UUID], sent_at: dt.datetime, now: dt.datetime
+) -> int:
+    """Return the commands of one claim to ``pending`` (see RELEASE_UNDELIVERED_COMMANDS); answers how many."""
+    cursor.execute(
+        RELEASE_UNDELIVERED_COMMANDS,
+        {"device_id": device_id, "command_ids": command_ids, "sent_at": sent_at, "now": now},
+    )
+    return cursor.rowcount
 
 
 def quarantine_expired_certificate(cursor, *, device_id: uuid.UUID, now: dt.datetime) -> bool:

@@ -11,8 +11,6 @@ import json
 import logging
 import uuid
 
-from django.conf import settings
-from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -27,17 +25,16 @@ from devices.agent.auth import (
     refusal_answer,
 )
 from devices.agent.bodies import INVENTORY_KINDS, read_command_result, read_enrollment, read_hardware, read_inventory
+from devices.agent.delivery import commands_answer
 from devices.agent.errors import AgentError
-from devices.agent.group_commit import GroupCommitter, WriterUnavailable
-from devices.agent.heartbeat import process_heartbeats, read_heartbeat
+from devices.agent.group_commit import WriterUnavailable
+from devices.agent.heartbeat import read_heartbeat, write_heartbeat
 from devices.agent.validation import agent_id_is_well_formed, read_json_object
 from devices.services import commands, enrollment, ingest
 from rmm.errors import TooManyAttempts
 from rmm.net import client_ip
 
 logger = logging.getLogger("devices.agent")
-
-heartbeat_writer = GroupCommitter(process_heartbeats, name="heartbeat-group-commit")
 
 
 def agent_endpoint(*methods: str):
@@ -115,15 +112,13 @@ def heartbeat(request, agent_id: str):
     except AgentError:
         authenticate(request, agent_id)  # someone who may not call at all hears that rather than a 400
         raise
-    if settings.AGENT_GROUP_COMMIT and not connection.in_atomic_block:
-        heartbeat_writer.submit(job)
-    else:
-        process_heartbeats([job])
+    write_heartbeat(job)
     if job.verdict == "busy":
         raise WriterUnavailable("the device kept changing under its heartbeat")
     if job.verdict != OK:
         raise refusal(job.verdict)
-    return JsonResponse({"commands": job.commands, "configUpdate": None, "rotateToken": job.rotate_token})
+    answer = {"commands": job.commands, "configUpdate": None, "rotateToken": job.rotate_token}
+    return commands_answer(request, answer, device_id=job.identity.device_id, sent_at=job.claimed_at, agent_id=agent_id)
 
 
 @agent_endpoint("PUT")
@@ -147,15 +142,13 @@ def inventory(request, agent_id: str, kind: str):
 def claim_commands(request, agent_id: str):
     """GET /{agentId}/commands → {commands}: claims like the heartbeat does."""
     identity = authenticate(request, agent_id)
+    now = timezone.now()
     # One statement: atomic (and committed) on its own.
-    claimed = hot.claim_commands(hot.raw_cursor(), device_id=identity.device_id, now=timezone.now())
-    return JsonResponse(
-        {
-            "commands": [
-                {"id": str(id_), "type": type_, "payload": json.loads(payload)} for id_, type_, payload in claimed
-            ]
-        }
-    )
+    claimed = hot.claim_commands(hot.raw_cursor(), device_id=identity.device_id, now=now)
+    answer = {
+        "commands": [{"id": str(id_), "type": type_, "payload": json.loads(payload)} for id_, type_, payload in claimed]
+    }
+    return commands_answer(request, answer, device_id=identity.device_id, sent_at=now, agent_id=agent_id)
 
 
 @agent_endpoint("POST")

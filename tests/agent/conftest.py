@@ -162,6 +162,6 @@ def _stop_the_heartbeat_writer():
     """Tests without a wrapping transaction send heartbeats through the group-commit writer thread; end it (and its
     database connection) after each test, or the test database could not be dropped."""
     yield
-    from devices.agent.views import heartbeat_writer
+    from devices.agent.heartbeat import heartbeat_writer
 
     heartbeat_writer.stop()
