@@ -11,97 +11,51 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 
 from accounts.models import User
 from devices.models import Device
 from orgs.services import generate_enrollment_key
 from tests import factories
+from tests.servers import Gunicorn, database_url
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.servers
+
 UPLOAD_LIMIT = 4096  # DATA_UPLOAD_MAX_MEMORY_SIZE of the server under test
 
 
-def database_url() -> str:
+def _database_url() -> str:
     params = connection.settings_dict
-    auth = params["USER"] + (f":{params['PASSWORD']}" if params["PASSWORD"] else "")
-    if params["HOST"].startswith("/"):
-        return f"postgresql://{auth}@/{params['NAME']}?host={params['HOST']}"
-    return f"postgresql://{auth}@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 5432}/{params['NAME']}"
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    port: int
-    log: Path
-    home: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-def start_gunicorn(workdir: Path, home: Path | None = None, **env_overrides: str) -> Server:
-    """gunicorn with the production configuration on a port of its own choosing (port 0, read from its log)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    home = home or workdir / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    log = workdir / "gunicorn.log"
-    env = {key: value for key, value in os.environ.items() if key not in {"XDG_RUNTIME_DIR", "GUNICORN_CMD_ARGS"}}
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": database_url(),
-            "GUNICORN_BIND": "127.0.0.1:0",
-            "WEB_CONCURRENCY": "1",
-            "HOME": str(home),  # where gunicorn >= 25 would put its control socket by default
-            "DATA_UPLOAD_MAX_MEMORY_SIZE": str(UPLOAD_LIMIT),
-            **env_overrides,
-        }
+    return database_url(
+        name=params["NAME"],
+        host=params["HOST"] or "127.0.0.1",
+        port=params["PORT"] or 5432,
+        user=params["USER"],
+        password=params["PASSWORD"],
     )
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "rmm/gunicorn.conf.py", "rmm.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(process, 0, log, home)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{text}")
-        match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
-        if match and "Booting worker" in text:
-            server.port = int(match.group(1))
-            try:
-                status, _, _ = exchange(server.port, b"GET /api/v1/nowhere HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            except OSError:
-                status = None
-            if status == 404:
-                return server
-        time.sleep(0.2)
-    server.stop()
-    raise AssertionError(f"gunicorn did not answer within 90 s:\n{log.read_text(errors='replace')}")
+
+
+def start_gunicorn(workdir: Path, home: Path, **env: str) -> Gunicorn:
+    """The production configuration (tests/servers.py), with HOME (where gunicorn >= 25 would put its control
+    socket by default) and XDG_RUNTIME_DIR (where it would prefer to) under the test's control."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "HOME": str(home),
+        "XDG_RUNTIME_DIR": "",
+        "DATA_UPLOAD_MAX_MEMORY_SIZE": str(UPLOAD_LIMIT),
+        "SECRET_KEY": settings.SECRET_KEY,  # enrollment keys made here are HMACs keyed with it
+        **env,
+    }
+    return Gunicorn(_database_url(), workdir / "gunicorn.log", **env).__enter__()
 
 
 def exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -156,11 +110,12 @@ def chunked(body: bytes, size: int = 1000) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Server]:
+def server(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Gunicorn]:
+    workdir = tmp_path_factory.mktemp("gunicorn")
     with django_db_blocker.unblock():
-        started = start_gunicorn(tmp_path_factory.mktemp("gunicorn"))
+        started = start_gunicorn(workdir, workdir / "home")
     yield started
-    started.stop()
+    started.__exit__(None, None, None)
 
 
 # --- requests gunicorn refuses ----------------------------------------------------------------------------------
@@ -252,7 +207,10 @@ def test_a_chunked_agent_enrollment_is_read_whole(server):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_chunked_api_body_is_read_whole(server):
-    User.objects.create_user("chunked@example.com", "a long enough password", is_staff=True)
+    user = User.objects.create_user("chunked@example.com", is_staff=True)
+    # The server runs the production settings (Argon2, PBKDF2); the test process hashes with MD5 for speed.
+    user.password = PBKDF2PasswordHasher().encode("a long enough password", PBKDF2PasswordHasher().salt())
+    user.save(update_fields=["password"])
     body = json.dumps({"email": "chunked@example.com", "password": "a long enough password"}).encode()
     raw = (
         b"POST /api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
@@ -290,31 +248,31 @@ def test_a_chunked_body_at_the_upload_limit_reaches_the_view(server):
 def test_two_instances_side_by_side_open_no_shared_control_socket(django_db_setup, django_db_blocker, tmp_path):
     # One user, two servers: gunicorn's default would be $HOME/.gunicorn/gunicorn.ctl (or $XDG_RUNTIME_DIR/…) for
     # both, the second taking the socket over. Looked at while both run: stopping removes the file.
-    runtime = tmp_path / "runtime"
+    home, runtime = tmp_path / "home", tmp_path / "runtime"
     runtime.mkdir()
     with django_db_blocker.unblock():
-        first = start_gunicorn(tmp_path / "first", home=tmp_path / "home")
+        first = start_gunicorn(tmp_path / "first", home)
         try:
-            second = start_gunicorn(tmp_path / "second", home=tmp_path / "home", XDG_RUNTIME_DIR=str(runtime))
+            second = start_gunicorn(tmp_path / "second", home, XDG_RUNTIME_DIR=str(runtime))
             try:
                 assert first.process.poll() is None and second.process.poll() is None
-                assert not (first.home / ".gunicorn").exists()
+                assert not (home / ".gunicorn").exists()
                 assert not list(runtime.iterdir())
             finally:
-                second.stop()
+                second.__exit__(None, None, None)
         finally:
-            first.stop()
+            first.__exit__(None, None, None)
 
 
 def test_a_control_socket_is_opened_only_at_the_path_an_instance_is_given(django_db_setup, django_db_blocker, tmp_path):
     own = tmp_path / "own.ctl"
     with django_db_blocker.unblock():
-        server = start_gunicorn(tmp_path / "ctl", GUNICORN_CONTROL_SOCKET=str(own))
+        server = start_gunicorn(tmp_path / "ctl", tmp_path / "home", GUNICORN_CONTROL_SOCKET=str(own))
     try:
         deadline = time.monotonic() + 10
         while not own.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert own.is_socket()
-        assert not (server.home / ".gunicorn").exists()
+        assert not (tmp_path / "home" / ".gunicorn").exists()
     finally:
-        server.stop()
+        server.__exit__(None, None, None)

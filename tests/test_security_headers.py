@@ -123,6 +123,7 @@ def test_json_answers_do_not_carry_the_page_policy():
     assert "Content-Security-Policy" not in response
 
 
+@pytest.mark.servers
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (apt-get install -y chromium)")
 def test_swagger_ui_renders_the_api_under_its_csp_in_a_real_browser(live_server):
     playwright = pytest.importorskip("playwright.sync_api")
