@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from accounts.models import AuditLog, Role
+from accounts.models import AuditLog, PartnerUser, Role
 from devices.models import DeviceGroup
 from orgs.models import EnrollmentKey, Organization, Site
 
@@ -91,3 +91,16 @@ def test_a_group_preview_stays_open_to_readers(viewer, world):
         "/api/v1/groups/preview", {"orgId": str(world.org_a.pk), "filterRules": {"all": []}}, format="json"
     )
     assert response.status_code != 403, response.content
+
+
+def test_a_role_with_invite_but_not_write_reaches_the_invitation(world, permissions, make_user):
+    # Creating a user is an invitation: users:invite is what the early check asks for, not users:write.
+    role = Role.objects.create(name="Inviter", scope=Role.Scope.PARTNER)
+    role.permissions.set([permissions["users:invite"], permissions["users:read"]])
+    inviter = make_user("inviter@example.com")
+    PartnerUser.objects.create(partner=world.partner_a, user=inviter, role=role, org_access="all")
+
+    response = client_for(inviter).post("/api/v1/users", {}, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "validation_error"

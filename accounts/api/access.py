@@ -249,6 +249,10 @@ class UserViewSet(
     queryset = User.objects.order_by("email")
     serializer_class = UserSerializer
 
+    def permission_for(self, action: str | None = None) -> str:
+        # Adding a person is an invitation: a role with users:invite but not users:write may do it.
+        return "users:invite" if (action or self.action) == "create" else super().permission_for(action)
+
     def perform_update(self, serializer):
         if not services.may_manage_user(self.request.user, serializer.instance):
             raise ApiError(
