@@ -33,11 +33,31 @@ _LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 
 
 def database_url(*, name: str, host: str, port: int | str, user: str, password: str = "", **query: str) -> str:
+    """A ``postgresql://`` URL that both libpq and rmm.env.parse_database_url read. A host that is a directory (the
+    embedded PostgreSQL's Unix socket) goes into the query string, where libpq takes it."""
+    if str(host).startswith("/"):
+        query = {"host": str(host), **query}
+        host = ""
     credentials = quote(user) + (f":{quote(password)}" if password else "")
     url = f"postgresql://{credentials}@{host}:{port}/{quote(name)}"
     if query:
         url += "?" + "&".join(f"{key}={quote(value)}" for key, value in query.items())
     return url
+
+
+def url_of_test_database(**query: str) -> str:
+    """The URL of the database the test run uses (pytest-django's test database), for processes a test starts."""
+    from django.db import connection
+
+    params = connection.settings_dict
+    return database_url(
+        name=params["NAME"],
+        host=params["HOST"] or "127.0.0.1",
+        port=params["PORT"] or 5432,
+        user=params["USER"],
+        password=params["PASSWORD"],
+        **query,
+    )
 
 
 def server_environment(database: str, **overrides: str) -> dict[str, str]:

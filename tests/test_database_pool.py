@@ -29,23 +29,11 @@ from devices.agent import hot
 from rmm.database import pool as database_pool
 from rmm.database.availability import is_database_unavailable
 from tests import factories
-from tests.servers import Endpoint, Gunicorn, database_url, free_port
+from tests.servers import Endpoint, Gunicorn, database_url, free_port, url_of_test_database
 
 POOL_SIZE = 4
 APPLICATION = "rmm-pool-test"  # the server's connections carry this name in pg_stat_activity
 PASSWORD = "correct horse battery staple"
-
-
-def _url(**query: str) -> str:
-    s = connection.settings_dict
-    return database_url(
-        name=s["NAME"],
-        host=s["HOST"] or "127.0.0.1",
-        port=s["PORT"] or 5432,
-        user=s["USER"],
-        password=s["PASSWORD"],
-        **query,
-    )
 
 
 class ConnectionSampler(threading.Thread):
@@ -94,9 +82,9 @@ def test_the_server_holds_at_most_its_pool_of_connections_and_answers_503_never_
         device = factories.device(world.site_a1, agent_token_hash=hashlib.sha256(agent_token.encode()).hexdigest())
         agent_tokens[device.agent_id] = agent_token
 
-    sampler = ConnectionSampler(_url())
+    sampler = ConnectionSampler(url_of_test_database())
     server = Gunicorn(
-        _url(application_name=APPLICATION),
+        url_of_test_database(application_name=APPLICATION),
         tmp_path / "gunicorn.log",
         DATABASE_POOL_MAX_SIZE=str(POOL_SIZE),
         DATABASE_POOL_TIMEOUT_SECONDS="3",
@@ -142,7 +130,7 @@ def test_a_connection_postgresql_closed_is_replaced_before_the_next_orm_statemen
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         first_pid = cursor.fetchone()[0]
-    with psycopg.connect(_url(), autocommit=True) as admin:
+    with psycopg.connect(url_of_test_database(), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [first_pid])
     _wait_until_closed_by_server(connection.connection)
 
@@ -157,7 +145,7 @@ def test_the_agent_hot_path_cursor_replaces_a_connection_postgresql_closed():
     # connection aged out (issue 10, item 7).
     cursor = hot.raw_cursor()
     first_pid = cursor.execute("SELECT pg_backend_pid()").fetchone()[0]
-    with psycopg.connect(_url(), autocommit=True) as admin:
+    with psycopg.connect(url_of_test_database(), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [first_pid])
     _wait_until_closed_by_server(connection.connection)
 
@@ -182,7 +170,10 @@ def test_a_wrong_statement_is_not_an_unavailable_database():
     with pytest.raises(DatabaseError) as wrong, connection.cursor() as cursor:
         cursor.execute("SELECT no_such_column FROM devices")
     assert not is_database_unavailable(wrong.value)
-    with pytest.raises(psycopg.OperationalError) as cancelled, psycopg.connect(_url(), autocommit=True) as own:
+    with (
+        pytest.raises(psycopg.OperationalError) as cancelled,
+        psycopg.connect(url_of_test_database(), autocommit=True) as own,
+    ):
         own.execute("SET statement_timeout = 1")
         own.execute("SELECT pg_sleep(1)")
     assert cancelled.value.sqlstate == "57014"

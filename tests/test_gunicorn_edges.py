@@ -19,28 +19,16 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from django.db import connection
 
 from accounts.models import User
 from devices.models import Device
 from orgs.services import generate_enrollment_key
 from tests import factories
-from tests.servers import Gunicorn, database_url
+from tests.servers import Gunicorn, url_of_test_database
 
 pytestmark = pytest.mark.servers
 
 UPLOAD_LIMIT = 4096  # DATA_UPLOAD_MAX_MEMORY_SIZE of the server under test
-
-
-def _database_url() -> str:
-    params = connection.settings_dict
-    return database_url(
-        name=params["NAME"],
-        host=params["HOST"] or "127.0.0.1",
-        port=params["PORT"] or 5432,
-        user=params["USER"],
-        password=params["PASSWORD"],
-    )
 
 
 def start_gunicorn(workdir: Path, home: Path, **env: str) -> Gunicorn:
@@ -55,7 +43,7 @@ def start_gunicorn(workdir: Path, home: Path, **env: str) -> Gunicorn:
         "SECRET_KEY": settings.SECRET_KEY,  # enrollment keys made here are HMACs keyed with it
         **env,
     }
-    return Gunicorn(_database_url(), workdir / "gunicorn.log", **env).__enter__()
+    return Gunicorn(url_of_test_database(), workdir / "gunicorn.log", **env).__enter__()
 
 
 def exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:

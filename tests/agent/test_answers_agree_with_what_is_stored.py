@@ -158,12 +158,9 @@ def test_the_writers_statements_run_with_its_timeouts_and_no_one_elses_do(settin
 
 @pytest.mark.django_db(transaction=True)
 def test_an_agent_that_gives_up_before_its_delayed_answer_gets_its_command_at_the_next_check_in(tmp_path):
-    from tests.servers import Endpoint, Gunicorn, database_url
+    from tests.servers import Endpoint, Gunicorn, url_of_test_database
 
-    params = connection.settings_dict
-    database = database_url(
-        name=params["NAME"], host=params["HOST"] or "127.0.0.1", port=params["PORT"] or 5432, user=params["USER"]
-    )
+    database = url_of_test_database()
     agent = enrolled()
     command = queue_command(device=agent.device, type="reboot", payload=None)
     body = json.dumps(heartbeat_body()).encode()
