@@ -4,7 +4,6 @@ owner by strangers."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 
@@ -16,6 +15,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import User
+from tests.concurrency import run_concurrently
 
 pytestmark = pytest.mark.django_db
 
@@ -51,27 +51,6 @@ def age_every_failure(seconds: int) -> None:
             "UPDATE recent_failures SET failed_at = ARRAY(SELECT t - make_interval(secs => %s) FROM unnest(failed_at) t)",  # noqa: E501
             [seconds],
         )
-
-
-def run_concurrently(count: int, request) -> list:
-    """``request(n)`` in ``count`` threads released together, each with its own database connection."""
-    barrier = threading.Barrier(count)
-    answers: list = []
-
-    def one(n: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            answers.append(request(n))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert len(answers) == count
-    return answers
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ import datetime as dt
 import hashlib
 import json
 import re
-import threading
 
 import pytest
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -18,6 +16,7 @@ from devices.models import Device, DeviceHardware, DeviceNetworkInterface
 from orgs.models import EnrollmentKey, Organization, Partner
 from tests import factories
 from tests.agent.conftest import BASE, assert_error, enroll, enrollment_body, make_key
+from tests.concurrency import run_concurrently
 
 pytestmark = pytest.mark.django_db
 
@@ -197,22 +196,7 @@ def test_enroll_works_with_a_trailing_slash_and_refuses_get(client, key):
 
 
 def _enroll_concurrently(raw_key: str, count: int) -> list[int]:
-    barrier = threading.Barrier(count)
-    statuses: list[int] = []
-
-    def one(n: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            statuses.append(enroll(Client(), raw_key, hostname=f"racer-{n}").status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return statuses
+    return run_concurrently(count, lambda n: enroll(Client(), raw_key, hostname=f"racer-{n}").status_code)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -5,7 +5,6 @@ served as before, without the throttle even being consulted."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections import Counter
 
 import pytest
@@ -16,6 +15,7 @@ from django.utils import timezone
 from devices.models import Device
 from orgs.models import EnrollmentKey
 from tests.agent.conftest import BASE, assert_error, enroll, make_key
+from tests.concurrency import run_concurrently
 
 pytestmark = pytest.mark.django_db
 
@@ -140,25 +140,6 @@ def test_an_address_is_refused_only_within_the_window(agent, limits):
     assert_error(agent.heartbeat(token=WRONG_TOKEN), 401, "invalid_token")
 
 
-def _concurrently(count: int, request) -> list[int]:
-    barrier = threading.Barrier(count)
-    statuses: list[int] = []
-
-    def one(n: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            statuses.append(request(n))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return statuses
-
-
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_refused_tokens_get_exactly_the_limit_of_401s(settings):
     settings.AGENT_TOKEN_MAX_FAILURES_PER_ADDRESS = 5
@@ -166,14 +147,14 @@ def test_concurrent_refused_tokens_get_exactly_the_limit_of_401s(settings):
     def config(n: int) -> int:
         return Client().get(f"{BASE}/{n:064x}/config", headers={"authorization": f"Bearer {WRONG_TOKEN}"}).status_code
 
-    assert Counter(_concurrently(16, config)) == {401: 5, 429: 11}
+    assert Counter(run_concurrently(16, config)) == {401: 5, 429: 11}
 
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_refused_enrollments_get_exactly_the_limit_of_401s(settings):
     settings.ENROLLMENT_MAX_FAILURES_PER_ADDRESS = 5
 
-    statuses = _concurrently(16, lambda n: enroll(Client(), f"wrong-key-{n}").status_code)
+    statuses = run_concurrently(16, lambda n: enroll(Client(), f"wrong-key-{n}").status_code)
 
     assert Counter(statuses) == {401: 5, 429: 11}
     assert not EnrollmentKey.objects.exists() and not Device.objects.exists()
