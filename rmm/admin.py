@@ -33,10 +33,10 @@ from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connections, models
+from django.db import connections, models, router, transaction
 from django.db.models import Model, QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.functional import cached_property
 from django.utils.text import capfirst
@@ -208,6 +208,67 @@ def with_actor(form_class: type, request: HttpRequest) -> type:
     """``form_class`` (a form or formset class made for this request by ``get_form``/``get_formset``) with
     ``actor`` set to the requesting user, for checks that depend on who acts (the no-escalation rule, limits)."""
     return type(form_class.__name__, (form_class,), {"actor": request.user})
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def add_domain_error(form, error, *, field_names: Mapping[str, str] | None = None) -> None:
+    """The admin's half of the one mapping of domain errors (``rmm/domain_errors.py``; the API's is in
+    ``rmm.errors``): put ``error`` on ``form`` as form errors, each named field on its form field when the form has
+    one (the API's ``parentId`` is the form's ``parent``: camelCase to snake_case, less an ``Id``/``Ids`` suffix,
+    or ``field_names``), everything else on the form as a whole. Call it from a form's ``clean()`` that runs the
+    service's check."""
+    names = field_names or {}
+    for api_name, messages in error.fields.items():
+        stem = _snake(re.sub(r"Ids?$", "", api_name))
+        candidates = (names.get(api_name), _snake(api_name), f"{stem}s", stem)
+        form_name = next((name for name in candidates if name and name in form.fields), None)
+        for message in messages:
+            form.add_error(form_name, message)
+    if not error.fields:
+        form.add_error(None, error.message)
+
+
+def domain_error_message(error) -> str:
+    """A domain error as the admin's message (for actions and for a refusal found only while saving)."""
+    return error.message
+
+
+class DomainErrorsAsMessagesMixin:
+    """A ModelAdmin that turns a domain error raised while saving, deleting or running an action into an error
+    message instead of a crash. The admin's transaction is rolled back first, so nothing of the refused change is
+    kept; the user lands back on the page they came from. Rules that can be checked before saving are better
+    checked in the form (``add_domain_error``), which keeps what the user typed."""
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        from rmm.domain_errors import DomainError
+
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except DomainError as error:
+            self.message_user(request, domain_error_message(error), level="error")
+            return HttpResponseRedirect(request.get_full_path())
+
+    def delete_view(self, request, object_id, extra_context=None):
+        from rmm.domain_errors import DomainError
+
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except DomainError as error:
+            self.message_user(request, domain_error_message(error), level="error")
+            return HttpResponseRedirect(request.get_full_path())
+
+    def response_action(self, request, queryset):
+        from rmm.domain_errors import DomainError
+
+        try:
+            with transaction.atomic(using=router.db_for_write(self.model)):
+                return super().response_action(request, queryset)
+        except DomainError as error:
+            self.message_user(request, domain_error_message(error), level="error")
+            return HttpResponseRedirect(request.get_full_path())
 
 
 DEFAULT_VERBS: Mapping[str, str] = MappingProxyType(

@@ -23,6 +23,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from rmm import domain_errors
 from rmm.database.availability import is_database_unavailable
 
 
@@ -60,6 +61,26 @@ class ErrorSerializer(serializers.Serializer):
         help_text='A request field → its problems, e.g. `{"networkInfo[3].ip": ["Enter a valid IP address."]}`; '
         "`{}` except on a 400 that names request fields.",
     )
+
+
+# The one mapping of the domain's errors (rmm/domain_errors.py) to statuses; the first class that matches wins.
+DOMAIN_ERROR_STATUS: dict[type[domain_errors.DomainError], int] = {
+    domain_errors.Invalid: 400,
+    domain_errors.Refused: 403,
+    domain_errors.LimitReached: 403,
+    domain_errors.NotFound: 404,
+    domain_errors.Conflict: 409,
+}
+
+
+def domain_error_status(error: domain_errors.DomainError) -> int:
+    """The status of ``error``'s answer under /api/ (a bare ``DomainError`` is a 400)."""
+    return next((status for cls, status in DOMAIN_ERROR_STATUS.items() if isinstance(error, cls)), 400)
+
+
+def api_error_from(error: domain_errors.DomainError) -> ApiError:
+    """A domain error as the API answers it: its status, code, message and fields."""
+    return ApiError(domain_error_status(error), error.code, error.message, error.fields)
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
@@ -141,6 +162,8 @@ def exception_handler(exc, context) -> Response | None:
     """DRF's EXCEPTION_HANDLER: every error a DRF view raises becomes the shared shape."""
     if isinstance(exc, TooManyAttempts):
         exc = exc.api_error()
+    elif isinstance(exc, domain_errors.DomainError):
+        exc = api_error_from(exc)
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body("payload_too_large", "The request body is too large."), status=413)
     if isinstance(exc, Http404):
