@@ -21,9 +21,9 @@ from rest_framework import authentication, exceptions
 
 from accounts import throttle
 from accounts.models import ApiToken, MfaRecoveryCode, User
+from devices.services import credentials
 from rmm.net import client_ip
 
-API_TOKEN_PREFIX = "rmmu_"  # noqa: S105 (a prefix, not a secret)
 SETUP_TOKEN_PREFIX = "rmms_"  # noqa: S105
 RECOVERY_CODE_COUNT = 10
 TOTP_ISSUER = "RMM"
@@ -32,31 +32,27 @@ _SETUP_SALT = "accounts.mfa-setup"
 _LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 
-def sha256_hex(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
 # --- personal API tokens ---------------------------------------------------------------------------------------
 
 
 def issue_api_token(*, user: User, name: str, lifetime: dt.timedelta | None) -> tuple[str, ApiToken]:
     """Create a token for ``user``; return the raw token (shown once) and its row."""
-    raw = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    minted = credentials.mint_api_token()
     token = ApiToken.objects.create(
         user=user,
         name=name,
-        key_prefix=raw[:12],
-        key_hash=sha256_hex(raw),
+        key_prefix=minted.prefix,
+        key_hash=minted.hash,
         expires_at=timezone.now() + lifetime if lifetime else None,
     )
-    return raw, token
+    return minted.raw, token
 
 
 def user_for_api_token(raw: str) -> tuple[User, ApiToken] | None:
     """The active user and token behind a raw token, or None if it is unknown, expired, revoked or disabled."""
-    if not raw.startswith(API_TOKEN_PREFIX):
+    if not credentials.api_token_is_well_formed(raw):
         return None
-    token = ApiToken.objects.select_related("user").filter(key_hash=sha256_hex(raw)).first()
+    token = ApiToken.objects.select_related("user").filter(key_hash=credentials.hash_api_token(raw)).first()
     if token is None or token.revoked_at is not None:
         return None
     now = timezone.now()
@@ -82,7 +78,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate(self, request):
         raw = _bearer(request)
-        if raw is None or not raw.startswith(API_TOKEN_PREFIX):
+        if raw is None or not credentials.api_token_is_well_formed(raw):
             return None
         found = user_for_api_token(raw)
         if found is None:

@@ -22,7 +22,7 @@ def classify(process: psutil.Process) -> str:
         return "gone"
     if "gunicorn" in cmdline:
         return "gunicorn"
-    if "rmm.sim" in cmdline:
+    if "bench/sim.py" in cmdline:
         return "simulator"
     if name.startswith("postgres") or "postgres:" in cmdline:
         # Only the cluster the benchmark uses (a second cluster on the machine, e.g. the embedded one of a test

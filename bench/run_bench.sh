@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The agent API benchmark: a fresh database, gunicorn started with rmm/gunicorn.conf.py, then the fleet simulator
-# (python -m rmm.sim) enrolls AGENTS agents, drives RATE heartbeats/s for SECONDS (with commands queued meanwhile
+# (python bench/sim.py) enrolls AGENTS agents, drives RATE heartbeats/s for SECONDS (with commands queued meanwhile
 # and answered by the simulated agents), then software uploads of ITEMS items. See bench/README.md.
 #
 #   bench/run_bench.sh                     # defaults below
@@ -36,7 +36,7 @@ rm -f "$OUT/agents.json"
 
 start_gunicorn "$PORT" "$OUT/gunicorn.log"
 
-SIM="$PY -m rmm.sim --url http://127.0.0.1:$PORT --state $OUT/agents.json --agents $AGENTS"
+SIM="$PY bench/sim.py --url http://127.0.0.1:$PORT --state $OUT/agents.json --agents $AGENTS"
 
 echo "== enrollment: $AGENTS agents through POST /api/v1/agents/enroll"
 $SIM --key "$KEY" --enroll-concurrency 16 --seconds 0 --json "$OUT/enroll.json"

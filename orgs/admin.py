@@ -16,8 +16,9 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from devices.services import credentials
 from orgs.models import EnrollmentKey, Organization, Partner, Site
-from orgs.services import generate_enrollment_key, revoke_enrollment_keys
+from orgs.services import revoke_enrollment_keys
 from rmm import authz
 from rmm.admin import AuditedAdminMixin, ScopedAdminMixin, is_operator, scoped_choices, with_actor
 from rmm.net import client_ip
@@ -285,12 +286,13 @@ class EnrollmentKeyAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change:
-            raw, obj.key_prefix, obj.key_hash = generate_enrollment_key()
+            minted = credentials.mint_enrollment_key()
+            obj.key_prefix, obj.key_hash = minted.prefix, minted.hash
             obj.org_id = obj.site.org_id
             obj.created_by = request.user
             # Kept on the instance only until response_add shows it; never stored, logged or put in a message
             # (messages may live in a cookie or the session table until displayed).
-            obj._raw_key = raw
+            obj._raw_key = minted.raw
         super().save_model(request, obj, form, change)
 
     def response_add(self, request, obj, post_url_continue=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from rmm.db import TimeStampedModel, choices_check, time_zone_field
+from rmm.model_base import TimeStampedModel, choices_check, time_zone_field
 
 
 class PartnerStatus(models.TextChoices):

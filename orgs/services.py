@@ -1,40 +1,18 @@
 """Tenancy operations: making and revoking enrollment keys.
 
 An enrollment key is shown once, when it is made; the database keeps only ``key_prefix`` (its first 8 characters,
-to tell keys apart in lists) and ``key_hash``, an HMAC-SHA-256 of the whole key keyed with ``SECRET_KEY``. Enrollment
-looks a presented key up by ``hash_enrollment_key(raw)``. Rotating ``SECRET_KEY`` therefore invalidates every
-enrollment key, which is intended: a leaked database alone cannot be used to test guessed keys.
+to tell keys apart in lists) and ``key_hash`` (see ``devices.services.credentials``, which mints and hashes them).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
-
-from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts import audit
+from devices.services import credentials
 from orgs.models import EnrollmentKey, Site
-
-# "ek_" marks the string as an enrollment key (for people and secret scanners) while leaving 5 random hex characters
-# in the 8-character prefix; a longer marker would make every key's prefix look the same.
-ENROLLMENT_KEY_MARKER = "ek_"
-ENROLLMENT_KEY_PREFIX_LENGTH = 8
-
-
-def hash_enrollment_key(raw: str) -> str:
-    """The stored form of an enrollment key: HMAC-SHA-256 with the server secret, 64 hex characters."""
-    return hmac.new(settings.SECRET_KEY.encode(), raw.encode(), hashlib.sha256).hexdigest()
-
-
-def generate_enrollment_key() -> tuple[str, str, str]:
-    """A new random enrollment key as ``(raw, prefix, hash)``: show ``raw`` once, store ``prefix`` and ``hash``."""
-    raw = ENROLLMENT_KEY_MARKER + secrets.token_hex(32)
-    return raw, raw[:ENROLLMENT_KEY_PREFIX_LENGTH], hash_enrollment_key(raw)
 
 
 def revoke_enrollment_keys(*, keys: QuerySet[EnrollmentKey], actor_user=None, ip: str | None = None) -> int:
@@ -68,14 +46,14 @@ def create_enrollment_key(
     via: str = "api",
 ) -> tuple[str, EnrollmentKey]:
     """A new key for agents to enroll into ``site``; returns the raw key (to show once) and the stored row."""
-    raw, prefix, key_hash = generate_enrollment_key()
+    minted = credentials.mint_enrollment_key()
     with transaction.atomic():
         key = EnrollmentKey.objects.create(
             org_id=site.org_id,
             site=site,
             name=name,
-            key_prefix=prefix,
-            key_hash=key_hash,
+            key_prefix=minted.prefix,
+            key_hash=minted.hash,
             max_usage=max_usage,
             expires_at=expires_at,
             created_by=created_by if getattr(created_by, "pk", None) else None,
@@ -84,7 +62,7 @@ def create_enrollment_key(
             action="enrollment_key.create",
             actor_user=created_by,
             target=key,
-            details={"keyPrefix": prefix, "siteId": str(site.pk), "maxUsage": max_usage, "via": via},
+            details={"keyPrefix": minted.prefix, "siteId": str(site.pk), "maxUsage": max_usage, "via": via},
             ip=ip,
         )
-    return raw, key
+    return minted.raw, key

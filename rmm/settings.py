@@ -101,7 +101,7 @@ AGENT_MTLS_MODE = env_choice("AGENT_MTLS_MODE", "off", ("off", "audit", "enforce
 AGENT_GROUP_COMMIT = env_bool("AGENT_GROUP_COMMIT", True)
 AGENT_GROUP_COMMIT_MAX_BATCH = env_int("AGENT_GROUP_COMMIT_MAX_BATCH", 256, minimum=1, maximum=5000)
 AGENT_GROUP_COMMIT_LINGER_MS = env_int("AGENT_GROUP_COMMIT_LINGER_MS", 5, minimum=0, maximum=100)
-# Bounds how long a heartbeat waits for its batch's outcome (devices/agent/group_commit.py): well under the 30 s an
+# Bounds how long a heartbeat waits for its batch's outcome (devices/agent_api/group_commit.py): well under the 30 s an
 # agent waits for an answer, so an answer always reports what was stored.
 AGENT_GROUP_COMMIT_TIMEOUT_MS = env_int("AGENT_GROUP_COMMIT_TIMEOUT_MS", 5000, minimum=100, maximum=10_000)
 # Commands: how long a queued command waits for its agent, and when a delivered one without a result times out.

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
-    path("api/v1/agents/", include("devices.agent.urls")),
+    path("api/v1/agents/", include("devices.agent_api.urls")),
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("orgs.api.urls")),
     path("api/v1/", include("devices.api.urls")),

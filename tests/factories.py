@@ -6,13 +6,12 @@ row copies its device's org_id.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import secrets
 
 from django.utils import timezone
 
 from devices.models import Device
+from devices.services import credentials
 from orgs.models import Organization, Partner, Site
 
 _seq = itertools.count(1)
@@ -42,8 +41,8 @@ def device(site_: Site | None = None, **fields) -> Device:
     n = next(_seq)
     fields.setdefault("hostname", f"host-{n:05d}")
     fields.setdefault("os_type", Device.OsType.LINUX)
-    fields.setdefault("agent_id", secrets.token_hex(32))
-    fields.setdefault("agent_token_hash", hashlib.sha256(f"rmm_{secrets.token_hex(32)}".encode()).hexdigest())
+    fields.setdefault("agent_id", credentials.new_agent_id())
+    fields.setdefault("agent_token_hash", credentials.mint_agent_token().hash)
     fields.setdefault("enrolled_at", timezone.now())
     fields.setdefault("org_id", site_.org_id)
     return Device.objects.create(site=site_, **fields)

@@ -47,8 +47,8 @@ from devices.models import (
     DeviceSoftware,
     DeviceTelemetry,
 )
+from devices.services import credentials
 from orgs.models import EnrollmentKey, Organization, Partner, Site
-from orgs.services import hash_enrollment_key
 
 OUR_APPS = ("orgs", "accounts", "devices")
 EMPTY_JSON_FIELDS = {"address": "{}", "contact": "{}", "settings": "{}"}
@@ -141,7 +141,11 @@ def schema(db) -> Schema:
 
     raw_key = "ek_" + "1" * 64
     key = EnrollmentKey.objects.create(
-        org=org_a, site=site_a, name="Office laptops", key_prefix=raw_key[:8], key_hash=hash_enrollment_key(raw_key)
+        org=org_a,
+        site=site_a,
+        name="Office laptops",
+        key_prefix=raw_key[:8],
+        key_hash=credentials.hash_enrollment_key(raw_key),
     )
 
     permission = Permission.objects.create(resource="devices", action="read")

@@ -25,7 +25,7 @@ from django.db import DatabaseError, connection
 from django.db.utils import OperationalError as DjangoOperationalError
 
 from accounts.auth import issue_api_token
-from devices.agent import hot
+from devices.agent_api import sql
 from rmm.database import pool as database_pool
 from rmm.database.availability import is_database_unavailable
 from tests import factories
@@ -143,15 +143,15 @@ def test_a_connection_postgresql_closed_is_replaced_before_the_next_orm_statemen
 def test_the_agent_hot_path_cursor_replaces_a_connection_postgresql_closed():
     # The agent endpoints' own cursor skipped Django's check: after a restart every call failed until the kept
     # connection aged out (issue 10, item 7).
-    cursor = hot.raw_cursor()
+    cursor = sql.raw_cursor()
     first_pid = cursor.execute("SELECT pg_backend_pid()").fetchone()[0]
     with psycopg.connect(url_of_test_database(), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [first_pid])
     _wait_until_closed_by_server(connection.connection)
 
-    cursor = hot.raw_cursor()
+    cursor = sql.raw_cursor()
     assert cursor.execute("SELECT pg_backend_pid()").fetchone()[0] != first_pid
-    assert hot.fetch_identity(cursor, "no-such-agent") is None  # prepared statements work on the new connection
+    assert sql.fetch_identity(cursor, "no-such-agent") is None  # prepared statements work on the new connection
 
 
 def test_a_refused_or_lost_connection_means_the_database_is_unavailable():

@@ -22,7 +22,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from accounts.models import User
 from devices.models import Device
-from orgs.services import generate_enrollment_key
+from devices.services import credentials
 from tests import factories
 from tests.servers import Gunicorn, url_of_test_database
 
@@ -171,7 +171,8 @@ def test_an_unknown_host_under_api_gets_400_in_the_error_shape(server):
 @pytest.mark.django_db(transaction=True)
 def test_a_chunked_agent_enrollment_is_read_whole(server):
     site = factories.site()
-    raw_key, prefix, key_hash = generate_enrollment_key()
+    minted = credentials.mint_enrollment_key()
+    raw_key, prefix, key_hash = minted.raw, minted.prefix, minted.hash
     site.enrollment_keys.create(org=site.org, name="chunked", key_prefix=prefix, key_hash=key_hash)
     body = json.dumps(
         {

@@ -13,6 +13,7 @@ from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
 from accounts.models import AuditLog, PartnerUser, User
+from devices.demo import LINUX_SOFTWARE, MACOS_SOFTWARE, WINDOWS_SOFTWARE, synthetic_software_catalog
 from devices.models import (
     Device,
     DeviceCommand,
@@ -27,9 +28,8 @@ from devices.models import (
     DeviceSoftware,
     DeviceTelemetry,
 )
-from devices.services.demo import LINUX_SOFTWARE, MACOS_SOFTWARE, WINDOWS_SOFTWARE, synthetic_software_catalog
+from devices.services.credentials import ENROLLMENT_KEY_MARKER, hash_enrollment_key
 from orgs.models import EnrollmentKey, Organization, Partner, Site
-from orgs.services import ENROLLMENT_KEY_MARKER, hash_enrollment_key
 
 DEVICE_OWNED = [
     DeviceHardware,

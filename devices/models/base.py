@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from rmm.db import UUIDModel
+from rmm.model_base import UUIDModel
 
 
 class DeviceOwned(UUIDModel):

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from rmm.db import UUIDModel, choices_check
+from rmm.model_base import UUIDModel, choices_check
 
 
 class DeviceCommandStatus(models.TextChoices):

@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import F
 from django.db.models.functions import Upper
 
-from rmm.db import TimeStampedModel, choices_check
+from rmm.model_base import TimeStampedModel, choices_check
 
 
 class DeviceStatus(models.TextChoices):

@@ -7,7 +7,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
-from rmm.db import TimeStampedModel, UUIDModel, choices_check
+from rmm.model_base import TimeStampedModel, UUIDModel, choices_check
 
 
 class DeviceGroupType(models.TextChoices):

@@ -10,7 +10,7 @@ from django.db.models.functions import Upper
 from django.utils import timezone
 
 from devices.models.base import DeviceOwned
-from rmm.db import choices_check
+from rmm.model_base import choices_check
 
 
 class DeviceHardware(DeviceOwned):

@@ -2,7 +2,7 @@
 commands nobody will finish (expired while pending, timed out while sent).
 
 A command moves ``pending`` → ``sent`` (claimed by the agent's heartbeat or GET .../commands, see
-``devices.agent.hot``) → ``completed`` / ``failed`` / ``timeout``; or ``pending`` → ``expired`` / ``cancelled``.
+``devices.agent_api.sql``) → ``completed`` / ``failed`` / ``timeout``; or ``pending`` → ``expired`` / ``cancelled``.
 """
 
 from __future__ import annotations

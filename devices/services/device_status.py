@@ -1,6 +1,6 @@
 """A device's status over time (agent-api.md): ``offline`` is set by a periodic sweep, never by a request.
 
-Heartbeats bring an ``offline`` device back ``online`` (``devices.agent.hot``); technicians set ``maintenance``,
+Heartbeats bring an ``offline`` device back ``online`` (``devices.agent_api.sql``); technicians set ``maintenance``,
 quarantine, approve and decommission. The sweep touches only ``online`` devices, so a device in maintenance or
 quarantine keeps its status however long it is silent.
 """

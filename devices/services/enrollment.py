@@ -1,6 +1,6 @@
 """Enrolling a device with an enrollment key, and the agent credentials that come with it (token rotation).
 
-The key is found by its HMAC (``orgs.services.hash_enrollment_key``). Its ``usage_count`` is taken with a
+The key is found by its HMAC (``credentials.hash_enrollment_key``). Its ``usage_count`` is taken with a
 compare-and-set UPDATE in the same transaction as the device insert, so a key with ``max_usage = N`` enrolls
 exactly N devices however many agents race for it. Device limits (organization and partner ``max_devices``) are
 checked with the limited row locked (FOR NO KEY UPDATE), which serializes the enrollments it governs and so keeps
@@ -14,7 +14,6 @@ A key refused (unknown, revoked, expired, exhausted) is counted against the call
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -22,11 +21,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts import audit, throttle
-from devices.agent.auth import PREVIOUS_TOKEN_GRACE, new_token
+from devices.agent_api.auth import PREVIOUS_TOKEN_GRACE
 from devices.models import Device
-from devices.services import ingest
+from devices.services import credentials, ingest
 from orgs.models import EnrollmentKey, Organization, Partner
-from orgs.services import hash_enrollment_key
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,9 @@ def enroll_device(*, key: str, facts: EnrollFacts, ip: str | None = None) -> Enr
 def _enroll_device(*, key: str, facts: EnrollFacts, ip: str | None) -> Enrollment:
     now = timezone.now()
     enrollment_key = (
-        EnrollmentKey.objects.select_related("org__partner").filter(key_hash=hash_enrollment_key(key)).first()
+        EnrollmentKey.objects.select_related("org__partner")
+        .filter(key_hash=credentials.hash_enrollment_key(key))
+        .first()
     )
     if enrollment_key is None:
         raise EnrollmentRefused(401, "enrollment_key_not_found", "No enrollment key matches the one presented.")
@@ -158,12 +158,12 @@ def _enroll_device(*, key: str, facts: EnrollFacts, ip: str | None) -> Enrollmen
             raise _key_refusal(enrollment_key, timezone.now()) or EnrollmentRefused(
                 401, "enrollment_key_exhausted", "This enrollment key cannot enroll more devices."
             )
-        token, token_hash = new_token()
+        token = credentials.mint_agent_token()
         device = Device.objects.create(
             org_id=enrollment_key.org_id,
             site_id=enrollment_key.site_id,
-            agent_id=secrets.token_hex(32),
-            agent_token_hash=token_hash,
+            agent_id=credentials.new_agent_id(),
+            agent_token_hash=token.hash,
             agent_token_issued_at=now,
             hostname=facts.hostname,
             os_type=facts.os_type,
@@ -189,13 +189,13 @@ def _enroll_device(*, key: str, facts: EnrollFacts, ip: str | None) -> Enrollmen
             details={"enrollmentKeyId": str(enrollment_key.pk), "keyPrefix": enrollment_key.key_prefix},
             ip=ip,
         )
-    return Enrollment(device=device, token=token)
+    return Enrollment(device=device, token=token.raw)
 
 
 def rotate_agent_token(*, device_id, org_id, ip: str | None = None) -> str:
     """Give the device a new token; the current one keeps working for ``PREVIOUS_TOKEN_GRACE`` (5 minutes)."""
     now = timezone.now()
-    token, token_hash = new_token()
+    token = credentials.mint_agent_token()
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
@@ -205,7 +205,7 @@ def rotate_agent_token(*, device_id, org_id, ip: str | None = None) -> str:
                        agent_token_hash = %s, agent_token_issued_at = %s, updated_at = %s
                  WHERE id = %s
                 """,
-                [now + PREVIOUS_TOKEN_GRACE, token_hash, now, now, device_id],
+                [now + PREVIOUS_TOKEN_GRACE, token.hash, now, now, device_id],
             )
         audit.record(
             action="device.rotate_token",
@@ -216,4 +216,4 @@ def rotate_agent_token(*, device_id, org_id, ip: str | None = None) -> str:
             details={"previousTokenExpiresAt": _iso(now + PREVIOUS_TOKEN_GRACE)},
             ip=ip,
         )
-    return token
+    return token.raw

@@ -1,6 +1,6 @@
 """Writing inventory uploads: each replaces the device's rows of one kind in one transaction.
 
-Rows arrive validated (``devices.agent.inventory``) as tuples in the column order of ``KINDS``. They are written
+Rows arrive validated (``devices.agent_api.inventory``) as tuples in the column order of ``KINDS``. They are written
 with ``COPY ... FROM STDIN`` (psycopg's ``cursor.copy``): a 10,000-row software list is one statement streaming
 rows instead of 10,000 INSERTs, and COPY is also cheaper per row than a multi-row INSERT. Every row carries the
 device's ``org_id``; the composite foreign key (device_id, org_id) → devices makes the database refuse a mismatch.

@@ -2,7 +2,7 @@
 
 from django.db import migrations, models
 
-import rmm.db
+import rmm.model_base
 
 
 class Migration(migrations.Migration):
@@ -14,11 +14,11 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="partner",
             name="timezone",
-            field=models.CharField(default="UTC", max_length=64, validators=[rmm.db.validate_time_zone]),
+            field=models.CharField(default="UTC", max_length=64, validators=[rmm.model_base.validate_time_zone]),
         ),
         migrations.AlterField(
             model_name="site",
             name="timezone",
-            field=models.CharField(default="UTC", max_length=64, validators=[rmm.db.validate_time_zone]),
+            field=models.CharField(default="UTC", max_length=64, validators=[rmm.model_base.validate_time_zone]),
         ),
     ]

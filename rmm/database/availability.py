@@ -6,7 +6,7 @@ connection whose socket has something to read is suspect. Reading it (libpq's ``
 close if it has arrived; if only the FATAL message has (the close can follow a moment later), or a harmless message
 (a parameter change after a configuration reload, a notice), one empty statement tells which. The common case, a
 socket with nothing to read, costs a zero-timeout ``poll`` (a system call, not a round trip), which is why it can
-run before every cursor (``rmm.database.base``) and before every heartbeat batch (``devices.agent.hot.raw_cursor``)
+run before every cursor (``rmm.database.base``) and before every heartbeat batch (``devices.agent_api.sql.raw_cursor``)
 without touching the heartbeat's throughput.
 
 What it cannot see is a peer that vanished without closing (a host powered off, a dropped route): the first statement

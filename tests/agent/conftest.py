@@ -11,8 +11,8 @@ from django.test import Client
 from django.utils import timezone
 
 from devices.models import Device
+from devices.services import credentials
 from orgs.models import EnrollmentKey, Site
-from orgs.services import generate_enrollment_key
 from tests import factories
 
 BASE = "/api/v1/agents"
@@ -20,7 +20,8 @@ BASE = "/api/v1/agents"
 
 def make_key(site: Site, **fields) -> tuple[str, EnrollmentKey]:
     """A new enrollment key of ``site``: (raw key, row)."""
-    raw, prefix, key_hash = generate_enrollment_key()
+    minted = credentials.mint_enrollment_key()
+    raw, prefix, key_hash = minted.raw, minted.prefix, minted.hash
     fields.setdefault("name", "test key")
     key = EnrollmentKey.objects.create(org=site.org, site=site, key_prefix=prefix, key_hash=key_hash, **fields)
     return raw, key
@@ -162,6 +163,6 @@ def _stop_the_heartbeat_writer():
     """Tests without a wrapping transaction send heartbeats through the group-commit writer thread; end it (and its
     database connection) after each test, or the test database could not be dropped."""
     yield
-    from devices.agent.heartbeat import heartbeat_writer
+    from devices.agent_api.heartbeat import heartbeat_writer
 
     heartbeat_writer.stop()

@@ -5,7 +5,7 @@
   200 carries the commands its claim marked ``sent``. Before, the request gave up after 20 s with 503 while the
   batch went on to commit, and its command became ``sent`` without ever being delivered.
 - A command is handed out once per claim; when the answer carrying it cannot be delivered (the agent is gone), the
-  claim is undone and the command is offered at the next check-in (devices/agent/delivery.py). Tested here against
+  claim is undone and the command is offered at the next check-in (devices/agent_api/delivery.py). Tested here against
   a real gunicorn with an agent that gives up waiting; test_undelivered_answers.py drives the response object.
 
 After each answer the stored state is watched for a second with the row lock gone: a batch that went on to commit
@@ -24,7 +24,7 @@ import pytest
 from django.db import connection, transaction
 from django.test import Client
 
-from devices.agent.group_commit import GroupCommitter
+from devices.agent_api.group_commit import GroupCommitter
 from devices.models import Device, DeviceCommand, DeviceTelemetry
 from devices.services.commands import queue_command
 from tests import factories

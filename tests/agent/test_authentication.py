@@ -214,11 +214,11 @@ def test_mtls_enforce_still_answers_401_first_for_a_wrong_token(agent, behind_pr
 def test_mtls_audit_logs_a_mismatch_and_lets_the_call_through(agent, behind_proxy, caplog):
     behind_proxy.AGENT_MTLS_MODE = "audit"
     Device.objects.filter(pk=agent.device_id).update(mtls_cert_serial_number=SERIAL)
-    with caplog.at_level(logging.WARNING, logger="devices.agent"):
+    with caplog.at_level(logging.WARNING, logger="devices.agent_api"):
         assert with_certificate(agent, serial="01:02").status_code == 200
     assert any("mTLS audit" in record.getMessage() for record in caplog.records)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="devices.agent"):
+    with caplog.at_level(logging.WARNING, logger="devices.agent_api"):
         assert with_certificate(agent).status_code == 200
     assert not any("mTLS audit" in record.getMessage() for record in caplog.records)
 

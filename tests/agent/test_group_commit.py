@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from devices.agent.group_commit import GroupCommitter, WriterUnavailable
+from devices.agent_api.group_commit import GroupCommitter, WriterUnavailable
 from devices.models import Device, DeviceTelemetry
 from tests import factories
 from tests.agent.conftest import Agent, enroll, make_key

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from devices.agent import hot
+from devices.agent_api import sql
 from devices.models import Device, DeviceCommand, DeviceRegistryEntry, DeviceSoftware, DeviceTelemetry
 from devices.services.commands import queue_command
 from rmm.parsing import MAX_JSON_DEPTH
@@ -85,13 +85,13 @@ def identity_lookups(monkeypatch) -> list:
     """The agent ids the agent endpoints look up (a spy on the lookups; the database is the real one)."""
     seen: list = []
     for name in ("fetch_identity", "fetch_identities"):
-        lookup = getattr(hot, name)
+        lookup = getattr(sql, name)
 
         def spy(cursor, agent_ids, lookup=lookup):
             seen.append(agent_ids)
             return lookup(cursor, agent_ids)
 
-        monkeypatch.setattr(hot, name, spy)
+        monkeypatch.setattr(sql, name, spy)
     return seen
 
 
@@ -265,7 +265,7 @@ def test_a_heartbeat_refused_for_its_body_claims_no_command(quiet_agent):
 
 
 def test_the_quick_scan_sees_every_way_json_can_spell_nul_or_a_surrogate():
-    from devices.agent.validation import _MAY_HOLD_UNSTORABLE_TEXT as scan
+    from devices.agent_api.validation import _MAY_HOLD_UNSTORABLE_TEXT as scan
 
     spellings = [json.dumps(chr(code)).encode() for code in [0, *range(0xD800, 0xE000)]]
     spellings += [json.dumps(chr(code)).upper().replace("\\U", "\\u").encode() for code in range(0xD800, 0xE000)]

@@ -18,12 +18,12 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from devices.agent import group_commit
-from devices.agent.auth import hash_token
-from devices.agent.group_commit import GroupCommitter
-from devices.agent.heartbeat import HeartbeatJob, process_heartbeats, read_heartbeat
+from devices.agent_api import group_commit
+from devices.agent_api.group_commit import GroupCommitter
+from devices.agent_api.heartbeat import HeartbeatJob, process_heartbeats, read_heartbeat
 from devices.models import Device, DeviceCommand, DeviceTelemetry
 from devices.services.commands import queue_command
+from devices.services.credentials import hash_agent_token
 from tests import factories
 from tests.agent.conftest import BASE, Agent, enroll, heartbeat_body, make_key
 
@@ -95,7 +95,7 @@ def job_of(agent: Agent, **overrides) -> HeartbeatJob:
     return read_heartbeat(
         heartbeat_body(**overrides),
         agent_id=agent.agent_id,
-        token_hash=hash_token(agent.token),
+        token_hash=hash_agent_token(agent.token),
         certificate=None,
         ip="10.0.0.7",
         now=timezone.now(),
@@ -111,7 +111,7 @@ def test_jobs_postgresql_refuses_fail_alone_in_their_batch_and_the_others_are_wr
     # backlog timestamp at +19:11, a lone surrogate in a text column.
     nul_id = HeartbeatJob(
         agent_id="\x00",
-        token_hash=hash_token(UNKNOWN_TOKEN),
+        token_hash=hash_agent_token(UNKNOWN_TOKEN),
         certificate=None,
         received_at=timezone.now(),
         ip=None,

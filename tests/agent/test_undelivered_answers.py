@@ -1,6 +1,6 @@
 """An answer carrying claimed commands that the server cannot deliver gives them back (issue 10, item 5).
 
-The rule (devices/agent/delivery.py, README "Agents"): a command is handed out once per claim; when the answer that
+The rule (devices/agent_api/delivery.py, README "Agents"): a command is handed out once per claim; when the answer that
 carries it cannot be delivered (the agent is gone), the claim is undone (``pending``, ``sent_at`` NULL, only while
 still ``sent`` with that claim's ``sent_at``) and the command is offered at the next check-in. These tests drive the
 response object as a WSGI server does: iterate, write each chunk, then ``close()``. The same rule against a real
@@ -19,8 +19,8 @@ from django.db import close_old_connections
 from django.test import Client, RequestFactory
 from django.utils import timezone
 
-from devices.agent import hot, views
-from devices.agent.delivery import CommandsAnswer, commands_answer
+from devices.agent_api import sql, views
+from devices.agent_api.delivery import CommandsAnswer, commands_answer
 from devices.models import DeviceCommand
 from devices.services.commands import queue_command, record_result
 from tests.agent.conftest import BASE
@@ -34,7 +34,7 @@ def claimed(db, agent):
     for kind in ("reboot", "refresh_inventory"):
         queue_command(device=agent.device, type=kind, payload=None)
     now = timezone.now()
-    rows = hot.claim_commands(hot.raw_cursor(), device_id=agent.device.pk, now=now)
+    rows = sql.claim_commands(sql.raw_cursor(), device_id=agent.device.pk, now=now)
     data = {"commands": [{"id": str(i), "type": t, "payload": json.loads(p)} for i, t, p in rows]}
     return data, now
 

@@ -126,8 +126,8 @@ def test_lists_run_a_constant_number_of_queries(world, partner_admin, django_ass
 
 
 def test_an_enrollment_key_is_shown_once_and_only_its_hmac_is_stored(world, org_admin):
+    from devices.services.credentials import hash_enrollment_key
     from orgs.models import EnrollmentKey
-    from orgs.services import hash_enrollment_key
 
     client = client_for(org_admin)
     created = client.post(

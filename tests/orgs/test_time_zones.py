@@ -1,5 +1,5 @@
 """Time-zone fields (a partner's, a site's) hold IANA names only: the API and the admin refuse anything else the
-same way, because both run the model field's one validator (rmm.db.validate_time_zone)."""
+same way, because both run the model field's one validator (rmm.model_base.validate_time_zone)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
                                           # the dynamic-groups benchmark's fleet (bench/groups_seed.sh)
 
 Running it again creates nothing: it says the demo exists and prints the login again. The logic is in
-``devices.services.demo``.
+``devices.demo``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from devices.services.demo import (
+from devices.demo import (
     DEFAULT_CREDENTIALS_FILE,
     DEMO_ORGANIZATIONS,
     DEMO_PARTNER_SLUG,

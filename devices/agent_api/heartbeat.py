@@ -3,12 +3,12 @@
 ``read_heartbeat`` runs in the request's thread and turns a body into a ``HeartbeatJob`` (or a 400 / 413 before
 anything is stored): it refuses everything PostgreSQL would refuse, because one value the database refuses fails the
 batch it is written in. ``write_heartbeat`` hands the job to the process's group-commit writer
-(``devices.agent.group_commit``), or writes it inline inside a transaction (tests) or with group commit off.
+(``devices.agent_api.group_commit``), or writes it inline inside a transaction (tests) or with group commit off.
 ``process_heartbeats`` takes any number of jobs, in the calling thread's transaction: the writer's, with every
 heartbeat that arrived while the previous batch was being committed, or the request's own.
 
 Commands are handed out once per claim. A job's claimed commands are in its answer only if its write committed
-(``settled``); when the answer carrying them cannot be delivered, ``devices.agent.delivery`` returns them to
+(``settled``); when the answer carrying them cannot be delivered, ``devices.agent_api.delivery`` returns them to
 ``pending`` (README, "Agents").
 """
 
@@ -24,8 +24,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from devices.agent import hot
-from devices.agent.auth import (
+from devices.agent_api import sql
+from devices.agent_api.auth import (
     OK,
     QUARANTINE_NOW,
     AgentIdentity,
@@ -34,9 +34,9 @@ from devices.agent.auth import (
     judge,
     record_certificate_quarantine,
 )
-from devices.agent.errors import AgentError
-from devices.agent.group_commit import GroupCommitter, JobRefused, is_data_error
-from devices.agent.validation import Problems, item_list, metrics, optional_text, sub_object, text, timestamp
+from devices.agent_api.errors import AgentError
+from devices.agent_api.group_commit import GroupCommitter, JobRefused, is_data_error
+from devices.agent_api.validation import Problems, item_list, metrics, optional_text, sub_object, text, timestamp
 
 BACKLOG_LIMIT = 1000
 AGENT_HEALTH = ("ok", "warning", "error")
@@ -140,7 +140,7 @@ def process_heartbeats(jobs: list[HeartbeatJob], *, now: dt.datetime | None = No
 
     Two statements per batch, neither inside an explicit transaction: the identity lookup (a read), then the write,
     which is one statement and so atomic and durable on its own when it returns. Nothing holds a lock between them;
-    the write re-checks what the judgement relied on instead (``hot.HEARTBEAT_WRITE``). Only a batch that
+    the write re-checks what the judgement relied on instead (``sql.HEARTBEAT_WRITE``). Only a batch that
     quarantines a device for an expired client certificate opens a transaction, to write the audit row with it.
     """
     pending = [job for job in jobs if not job.settled]
@@ -160,8 +160,8 @@ def process_heartbeats(jobs: list[HeartbeatJob], *, now: dt.datetime | None = No
 
 def _attempt_batch(jobs: list[HeartbeatJob], now: dt.datetime) -> list[HeartbeatJob]:
     """One attempt at ``jobs``: answers the jobs to try again (their device changed under them)."""
-    cursor = hot.raw_cursor()
-    identities = {row[0]: identity_from_row(row) for row in hot.fetch_identities(cursor, {j.agent_id for j in jobs})}
+    cursor = sql.raw_cursor()
+    identities = {row[0]: identity_from_row(row) for row in sql.fetch_identities(cursor, {j.agent_id for j in jobs})}
 
     touches: dict[uuid.UUID, tuple] = {}
     samples: list[tuple] = []
@@ -199,12 +199,12 @@ def _attempt_batch(jobs: list[HeartbeatJob], now: dt.datetime) -> list[Heartbeat
     try:
         if quarantined_now:
             with transaction.atomic():
-                written, claimed = hot.write_heartbeats(cursor, now=now, touches=ordered, samples=samples)
+                written, claimed = sql.write_heartbeats(cursor, now=now, touches=ordered, samples=samples)
                 for device_id, job in quarantined_now.items():
                     if device_id in written:
                         record_certificate_quarantine(job.identity, ip=job.ip)
         else:
-            written, claimed = hot.write_heartbeats(cursor, now=now, touches=ordered, samples=samples)
+            written, claimed = sql.write_heartbeats(cursor, now=now, touches=ordered, samples=samples)
     except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
         if connection.in_atomic_block:
             raise  # inside someone else's transaction (a test): nothing can be retried here

@@ -6,7 +6,7 @@ Unknown agent, wrong token and malformed header get the same 401 ``invalid_token
 
 Nothing is cached between requests: a fleet checks in once a minute per device, so a per-process cache of a few
 seconds would almost never hit in production, and the heartbeat's identity lookup is one indexed statement per
-batch anyway (``devices.agent.hot``). A revoked or rotated-out token is therefore refused from the next request.
+batch anyway (``devices.agent_api.sql``). A revoked or rotated-out token is therefore refused from the next request.
 
 A refused token is counted against the caller's address (``accounts.throttle``, ``refusal_answer``), on this
 failure path only: a valid token costs nothing more, and valid agents behind a limited address keep being served;
@@ -21,10 +21,8 @@ The checks, in order: the token (401), the client certificate when ``AGENT_MTLS_
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import logging
-import secrets
 import uuid
 from dataclasses import dataclass
 
@@ -33,17 +31,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit, throttle
-from devices.agent import hot
-from devices.agent.errors import AgentError
+from devices.agent_api import sql
+from devices.agent_api.errors import AgentError
 from devices.models import Device
+from devices.services import credentials
 from orgs.models import Organization, Partner
 from rmm.errors import TooManyAttempts
 from rmm.net import client_ip, request_is_from_trusted_proxy
 
-logger = logging.getLogger("devices.agent")
+logger = logging.getLogger("devices.agent_api")
 
-TOKEN_PREFIX = "rmm_"  # noqa: S105 - the marker of every agent token, not a secret
-TOKEN_LENGTH = len(TOKEN_PREFIX) + 64
 # How long the token replaced by a rotation keeps working (agent-api.md, "Token rotation").
 PREVIOUS_TOKEN_GRACE = dt.timedelta(minutes=5)
 MTLS_EXPIRED_POLICY_KEY = "mtlsExpiredCertPolicy"
@@ -94,7 +91,7 @@ def refusal_answer(request, error: AgentError):
 
 @dataclass(slots=True)
 class AgentIdentity:
-    """The device an agent call authenticated as, with what the checks need (one row of ``hot.IDENTITY``)."""
+    """The device an agent call authenticated as, with what the checks need (one row of ``sql.IDENTITY``)."""
 
     agent_id: str
     device_id: uuid.UUID
@@ -117,24 +114,14 @@ class AgentIdentity:
         return issued is None or issued < now - dt.timedelta(days=settings.AGENT_TOKEN_MAX_AGE_DAYS)
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> tuple[str, str]:
-    """A fresh agent token and its stored hash: ``rmm_`` + 64 hex characters (32 random bytes)."""
-    token = TOKEN_PREFIX + secrets.token_hex(32)
-    return token, hash_token(token)
-
-
 def presented_token_hash(request) -> str | None:
     """sha256 of the bearer token of the Authorization header, or None when the header is missing or malformed."""
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or len(token) != TOKEN_LENGTH or not token.startswith(TOKEN_PREFIX):
+    if scheme.lower() != "bearer" or not credentials.agent_token_is_well_formed(token):
         return None
-    return hash_token(token)
+    return credentials.hash_agent_token(token)
 
 
 @dataclass(slots=True, frozen=True)
@@ -233,12 +220,12 @@ def record_certificate_quarantine(identity: AgentIdentity, *, ip: str | None) ->
 def authenticate(request, agent_id: str) -> AgentIdentity:
     """The device of ``agent_id`` if the request's token is its token and it may call; else raise the refusal.
 
-    Used by every agent endpoint except the heartbeat, which judges a whole batch in ``devices.agent.heartbeat``.
+    Used by every agent endpoint except the heartbeat, which judges a whole batch in ``devices.agent_api.heartbeat``.
     """
     token_hash = presented_token_hash(request)
     if token_hash is None:
         raise refusal("invalid_token")
-    row = hot.fetch_identity(hot.raw_cursor(), agent_id)
+    row = sql.fetch_identity(sql.raw_cursor(), agent_id)
     identity = identity_from_row(row) if row else None
     now = timezone.now()
     verdict = judge(identity, token_hash, presented_certificate(request), now)
@@ -246,7 +233,7 @@ def authenticate(request, agent_id: str) -> AgentIdentity:
         return identity
     if verdict == QUARANTINE_NOW:
         with transaction.atomic():
-            if hot.quarantine_expired_certificate(hot.raw_cursor(), device_id=identity.device_id, now=now):
+            if sql.quarantine_expired_certificate(sql.raw_cursor(), device_id=identity.device_id, now=now):
                 record_certificate_quarantine(identity, ip=client_ip(request))
         verdict = "device_quarantined"
     raise refusal(verdict)

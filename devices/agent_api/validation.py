@@ -1,7 +1,7 @@
 """Hand-written reading of agent request bodies.
 
 The agent endpoints do not use DRF serializers: on the heartbeat path a serializer costs more than the whole rest
-of the request (see ``devices.agent.hot``). These readers check one value each and record problems under the
+of the request (see ``devices.agent_api.sql``). These readers check one value each and record problems under the
 field's path as the agent wrote it (``metrics.cpuPercent``, ``software[12].name``), so a 400 names every bad field
 at once.
 
@@ -30,7 +30,7 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 
-from devices.agent.errors import AgentError, invalid_fields, too_many_items
+from devices.agent_api.errors import AgentError, invalid_fields, too_many_items
 from rmm.parsing import MAX_JSON_DEPTH, json_depth_exceeds, json_problem, parse_datetime, text_problem
 
 BIGINT_MAX = 2**63 - 1

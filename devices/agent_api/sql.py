@@ -4,7 +4,7 @@ Why plain SQL, and why this shape (measured on the 2-core benchmark machine with
 generator on it; bench/RESULTS.md has the commands and every figure): a DRF view + serializer + ORM check-in does
 under 400/s, and even one autocommit write per heartbeat without batching topped out at ~860/s with PostgreSQL
 using most of a core. So a heartbeat is a handful of Python checks plus two statements per *batch* of heartbeats
-(``devices.agent.group_commit`` batches the heartbeats of one server process):
+(``devices.agent_api.group_commit`` batches the heartbeats of one server process):
 
 1. ``IDENTITIES``: the batch's devices with their tenant's status, one indexed read. The token check itself is
    done in Python with ``hmac.compare_digest`` (the spec asks for a constant-time comparison).
@@ -133,7 +133,7 @@ WITH claimable AS (
 SELECT id, type, payload FROM claimed ORDER BY created_at, id
 """
 
-# An answer carrying claimed commands could not be delivered (devices.agent.delivery): the claim is undone, but only
+# An answer carrying claimed commands could not be delivered (devices.agent_api.delivery): the claim is undone, but only
 # while it is still exactly that claim (status sent, the same sent_at): a result the agent posted meanwhile, or a
 # sweep that timed the command out, is left alone.
 RELEASE_UNDELIVERED_COMMANDS = """

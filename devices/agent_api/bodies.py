@@ -1,4 +1,4 @@
-"""Readers of the agent request bodies other than the heartbeat's (``devices.agent.heartbeat``).
+"""Readers of the agent request bodies other than the heartbeat's (``devices.agent_api.heartbeat``).
 
 Each takes the parsed JSON object and returns clean values (rows for ``devices.services.ingest``, facts for
 ``devices.services.enrollment``), or raises the 400 naming every bad field / the 413 of a list over its limit.
@@ -6,7 +6,7 @@ Each takes the parsed JSON object and returns clean values (rows for ``devices.s
 
 from __future__ import annotations
 
-from devices.agent.validation import (
+from devices.agent_api.validation import (
     COOPERATE_EVERY,
     INT_MAX,
     Problems,

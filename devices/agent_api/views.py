@@ -1,7 +1,7 @@
 """The agent endpoints under /api/v1/agents/ (agent-api.md), as plain Django views.
 
 No DRF here: its request/response machinery and serializers cost more than the heartbeat's own work
-(``devices.agent.hot`` has the measurements). Every answer other than success is the shared error shape.
+(``devices.agent_api.sql`` has the measurements). Every answer other than success is the shared error shape.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from devices.agent import hot
-from devices.agent.auth import (
+from devices.agent_api import sql
+from devices.agent_api.auth import (
     OK,
     authenticate,
     presented_certificate,
@@ -24,17 +24,23 @@ from devices.agent.auth import (
     refusal,
     refusal_answer,
 )
-from devices.agent.bodies import INVENTORY_KINDS, read_command_result, read_enrollment, read_hardware, read_inventory
-from devices.agent.delivery import commands_answer
-from devices.agent.errors import AgentError
-from devices.agent.group_commit import WriterUnavailable
-from devices.agent.heartbeat import read_heartbeat, write_heartbeat
-from devices.agent.validation import agent_id_is_well_formed, read_json_object
+from devices.agent_api.bodies import (
+    INVENTORY_KINDS,
+    read_command_result,
+    read_enrollment,
+    read_hardware,
+    read_inventory,
+)
+from devices.agent_api.delivery import commands_answer
+from devices.agent_api.errors import AgentError
+from devices.agent_api.group_commit import WriterUnavailable
+from devices.agent_api.heartbeat import read_heartbeat, write_heartbeat
+from devices.agent_api.validation import agent_id_is_well_formed, read_json_object
 from devices.services import commands, enrollment, ingest
 from rmm.errors import TooManyAttempts
 from rmm.net import client_ip
 
-logger = logging.getLogger("devices.agent")
+logger = logging.getLogger("devices.agent_api")
 
 
 def agent_endpoint(*methods: str):
@@ -144,7 +150,7 @@ def claim_commands(request, agent_id: str):
     identity = authenticate(request, agent_id)
     now = timezone.now()
     # One statement: atomic (and committed) on its own.
-    claimed = hot.claim_commands(hot.raw_cursor(), device_id=identity.device_id, now=now)
+    claimed = sql.claim_commands(sql.raw_cursor(), device_id=identity.device_id, now=now)
     answer = {
         "commands": [{"id": str(id_), "type": type_, "payload": json.loads(payload)} for id_, type_, payload in claimed]
     }

@@ -2,7 +2,7 @@
 
 A request validates its heartbeat, hands it to the writer and waits. The writer waits AGENT_GROUP_COMMIT_LINGER_MS
 for more to arrive, takes every heartbeat that is waiting (up to AGENT_GROUP_COMMIT_MAX_BATCH), writes them with
-two statements (``devices.agent.heartbeat.process_heartbeats``), and only after the write is committed releases
+two statements (``devices.agent_api.heartbeat.process_heartbeats``), and only after the write is committed releases
 the waiting requests, so a 200 still means the telemetry is durable. What arrives while one batch is written is
 the next batch.
 
@@ -19,7 +19,7 @@ An answer never contradicts what was stored (issue 10, item 5):
   ``statement_timeout`` of AGENT_GROUP_COMMIT_TIMEOUT_MS (default 5 s, set once per connection, no round trip per
   batch). A batch that hits the bound (a row lock held by someone else, a stuck statement) fails as a whole,
   nothing of it is committed, and each of its requests is answered 503. Worst case for a request: the queue wait
-  (10 s) plus two bounded statements, under the 30 s an agent waits for an answer (``rmm.sim --timeout``).
+  (10 s) plus two bounded statements, under the 30 s an agent waits for an answer (``bench/sim.py --timeout``).
 
 One job never fails the others (issue 10, item 2): validation refuses what PostgreSQL would refuse, but when a batch
 still fails for something other than the database being unreachable or slow (an error of the data: a value
@@ -48,7 +48,7 @@ from django.db import DatabaseError, connection
 from django.db.utils import InterfaceError as DjangoInterfaceError
 from django.db.utils import OperationalError as DjangoOperationalError
 
-logger = logging.getLogger("devices.agent")
+logger = logging.getLogger("devices.agent_api")
 
 # How long a request waits for the writer to take its job before withdrawing it (503, nothing stored).
 QUEUE_WAIT_SECONDS = 10.0

@@ -1,6 +1,6 @@
 """/api/v1/agents/…: every path answers with and without a trailing slash (never a redirect)."""
 
-from devices.agent import views
+from devices.agent_api import views
 from rmm.api import route
 
 AGENT = r"(?P<agent_id>[^/]+)"

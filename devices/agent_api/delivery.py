@@ -35,9 +35,9 @@ import uuid
 from django.http import JsonResponse
 from django.utils import timezone
 
-from devices.agent import hot
+from devices.agent_api import sql
 
-logger = logging.getLogger("devices.agent")
+logger = logging.getLogger("devices.agent_api")
 
 try:
     # A zero-timeout select never blocks, so gevent's cooperative version (a trip through its hub) is not needed.
@@ -112,8 +112,8 @@ class CommandsAnswer(JsonResponse):
         self._released = True
         command_ids = [uuid.UUID(command["id"]) for command in self._data["commands"]]
         try:
-            released = hot.release_undelivered_commands(
-                hot.raw_cursor(),
+            released = sql.release_undelivered_commands(
+                sql.raw_cursor(),
                 device_id=self._device_id,
                 command_ids=command_ids,
                 sent_at=self._sent_at,

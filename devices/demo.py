@@ -12,7 +12,7 @@ demo behind that a second run would mistake for a finished one.
 Generation is reproducible (a ``random.Random`` seeded by the caller) except for identifiers and secrets
 (UUIDs, agent ids, agent tokens, enrollment keys, passwords), which are always fresh and random, and the telemetry,
 whose samples sit on the clock's 5-minute marks. Enrollment keys
-come from ``orgs.services.generate_enrollment_key``; agent tokens are thrown away after hashing, since no real
+come from ``orgs.services.create_enrollment_key``; agent tokens are thrown away after hashing, since no real
 agent will ever use them.
 
 Devices are generated in chunks of ``CHUNK_SIZE`` so memory stays bounded at 100,000 devices. Their rows are
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import math
 import os
 import random
@@ -57,9 +56,10 @@ from devices.models import (
     DeviceSoftware,
     DeviceTelemetry,
 )
+from devices.services import credentials
 from devices.services.telemetry_partitions import ensure_partitions
-from orgs.models import EnrollmentKey, Organization, Partner, Site
-from orgs.services import generate_enrollment_key
+from orgs.models import Organization, Partner, Site
+from orgs.services import create_enrollment_key
 from rmm.ids import uuid7
 
 DEMO_PARTNER_SLUG = "demo-msp"
@@ -206,8 +206,8 @@ def seed_demo(
 
 
 def new_agent_token_hash() -> str:
-    """The SHA-256 of a fresh agent token (``rmm_`` + 64 hex chars); the token itself is thrown away."""
-    return hashlib.sha256(f"rmm_{secrets.token_hex(32)}".encode()).hexdigest()
+    """The stored hash of a fresh agent token; the token itself is thrown away."""
+    return credentials.mint_agent_token().hash
 
 
 # --- tenants, users, keys -------------------------------------------------------------------------------------
@@ -255,15 +255,9 @@ def _create_demo(
             )
             second_octet = (10 * (org_index + 1) + site_index) % 256  # customers past the 24th reuse ranges
             sites.append(_DemoSite(site=site, public_ip=public_ip, subnet=f"10.{second_octet}"))
-        raw_key, key_prefix, key_hash = generate_enrollment_key()
         first_site = next(s.site for s in sites if s.site.org_id == org.id)
-        EnrollmentKey.objects.create(
-            org=org,
-            site=first_site,
-            name=f"{first_site.name} default key",
-            key_prefix=key_prefix,
-            key_hash=key_hash,
-            created_by=admin,
+        raw_key, _ = create_enrollment_key(
+            site=first_site, name=f"{first_site.name} default key", created_by=admin, via="demo"
         )
         result.enrollment_keys.append((f"{org.name} / {first_site.name}", raw_key))
 
@@ -474,19 +468,6 @@ def _write_audit_log(
                 created_at=created,
             )
         )
-        for key in org.enrollment_keys.all():
-            entries.append(
-                AuditLog(
-                    actor_user=admin,
-                    org=org,
-                    action="enrollment_key.create",
-                    target_type="enrollment_key",
-                    target_id=str(key.id),
-                    details={"name": key.name, "keyPrefix": key.key_prefix},
-                    ip="127.0.0.1",
-                    created_at=created + dt.timedelta(minutes=5),
-                )
-            )
     for spec in fleet.quarantined[:3]:
         entries.append(
             AuditLog(
@@ -1038,7 +1019,7 @@ class _FleetGenerator:
             "id": spec.id,
             "org_id": spec.org_id,
             "site_id": spec.site.site.id,
-            "agent_id": secrets.token_hex(32),
+            "agent_id": credentials.new_agent_id(),
             "agent_token_hash": new_agent_token_hash(),
             "agent_token_issued_at": token_issued_at,
             "hostname": spec.hostname,

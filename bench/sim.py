@@ -1,4 +1,4 @@
-"""A fleet simulator and load generator for the agent API: ``python -m rmm.sim --help``.
+"""A fleet simulator and load generator for the agent API: ``python bench/sim.py --help``.
 
 It enrolls N agents through the real ``POST /api/v1/agents/enroll``, then drives heartbeats with realistic metrics
 at a fixed rate (an open loop: request k of the run is due at ``k / rate`` seconds, so a slow server shows up as
@@ -9,7 +9,7 @@ It needs nothing but the standard library: raw HTTP/1.1 over keep-alive connecti
 it shares the machine's cores with the server it measures (no Django, no HTTP library, no JSON parsing of
 answers unless they carry commands). It only ever connects to 127.0.0.1 and is bounded in time and requests.
 
-    python -m rmm.sim --key "$KEY" --agents 2000 --rate 2000 --seconds 60
+    python bench/sim.py --key "$KEY" --agents 2000 --rate 2000 --seconds 60
 
 Enrolled agents are kept in ``--state`` (JSON) so later runs reuse them instead of enrolling again.
 """
@@ -529,7 +529,7 @@ async def main_async(args) -> Stats:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m rmm.sim", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python bench/sim.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=f"http://{HOST}:8000", help="The server; its host must be 127.0.0.1.")
     parser.add_argument("--key", help="An enrollment key (manage.py create_enrollment_key), to enroll agents.")
     parser.add_argument("--agents", type=int, default=1000, help="Simulated agents (enrolled if not in --state).")
