@@ -1,10 +1,11 @@
-# The two commands of the README: `make run` (install, migrate, seed, serve) and `make test` (lint + all tests).
+# The two commands of the README: `make run` (install, migrate, seed, serve) and `make test` (lint, type check, all
+# tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 MANAGE := DEBUG=1 $(BIN)/python manage.py
 
-.PHONY: install run test lint format
+.PHONY: install run test lint typecheck format
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; run: make PYTHON=python3.12 ...")'
@@ -24,11 +25,16 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The paths and settings are in pyproject.toml ([tool.mypy]); it needs no database (rmm/settings_typecheck.py).
+typecheck: install
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -198,10 +198,10 @@ def guardian_permission(app_label: str, model: str, codename: str) -> str | None
             return None
         return codename
     verb, _, codename_model = codename.partition("_")
-    action = _GUARDIAN_VERBS.get(verb)
-    if action is None or codename_model != model:
+    verb_action = _GUARDIAN_VERBS.get(verb)
+    if verb_action is None or codename_model != model:
         return None
-    return resource + ":" + action
+    return resource + ":" + verb_action
 
 
 def _normalise_pk(object_pk: str) -> str | None:
@@ -273,7 +273,8 @@ class Reach:
 
     def sites_with(self, perm: str) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
         """(organizations, sites) where ``perm`` is held only on some sites; the organizations are those sites'."""
-        orgs, sites = [], []
+        orgs: list[uuid.UUID] = []
+        sites: list[uuid.UUID] = []
         for org_id, entry in self.orgs.items():
             reached = entry.sites_for(perm)
             if reached:
@@ -453,8 +454,8 @@ def _guardian_grants(user) -> tuple[dict[tuple[str, str], dict[str, frozenset[st
     Only guardian's generic object-permission models (the default) are read.
     """
     columns = ("content_type__app_label", "content_type__model", "permission__codename", "object_pk")
-    direct = get_user_obj_perms_model().objects.filter(user_id=user.pk).values_list(*columns)
-    via_groups = get_group_obj_perms_model().objects.filter(group__user=user.pk).values_list(*columns)
+    direct = get_user_obj_perms_model()._default_manager.filter(user_id=user.pk).values_list(*columns)
+    via_groups = get_group_obj_perms_model()._default_manager.filter(group__user=user.pk).values_list(*columns)
     objects: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     sites: dict[str, set[str]] = defaultdict(set)
     for app_label, model, codename, object_pk in direct.union(via_groups):
@@ -659,7 +660,7 @@ _SCOPES: dict[type[models.Model], _Scope] = {
 @functools.cache
 def _scope_for(model: type[models.Model]) -> _Scope:
     """The registered scope, or one inferred from an ``org`` field plus a ``site`` or ``device`` field."""
-    model = model._meta.concrete_model
+    model = _concrete(model)
     if model in _SCOPES:
         return _SCOPES[model]
     if not _has_field(model, "org"):
@@ -679,8 +680,17 @@ def _has_field(model: type[models.Model], name: str) -> bool:
     return True
 
 
+def _concrete(model: type[models.Model]) -> type[models.Model]:
+    """The model whose table holds ``model``'s rows: itself, or the model a proxy stands for."""
+    concrete = model._meta.concrete_model
+    if concrete is None:  # only abstract models have none, and they have no rows to authorize
+        raise TypeError(f"{model.__name__} is abstract.")
+    return concrete
+
+
 def _model_key(model: type[models.Model]) -> tuple[str, str]:
-    return model._meta.app_label, model._meta.model_name
+    app_label, _, model_name = model._meta.label_lower.partition(".")
+    return app_label, model_name
 
 
 def _needs_partner_scope(model: type[models.Model], perm: str) -> bool:
@@ -835,8 +845,8 @@ def check(user, perm: str, obj: models.Model) -> None:
         raise NotFound
     if not covers(held, perm):
         raise PermissionDenied
-    model = type(obj)._meta.concrete_model
-    if _needs_partner_scope(model, perm) and not covers(current.partners.get(obj.partner_id, ()), perm):
+    model = _concrete(type(obj))
+    if _needs_partner_scope(model, perm) and not covers(current.partners.get(_value(obj, "partner_id"), ()), perm):
         raise PermissionDenied
 
 
@@ -844,15 +854,15 @@ def _held_on(current: Reach, obj: models.Model) -> frozenset[str] | None:
     """The permissions the user holds on ``obj``, or None when ``obj`` is outside the reach altogether."""
     if not current.is_active:
         return None
-    model = type(obj)._meta.concrete_model
-    if model is Partner:
+    model = _concrete(type(obj))
+    if isinstance(obj, Partner):
         # Members read their own partner; everything else on a partner is for superusers.
         return frozenset({"*:read"}) if obj.pk in current.partners else None
-    if model is Permission:
+    if isinstance(obj, Permission):
         return frozenset({"*:read"})
-    if model is Role:
+    if isinstance(obj, Role):
         return _held_on_role(current, obj)
-    if model is User:
+    if isinstance(obj, User):
         return _held_on_user(current, obj)
     return _held_on_scoped(current, _scope_for(model), obj)
 

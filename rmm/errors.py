@@ -56,7 +56,9 @@ class ErrorSerializer(serializers.Serializer):
 
     error = serializers.CharField(help_text="A stable snake_case code, e.g. `not_found`, `validation_error`.")
     message = serializers.CharField(help_text="For people; may change wording at any time.")
-    fields = serializers.DictField(
+    # Shadows Serializer.fields only in the type checker's eyes: DRF's metaclass takes declared fields out of the
+    # class, so the answer's "fields" key is this field and Serializer.fields stays what DRF needs.
+    fields = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()),
         help_text='A request field → its problems, e.g. `{"networkInfo[3].ip": ["Enter a valid IP address."]}`; '
         "`{}` except on a 400 that names request fields.",

@@ -16,6 +16,7 @@ rmm/gunicorn.conf.py picks these classes for ``gevent`` (the default), ``gthread
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote, urlsplit
 
 from gunicorn import util
@@ -23,6 +24,14 @@ from gunicorn.http.message import Message
 from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 from gunicorn.workers.gthread import ThreadWorker as _ThreadWorker
 from gunicorn.workers.sync import SyncWorker as _SyncWorker
+
+if TYPE_CHECKING:
+    import socket
+
+    # What ApiErrorPages is mixed into: the type checker sees the worker's handle_error and log through it.
+    from gunicorn.workers.base import Worker as _Worker
+else:
+    _Worker = object
 
 # gunicorn's status → the error code of our shape (its reasons are for people and vary between versions).
 _CODES = {
@@ -74,8 +83,9 @@ def _target_in(request_bytes: bytes) -> str | None:
 def request_path(req, exc: BaseException) -> str | None:
     """The path a refused request asked for, decoded, as far as gunicorn read it."""
     for candidate in (req, getattr(exc, "req", None)):
-        if isinstance(candidate, Message) and getattr(candidate, "uri", None):
-            target = candidate.uri
+        uri = getattr(candidate, "uri", None) if isinstance(candidate, Message) else None
+        if uri:
+            target = uri
             break
     else:
         target = None
@@ -92,7 +102,7 @@ def request_path(req, exc: BaseException) -> str | None:
     return unquote(target.split("?", 1)[0])
 
 
-class ApiErrorPages:
+class ApiErrorPages(_Worker):
     """The ``handle_error`` of every worker class below (see the module docstring)."""
 
     def handle_error(self, req, client, addr, exc):
@@ -102,7 +112,8 @@ class ApiErrorPages:
         if path is None or not is_api_path(path):
             return super().handle_error(req, client, addr, exc)
         catcher = _PageCatcher(client)
-        super().handle_error(req, catcher, addr, exc)  # logs, writes the access-log line, decides the status
+        # Logs, writes the access-log line, decides the status; the catcher passes for the socket.
+        super().handle_error(req, cast("socket.socket", catcher), addr, exc)
         status, reason = catcher.status()
         code, message = _CODES.get(status) or (
             ("bad_request", "The request was refused.") if status < 500 else ("server_error", _CODES[500][1])

@@ -186,7 +186,7 @@ class SortKey:
 
 
 def _decoder(field: models.Field) -> Callable[[object], Any]:
-    if field.is_relation:
+    if isinstance(field, models.ForeignObject):
         field = field.target_field
     decode = _DECODERS.get(field.get_internal_type())
     if decode is None:
@@ -196,13 +196,23 @@ def _decoder(field: models.Field) -> Callable[[object], Any]:
 
 @functools.cache
 def _sort_key(ordering: Ordering, model: type[models.Model]) -> SortKey:
-    path, nullable, field = [], False, None
+    path: list[str] = []
+    nullable = False
+    field: models.Field | None = None
     for name in ordering.field.split("__"):
-        field = model._meta.get_field(name)
+        found = model._meta.get_field(name)
+        if not isinstance(found, models.Field):
+            raise TypeError(f"Keyset pages cannot sort on {model.__name__}.{name} (a reverse or generic relation).")
+        field = found
         nullable = nullable or field.null
         path.append(name)
         if field.is_relation:
-            model = field.related_model
+            related = field.related_model
+            if not isinstance(related, type):  # "self" or None only before the app registry is ready
+                raise TypeError(f"{model.__name__}.{name} points to no model yet.")
+            model = related
+    if field is None:
+        raise TypeError("An ordering names at least one field.")
     path[-1] = field.attname
     return SortKey(tuple(path), nullable, _decoder(field))
 

@@ -57,16 +57,18 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEBUG = env_bool("DEBUG", False)
 
 _DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdef"  # noqa: S105
-SECRET_KEY = env_str("SECRET_KEY")
-if SECRET_KEY is None:
+_secret_key = env_str("SECRET_KEY")
+if _secret_key is None:
     if not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set SECRET_KEY to a long random string "
             "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), or DEBUG=1 for development."
         )
-    SECRET_KEY = _DEV_SECRET_KEY
-elif len(SECRET_KEY) < 32:
+    _secret_key = _DEV_SECRET_KEY
+elif len(_secret_key) < 32:
     raise ImproperlyConfigured("SECRET_KEY is shorter than 32 characters; use a long random string.")
+# Always a string from here on (the type checker reads each setting's type from its first assignment).
+SECRET_KEY = _secret_key
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])

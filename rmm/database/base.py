@@ -13,6 +13,10 @@ the end of a request gives it back to the pool), with two changes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
@@ -22,6 +26,10 @@ from rmm.database.pool import ConnectionPool
 
 
 class DatabaseWrapper(postgresql.DatabaseWrapper):
+    # Django's PostgreSQL backend has these (its pool support), django-stubs does not describe them.
+    _connection_pools: dict[str, ConnectionPool]
+    _configure_connection: Callable[[psycopg.Connection[Any]], None]
+
     @property
     def pool(self):
         pool_options = self.settings_dict["OPTIONS"].get("pool")
