@@ -23,6 +23,7 @@ from django.forms.models import BaseInlineFormSet
 from accounts import audit, services
 from accounts.models import (
     ApiToken,
+    AuditAction,
     AuditLog,
     MfaRecoveryCode,
     OrganizationUser,
@@ -79,7 +80,7 @@ class AdminLoginForm(AdminAuthenticationForm):
         user.backend = "django.contrib.auth.backends.ModelBackend"
         self.confirm_login_allowed(user)  # staff only (and not disabled)
         self.user_cache = user
-        audit.record(action="user.login", actor_user=user, target=user, ip=ip, details={"via": "admin"})
+        audit.record(action=AuditAction.USER_LOGIN, actor_user=user, target=user, ip=ip, details={"via": "admin"})
         return self.cleaned_data
 
     def _refusal_error(self, refusal: services.LoginRefused) -> forms.ValidationError:

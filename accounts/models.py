@@ -257,6 +257,7 @@ class AuditAction(models.TextChoices):
 
     API_TOKEN_CREATE = "api_token.create"  # noqa: S105 (an action name, not a secret)
     API_TOKEN_REVOKE = "api_token.revoke"  # noqa: S105
+    API_TOKEN_DELETE = "api_token.delete"  # noqa: S105 (the admin deletes the row; the API revokes it)
     COMMAND_QUEUE = "command.queue"
     COMMAND_CANCEL = "command.cancel"
     DEVICE_ENROLL = "device.enroll"
@@ -281,12 +282,30 @@ class AuditAction(models.TextChoices):
     PARTNER_UPDATE = "partner.update"
     PARTNER_DELETE = "partner.delete"
     SITE_CREATE = "site.create"
+    ORGANIZATION_USER_CREATE = "organization_user.create"
+    ORGANIZATION_USER_UPDATE = "organization_user.update"
+    ORGANIZATION_USER_DELETE = "organization_user.delete"
     SITE_UPDATE = "site.update"
     SITE_DELETE = "site.delete"
     USER_LOGIN = "user.login"
+    PARTNER_USER_CREATE = "partner_user.create"
+    PARTNER_USER_UPDATE = "partner_user.update"
+    PARTNER_USER_DELETE = "partner_user.delete"
+    PERMISSION_CREATE = "permission.create"
+    PERMISSION_UPDATE = "permission.update"
+    PERMISSION_DELETE = "permission.delete"
+    ROLE_CREATE = "role.create"
+    ROLE_UPDATE = "role.update"
+    ROLE_DELETE = "role.delete"
+    ROLE_PERMISSION_CREATE = "role_permission.create"
+    ROLE_PERMISSION_UPDATE = "role_permission.update"
+    ROLE_PERMISSION_DELETE = "role_permission.delete"
     USER_MFA_ENABLE = "user.mfa_enable"
     USER_MFA_DISABLE = "user.mfa_disable"
     USER_MFA_RECOVERY_CODES = "user.mfa_recovery_codes"
+    USER_CREATE = "user.create"
+    USER_UPDATE = "user.update"
+    USER_DELETE = "user.delete"
 
 
 class AuditLog(UUIDModel):

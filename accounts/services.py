@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts import audit, throttle
 from accounts.auth import issue_api_token, issue_setup_token, verify_second_factor
-from accounts.models import ApiToken, OrganizationUser, PartnerUser, Role, User
+from accounts.models import ApiToken, AuditAction, OrganizationUser, PartnerUser, Role, User
 from rmm.errors import TooManyAttempts
 
 
@@ -125,7 +125,9 @@ def login(*, email: str, password: str, totp: str | None, ip: str | None) -> Log
     if user.status == User.Status.INVITED:
         updates["status"] = User.Status.ACTIVE  # the first sign-in accepts the invitation
     User.objects.filter(pk=user.pk).update(**updates)
-    audit.record(action="user.login", actor_user=user, target=user, ip=ip, details={"token": token.key_prefix})
+    audit.record(
+        action=AuditAction.USER_LOGIN, actor_user=user, target=user, ip=ip, details={"token": token.key_prefix}
+    )
     return Login(user=user, token=raw, token_row=token)
 
 

@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts import audit
+from accounts.models import AuditAction
 from devices.services import credentials
 from orgs.models import EnrollmentKey, Site
 
@@ -26,7 +27,7 @@ def revoke_enrollment_keys(*, keys: QuerySet[EnrollmentKey], actor_user=None, ip
         EnrollmentKey.objects.filter(pk__in=[key.pk for key in revoked]).update(revoked_at=now, updated_at=now)
         for key in revoked:
             audit.record(
-                action="enrollment_key.revoke",
+                action=AuditAction.ENROLLMENT_KEY_REVOKE,
                 actor_user=actor_user,
                 target=key,
                 details={"keyPrefix": key.key_prefix},
@@ -59,7 +60,7 @@ def create_enrollment_key(
             created_by=created_by if getattr(created_by, "pk", None) else None,
         )
         audit.record(
-            action="enrollment_key.create",
+            action=AuditAction.ENROLLMENT_KEY_CREATE,
             actor_user=created_by,
             target=key,
             details={"keyPrefix": minted.prefix, "siteId": str(site.pk), "maxUsage": max_usage, "via": via},

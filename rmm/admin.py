@@ -625,41 +625,49 @@ class AuditedAdminMixin:
     """Writes an ``audit_log`` row for every add, change and delete made through a model admin, next to Django's own
     ``LogEntry``: the spec wants one audit row per state-changing call, whichever door it came through.
 
-    The action is ``<model in snake_case>.create|update|delete`` (``enrollment_key.create``); the details hold
-    Django's change message (the names of the changed fields, never their values) and whatever ``audit_details``
-    adds (people and memberships: what changed, from what to what, as their API audit rows say it).
+    The action is ``accounts.audit.action_for(obj, verb)``, ``<model in snake_case>.create|update|delete``
+    (``enrollment_key.create``), the name the API writes for the same change; the details hold Django's change
+    message (the names of the changed fields, never their values) and whatever ``audit_details`` adds (people and
+    memberships: what changed, from what to what, as their API audit rows say it).
+
+    Where ``save_model``/``delete_model`` call a service that writes its own audit row (the service is the one
+    writer of that change, for every door), the admin names those verbs in ``audited_by_service`` and writes no
+    second row.
     """
+
+    audited_by_service: frozenset[str] = frozenset()
 
     def audit_details(self, request, obj, verb: str) -> dict:
         """Details of the audit row of ``verb`` (create, update, delete) on ``obj``, beyond the change message."""
         return {}
 
+    def _audit(self, request, obj, verb: str, message) -> None:
+        if verb not in self.audited_by_service:
+            _audit_admin_write(request, obj, verb, message, self.audit_details(request, obj, verb))
+
     def log_addition(self, request, obj, message):
-        _audit_admin_write(request, obj, "create", message, self.audit_details(request, obj, "create"))
+        self._audit(request, obj, "create", message)
         return super().log_addition(request, obj, message)
 
     def log_change(self, request, obj, message):
-        _audit_admin_write(request, obj, "update", message, self.audit_details(request, obj, "update"))
+        self._audit(request, obj, "update", message)
         return super().log_change(request, obj, message)
 
     def log_deletions(self, request, queryset):
         for obj in queryset:
-            _audit_admin_write(request, obj, "delete", None, self.audit_details(request, obj, "delete"))
+            self._audit(request, obj, "delete", None)
         return super().log_deletions(request, queryset)
 
 
 def _audit_admin_write(request: HttpRequest, obj: Model, verb: str, message, extra: dict | None = None) -> None:
     from accounts import audit  # models are not importable while this module loads (see the module docstring)
 
-    opts = obj._meta
     details = {**(extra or {}), "via": "admin", "object": str(obj)}
     if message:
         details["changes"] = message
     audit.record(
-        action=f"{re.sub(r'(?<!^)(?=[A-Z])', '_', opts.object_name).lower()}.{verb}",
+        action=audit.action_for(obj, verb),  # the API's name for the same change (accounts.audit.noun_of)
         actor_user=request.user,
-        # An organization is its own tenant; other rows name theirs in org_id (audit.record looks there).
-        org_id=obj.pk if opts.label == "orgs.Organization" else None,
         target=obj,
         details=details,
         ip=client_ip(request),

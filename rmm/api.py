@@ -173,7 +173,10 @@ class ScopedViewSet(viewsets.GenericViewSet):
         from accounts import audit
 
         audit.record(
-            action=f"{instance._meta.model_name}.{verb}",
+        """One audit row for ``verb`` on ``instance``: ``<noun>.<verb>`` with the noun the admin uses too
+        (``accounts.audit.action_for``), or an ``AuditAction`` given whole."""
+            action=verb if isinstance(verb, AuditAction) else audit.action_for(instance, verb),
+        from accounts.models import AuditAction
             actor_user=self.request.user,
             target=instance,
             details=details,

@@ -25,7 +25,7 @@ from accounts.api.serializers import (
     RecoveryCodesSerializer,
     TotpSerializer,
 )
-from accounts.models import ApiToken
+from accounts.models import ApiToken, AuditAction
 from rmm.errors import ApiError
 from rmm.net import client_ip
 from rmm.openapi import error_answer
@@ -89,7 +89,9 @@ class LogoutView(APIView):
     def post(self, request):
         if isinstance(request.auth, ApiToken):
             ApiToken.objects.filter(pk=request.auth.pk).update(revoked_at=timezone.now())
-            audit.record(action="api_token.revoke", actor_user=request.user, target=request.auth, ip=client_ip(request))
+            audit.record(
+                action=AuditAction.API_TOKEN_REVOKE, actor_user=request.user, target=request.auth, ip=client_ip(request)
+            )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -146,7 +148,9 @@ class MfaEnableView(_MfaView):
         codes = auth.enable_mfa(request.user, self.totp(request))
         if codes is None:
             raise ApiError(400, "invalid_totp", "The code is wrong or was already used.", {"totp": ["Wrong code."]})
-        audit.record(action="user.mfa_enable", actor_user=request.user, target=request.user, ip=client_ip(request))
+        audit.record(
+            action=AuditAction.USER_MFA_ENABLE, actor_user=request.user, target=request.user, ip=client_ip(request)
+        )
         return Response({"mfaEnabled": True, "recoveryCodes": codes})
 
 
@@ -172,7 +176,9 @@ class MfaDisableView(_MfaView):
             raise ApiError(403, "mfa_required_by_role", "A role you hold requires multi-factor sign-in.")
         if not auth.disable_mfa(request.user, self.totp(request)):
             raise ApiError(400, "invalid_totp", "The code is wrong or was already used.", {"totp": ["Wrong code."]})
-        audit.record(action="user.mfa_disable", actor_user=request.user, target=request.user, ip=client_ip(request))
+        audit.record(
+            action=AuditAction.USER_MFA_DISABLE, actor_user=request.user, target=request.user, ip=client_ip(request)
+        )
         return Response({"mfaEnabled": False})
 
 
@@ -195,7 +201,7 @@ class MfaRecoveryCodesView(_MfaView):
             raise ApiError(409, "mfa_not_enabled", "Multi-factor sign-in is not on.")
         if not auth.verify_second_factor(request.user, self.totp(request)):
             raise ApiError(400, "invalid_totp", "The code is wrong or was already used.", {"totp": ["Wrong code."]})
-        audit.record(action="user.mfa_recovery_codes", actor_user=request.user, target=request.user)
+        audit.record(action=AuditAction.USER_MFA_RECOVERY_CODES, actor_user=request.user, target=request.user)
         return Response({"recoveryCodes": auth.new_recovery_codes(request.user)})
 
 
@@ -222,11 +228,14 @@ class ApiTokenViewSet(
         raw, token = auth.issue_api_token(
             user=request.user, name=body.validated_data["name"], lifetime=dt.timedelta(days=days) if days else None
         )
-        audit.record(action="api_token.create", actor_user=request.user, target=token, ip=client_ip(request))
+        audit.record(action=AuditAction.API_TOKEN_CREATE, actor_user=request.user, target=token, ip=client_ip(request))
         return Response({**self.get_serializer(token).data, "token": raw}, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance):
         ApiToken.objects.filter(pk=instance.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         audit.record(
-            action="api_token.revoke", actor_user=self.request.user, target=instance, ip=client_ip(self.request)
+            action=AuditAction.API_TOKEN_REVOKE,
+            actor_user=self.request.user,
+            target=instance,
+            ip=client_ip(self.request),
         )

@@ -265,7 +265,7 @@ def test_the_audit_row_of_a_membership_change_says_what_changed(world, roles, pa
     )
 
     assert response.status_code == 200, response.content
-    audit = last_audit("partneruser.update")
+    audit = last_audit("partner_user.update")
     assert (audit.actor_user_id, audit.target_id) == (partner_admin.pk, str(row.pk))
     assert audit.details == {
         "orgAccess": {"from": "selected", "to": "all"},
@@ -303,7 +303,7 @@ def test_the_audit_rows_of_people_say_what_changed(world, roles, partner_admin, 
     assert created["membership"]["partnerId"] == str(world.partner_a.pk)
     assert created["membership"]["orgAccess"] == {"from": None, "to": "selected"}
     assert created["membership"]["organizationIds"] == {"added": [str(world.org_a2.pk)], "removed": []}
-    deleted = last_audit("partneruser.delete").details
+    deleted = last_audit("partner_user.delete").details
     assert deleted["organizationIds"] == {"added": [], "removed": [str(world.org_a.pk)]}
     assert deleted["orgAccess"] == {"from": "selected", "to": None}
 
@@ -313,7 +313,7 @@ def test_grant_access_records_what_it_changed(world, roles, org_a_technician):
         "grant_access", org_a_technician.email, "--partner", "partner-a", "--role", "Partner Viewer", "--all-orgs"
     )
 
-    audit = last_audit("partneruser.update")
+    audit = last_audit("partner_user.update")
     assert audit.actor_user_id is None
     assert audit.details["via"] == "grant_access"
     assert audit.details["orgAccess"] == {"from": "selected", "to": "all"}
@@ -565,7 +565,7 @@ def test_an_org_admin_still_manages_its_organizations_people(world, roles, org_a
 
     assert response.status_code == 200, response.content
     assert not OrganizationUser.objects.get(pk=row.pk).sites.exists()
-    assert last_audit("organizationuser.update").details == {
+    assert last_audit("organization_user.update").details == {
         "siteIds": {"added": [], "removed": [str(world.site_a1.pk)]}
     }
 

@@ -101,7 +101,7 @@ class Command(BaseCommand):
         except MembershipError as exc:
             raise CommandError(str(exc)) from None
         audit.record(
-            action=f"{membership._meta.model_name}.{'update' if before else 'create'}",
+            action=audit.action_for(membership, "update" if before else "create"),
             target=membership,
             details={**audit.changes(before, membership_state(membership)), "via": "grant_access"},
         )
