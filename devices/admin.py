@@ -3,8 +3,13 @@
 The device page shows the device with its inventory, group memberships, recent commands and latest telemetry,
 each capped (a device may have 10,000 software rows) with a link to the full, filtered list. Inventory, commands
 and memberships are read-only here: agents replace inventory on upload, and commands and memberships are made
-through the API, which validates and audits them. Device telemetry has a composite primary key, which the Django
-admin cannot register; it gets its own read-only page (``telemetry_page``).
+through the API. Device telemetry has a composite primary key, which the Django admin cannot register; it gets its
+own read-only page (``telemetry_page``).
+
+Every write here calls the service the API calls (``devices.services.status`` for a device's edits and lifecycle,
+``devices.services.groups`` for groups), so both doors obey the same rules and write the same audit rows: a form's
+``clean()`` runs the service's check and shows its refusal as form errors (``rmm.admin.add_domain_error``), and
+``save_model`` and the actions call the service, whose audit row replaces ``AuditedAdminMixin``'s.
 
 Everything here is the ``devices`` resource of the authorization module: lists and pages show the devices (and
 their rows) the user reaches with ``devices:read``, and changing a device or a group needs ``devices:write``.
@@ -18,6 +23,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import flatten
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
@@ -26,7 +32,6 @@ from django.utils import timezone
 from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
 
-from devices import rules
 from devices.models import (
     Device,
     DeviceCommand,
@@ -43,22 +48,25 @@ from devices.models import (
     DeviceTelemetry,
 )
 from devices.services import groups as group_service
+from devices.services import status as device_status
 from orgs.admin import SiteFilter
 from orgs.models import Organization
 from rmm import authz
 from rmm.admin import (
-    AuditedAdminMixin,
     BigTableAdminMixin,
     CappedTabularInline,
+    DomainErrorsAsMessagesMixin,
     ReadOnlyAdminMixin,
     ReadOnlyInlineMixin,
     ScopedAdminMixin,
     ScopedInlineMixin,
+    add_domain_error,
     organizations_holding,
     single_object_filter,
 )
-from rmm.errors import ApiError
+from rmm.domain_errors import DomainError, Refused
 from rmm.inputs import JSONFormField, QueryDateTimeField
+from rmm.net import client_ip
 
 DeviceFilter = single_object_filter("device")
 GroupFilter = single_object_filter("group")
@@ -193,34 +201,52 @@ def _telemetry_url(**params) -> str:
     return f"{url}?{urlencode(params)}" if params else url
 
 
+# The fields a person edits on a device, here and in the API (devices.services.status.update_device).
+DEVICE_EDIT_FIELDS = ("display_name", "site", "tags")
+
+
 class DeviceForm(forms.ModelForm):
     """A device's editable fields. Its site can change within its organization only: moving a device to another
-    organization is not an admin operation (its rows, keys and history carry the organization)."""
+    organization is not an admin operation (its rows, keys and history carry the organization). The rules are
+    ``devices.services.status.check_device_edit``'s (a decommissioned device cannot change, …)."""
 
     class Meta:
         model = Device
-        fields = ("display_name", "site", "tags")
+        fields = DEVICE_EDIT_FIELDS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if "site" in self.fields and self.instance.org_id:
             self.fields["site"].queryset = self.fields["site"].queryset.filter(org_id=self.instance.org_id)
 
-    def clean_site(self):
-        site = self.cleaned_data["site"]
-        if self.instance.org_id and site.org_id != self.instance.org_id:
-            raise forms.ValidationError("A device stays in its organization: pick one of its sites.")
-        return site
+    def clean(self):
+        cleaned = super().clean()
+        # Before _post_clean: self.instance still holds the device as stored.
+        if self.instance.pk is not None:
+            try:
+                device_status.check_device_edit(device=self.instance, site=cleaned.get("site"))
+            except DomainError as error:
+                add_domain_error(self, error)
+        return cleaned
+
+
+def _refuse_unless_allowed(request, model_admin: ScopedAdminMixin, action: str, objects) -> None:
+    """An admin action on ``objects`` needs ``action``'s permission on every one of them (Django asked only
+    whether it is held anywhere): otherwise nothing is done."""
+    perm = model_admin.permission(action)
+    if any(not authz.can(request.user, perm, obj) for obj in objects):
+        raise Refused("You may not do this to every device you selected; nothing was changed.")
 
 
 @admin.register(Device)
-class DeviceAdmin(AuditedAdminMixin, BigTableAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+class DeviceAdmin(DomainErrorsAsMessagesMixin, BigTableAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     """Managed endpoints. Devices are created by enrollment; here only the display name, the tags and the site
-    (among the sites of its organization where the user may write devices) can change.
+    (among the sites of its organization where the user may write devices) can change, and the list's actions
+    approve quarantined devices, ask agents to rotate their tokens and decommission, as the API does.
 
     Token hashes are never shown: ``agent_token_hash`` and ``previous_token_hash`` are in no field list.
-    Deleting is left to the API (``DELETE devices/{id}`` decommissions): Django's confirmation page would list
-    every inventory row of the device, and an RMM keeps the device row for its history.
+    Deleting is "decommission" (as ``DELETE devices/{id}`` in the API): Django's delete page would list every
+    inventory row of the device, and an RMM keeps the device row for its history.
     """
 
     list_display = (
@@ -294,6 +320,7 @@ class DeviceAdmin(AuditedAdminMixin, BigTableAdminMixin, ScopedAdminMixin, admin
         "created_at",
         "updated_at",
     )
+    actions = ("decommission", "approve", "request_token_rotation")
     inlines = (
         HardwareInline,
         NetworkInterfaceInline,
@@ -315,6 +342,39 @@ class DeviceAdmin(AuditedAdminMixin, BigTableAdminMixin, ScopedAdminMixin, admin
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def has_decommission_permission(self, request) -> bool:
+        return self.holds_anywhere(request, "delete")
+
+    def save_model(self, request, obj, form, change):
+        # update_device writes the row and its device.update audit row; the form's clean() ran its checks, which
+        # it repeats under the row lock.
+        edits = {name: form.cleaned_data[name] for name in DEVICE_EDIT_FIELDS if name in form.cleaned_data}
+        device_status.update_device(device=obj, actor=request.user, ip=client_ip(request), **edits)
+        obj.refresh_from_db()
+        self.check_still_in_reach(request, obj, "change")
+        authz.clear_cache(request.user)
+
+    def _run_on_each(self, request, queryset, action: str, transition, done: str) -> None:
+        devices = list(queryset)
+        _refuse_unless_allowed(request, self, action, devices)
+        for device in devices:
+            transition(device=device, actor=request.user, ip=client_ip(request))
+        self.message_user(request, f"{len(devices)} {done}.")
+
+    @admin.action(description="Decommission selected devices (final)", permissions=["decommission"])
+    def decommission(self, request, queryset):
+        self._run_on_each(request, queryset, "delete", device_status.decommission, "devices decommissioned")
+
+    @admin.action(description="Approve selected quarantined devices", permissions=["change"])
+    def approve(self, request, queryset):
+        self._run_on_each(request, queryset, "change", device_status.approve, "devices approved")
+
+    @admin.action(description="Ask the agents of selected devices to rotate their tokens", permissions=["change"])
+    def request_token_rotation(self, request, queryset):
+        self._run_on_each(
+            request, queryset, "change", device_status.request_token_rotation, "token rotations requested"
+        )
 
     @admin.display(description="site", ordering="site__name")
     def site_name(self, obj: Device) -> str:
@@ -514,36 +574,27 @@ class DeviceGroupForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        org = cleaned.get("org") or (self.instance.org if self.instance.org_id else None)
-        group_type = cleaned.get("type") or self.instance.type or DeviceGroup.Type.STATIC
-        if "type" in self.fields:
-            cleaned["type"] = group_type
-        # The database refuses these too (composite foreign keys), but as an error page rather than a form error.
-        if org and cleaned.get("site") and cleaned["site"].org_id != org.pk:
-            self.add_error("site", "This site belongs to another organization.")
-        if org and cleaned.get("parent") and cleaned["parent"].org_id != org.pk:
-            self.add_error("parent", "The parent group belongs to another organization.")
-        rule = cleaned.get("filter_rules")
-        if group_type == DeviceGroup.Type.STATIC:
-            if rule is not None:
-                self.add_error("filter_rules", "Only dynamic groups have a rule; leave it empty for a static group.")
-        elif rule is None:
-            self.add_error("filter_rules", "A dynamic group needs a rule.")
-        elif org is not None:
-            try:
-                group_service.check_rule(rule, org_id=org.pk)
-            except ApiError as exc:
-                self.add_error(
-                    "filter_rules",
-                    [f"{path}: {message}" for path, messages in exc.fields.items() for message in messages],
-                )
-            else:
-                self.instance.fields_used = rules.fields_used(rule)
+        if self.errors:
+            return cleaned  # the service's rules need every field's value
+        # Before _post_clean: self.instance still holds the group as stored (or a new, unsaved one).
+        stored = None if self.instance._state.adding else self.instance
+        changes = {name: cleaned.get(name) for name in group_service.GROUP_FIELDS if name in self.fields}
+        try:
+            values = group_service.check_group(group=stored, changes=changes)
+        except group_service.InvalidRule as error:
+            # A rule's problems are named by the path of the bad node, shown on the rule's field.
+            messages = [f"{path}: {message}" for path, messages in error.fields.items() for message in messages]
+            self.add_error("filter_rules", messages)
+        except DomainError as error:
+            add_domain_error(self, error)
+        else:
+            if "type" in self.fields:
+                cleaned["type"] = values["type"]
         return cleaned
 
 
 @admin.register(DeviceGroup)
-class DeviceGroupAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+class DeviceGroupAdmin(DomainErrorsAsMessagesMixin, ScopedAdminMixin, admin.ModelAdmin):
     """Device groups with their members. A dynamic group's rule is validated when saved and evaluated at once; the
     page shows how many devices it matches (of those the user may see) and the first of them.
 
@@ -620,8 +671,32 @@ class DeviceGroupAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
         )
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        group_service.group_saved(obj, changed=form.changed_data if change else None)
+        # The groups service saves (and evaluates, and audits); obj, the form's instance, then becomes that row.
+        fields = [name for name in group_service.GROUP_FIELDS if name in form.cleaned_data]
+        if change:
+            changes = {name: form.cleaned_data[name] for name in fields if name in form.changed_data}
+            stored = DeviceGroup.objects.get(pk=obj.pk)
+            group_service.update_group(group=stored, changes=changes, actor=request.user, ip=client_ip(request))
+        else:
+            values = {name: form.cleaned_data[name] for name in fields}
+            saved = group_service.create_group(actor=request.user, ip=client_ip(request), **values)
+            obj.pk = saved.pk
+            obj._state.adding = False
+        obj.refresh_from_db()
+        self.check_still_in_reach(request, obj, "change" if change else "add")
+        authz.clear_cache(request.user)
+
+    def delete_model(self, request, obj):
+        if not authz.can(request.user, self.permission("delete"), obj):
+            raise PermissionDenied
+        group_service.delete_group(group=obj, actor=request.user, ip=client_ip(request))
+
+    def delete_queryset(self, request, queryset):
+        allowed = authz.visible(request.user, self.permission("delete"), queryset)
+        if queryset.exclude(pk__in=allowed.values("pk")).exists():
+            raise PermissionDenied
+        for group in queryset:
+            group_service.delete_group(group=group, actor=request.user, ip=client_ip(request))
 
 
 @admin.register(DeviceGroupMembershipLog)

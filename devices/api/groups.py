@@ -1,5 +1,8 @@
 """Device groups over the technician API: CRUD, members (add/remove for static groups, pin/unpin for dynamic
-ones), the membership log, rule previews and commands to every member."""
+ones), the membership log, rule previews and commands to every member.
+
+Every write goes through ``devices.services.groups``, which checks the rules and writes the audit row
+(``device_group.*``); the views check access (``ScopedViewSet``) and translate the request."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from devices.models import Device, DeviceGroup, DeviceGroupMembership, DeviceGro
 from devices.services import groups
 from rmm import authz
 from rmm.api import ScopedViewSet
-from rmm.errors import ApiError
+from rmm.domain_errors import Invalid, Refused
 from rmm.net import client_ip
 from rmm.openapi import error_answer
 from rmm.pagination import KeysetPagination, Ordering
@@ -100,15 +103,27 @@ class GroupViewSet(
 
     def perform_create(self, serializer):
         with transaction.atomic():
-            super().perform_create(serializer)
-            groups.group_saved(serializer.instance)
-            serializer.instance.member_count = serializer.instance.memberships.count()
+            group = groups.create_group(
+                actor=self.request.user, ip=client_ip(self.request), **serializer.validated_data
+            )
+            self._require(group)  # a group out of the creator's reach rolls back (403)
+            group.member_count = group.memberships.count()
+        serializer.instance = group
 
     def perform_update(self, serializer):
         with transaction.atomic():
-            super().perform_update(serializer)
-            groups.group_saved(serializer.instance, changed=serializer.validated_data)
-            serializer.instance.member_count = serializer.instance.memberships.count()
+            group = groups.update_group(
+                group=serializer.instance,
+                changes=serializer.validated_data,
+                actor=self.request.user,
+                ip=client_ip(self.request),
+            )
+            self._require(group)
+            group.member_count = group.memberships.count()
+        serializer.instance = group
+
+    def perform_destroy(self, instance):
+        groups.delete_group(group=instance, actor=self.request.user, ip=client_ip(self.request))
 
     @extend_schema(request=s.GroupPreviewSerializer, responses=s.GroupPreviewResultSerializer, filters=False)
     @action(detail=False, methods=["post"], url_path="preview")
@@ -118,7 +133,7 @@ class GroupViewSet(
         body.is_valid(raise_exception=True)
         org = body.validated_data["org"]
         if not authz.can(request.user, "devices:read", org):
-            raise ApiError(403, "permission_denied", "You may not read this organization's devices.")
+            raise Refused("You may not read this organization's devices.")
         site = body.validated_data.get("site")
         result = groups.preview(
             user=request.user,
@@ -154,16 +169,17 @@ class GroupViewSet(
             page = self.paginate_queryset(memberships)
             return self.get_paginated_response(s.GroupMemberSerializer(page, many=True).data)
         ids = self._device_ids(request)
-        with transaction.atomic():
-            if request.method == "POST":
-                devices = self._writable_devices(request, ids)
-                changed = groups.add_members(group=group, devices=devices, actor=request.user)
-            else:
-                visible = authz.visible(request.user, "devices:write", Device.objects.filter(pk__in=ids))
-                changed = groups.remove_members(
-                    group=group, device_ids=list(visible.values_list("id", flat=True)), actor=request.user
-                )
-            self._audit_members("add" if request.method == "POST" else "remove", group, changed)
+        if request.method == "POST":
+            devices = self._writable_devices(request, ids)
+            changed = groups.add_members(group=group, devices=devices, actor=request.user, ip=client_ip(request))
+        else:
+            visible = authz.visible(request.user, "devices:write", Device.objects.filter(pk__in=ids))
+            changed = groups.remove_members(
+                group=group,
+                device_ids=list(visible.values_list("id", flat=True)),
+                actor=request.user,
+                ip=client_ip(request),
+            )
         return Response({"deviceIds": [str(pk) for pk in changed]})
 
     @extend_schema(
@@ -172,7 +188,7 @@ class GroupViewSet(
     @action(detail=True, methods=["post"], url_path="devices/pin", verb="write")
     def pin(self, request, pk=None):
         """Pin members of a dynamic group: they stay in it when they stop matching its rule."""
-        return self._pinning(request, groups.pin_members, "pin")
+        return self._pinning(request, groups.pin_members)
 
     @extend_schema(
         request=s.DeviceIdsSerializer, responses={200: s.MembershipChangeResultSerializer, 409: _DYNAMIC_ONLY}
@@ -180,15 +196,13 @@ class GroupViewSet(
     @action(detail=True, methods=["post"], url_path="devices/unpin", verb="write")
     def unpin(self, request, pk=None):
         """Unpin members of a dynamic group; those its rule no longer matches leave it at once."""
-        return self._pinning(request, groups.unpin_members, "unpin")
+        return self._pinning(request, groups.unpin_members)
 
-    def _pinning(self, request, change, verb: str):
+    def _pinning(self, request, change):
         group = self.get_object()
         ids = self._device_ids(request)
         self._writable_devices(request, ids)
-        with transaction.atomic():
-            changed = change(group=group, device_ids=list(ids), actor=request.user)
-            self._audit_members(verb, group, changed)
+        changed = change(group=group, device_ids=list(ids), actor=request.user, ip=client_ip(request))
         return Response({"deviceIds": [str(pk) for pk in changed]})
 
     @extend_schema(responses=s.GroupMembershipLogSerializer(many=True), filters=False)
@@ -243,14 +257,7 @@ class GroupViewSet(
         devices = list(authz.visible(request.user, "devices:write", Device.objects.filter(pk__in=ids)))
         unknown = sorted(set(map(str, ids)) - {str(d.pk) for d in devices})
         if unknown:
-            raise ApiError(
-                400,
-                "validation_error",
-                "Some devices do not exist.",
-                {"deviceIds": [f"No such device: {', '.join(unknown)}."]},
+            raise Invalid(
+                "Some devices do not exist.", fields={"deviceIds": [f"No such device: {', '.join(unknown)}."]}
             )
         return devices
-
-    def _audit_members(self, verb: str, group: DeviceGroup, device_ids: list) -> None:
-        if device_ids:
-            self.audit(f"members.{verb}", group, deviceIds=[str(pk) for pk in device_ids])

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from devices import rules
 from devices.models import (
     Device,
     DeviceCommand,
@@ -31,7 +30,7 @@ DEVICE_FIELDS = [
 
 class DeviceSerializer(CamelCaseModelSerializer):
     """A device as technicians see it; PATCH changes display name, tags, site (same organization) and the
-    maintenance status."""
+    maintenance status. The rules of such a change are ``devices.services.status.update_device``'s."""
 
     org_id = serializers.UUIDField(read_only=True)
     site_id = ScopedRelatedField(perm="devices:write", source="site", queryset=Site.objects.all(), required=False)
@@ -42,28 +41,6 @@ class DeviceSerializer(CamelCaseModelSerializer):
         model = Device
         fields = DEVICE_FIELDS
         read_only_fields = [f for f in DEVICE_FIELDS if f not in {"display_name", "tags", "site_id", "status"}]
-
-    def validate_site_id(self, site):
-        if self.instance is not None and site.org_id != self.instance.org_id:
-            raise serializers.ValidationError("A device moves only between sites of its own organization.")
-        return site
-
-    def validate_status(self, value):
-        current = self.instance.status if self.instance else None
-        manual = {Device.Status.ONLINE, Device.Status.MAINTENANCE, Device.Status.OFFLINE}
-        if value == current:
-            return value
-        if value == Device.Status.MAINTENANCE and current in (Device.Status.ONLINE, Device.Status.OFFLINE):
-            return value
-        if current == Device.Status.MAINTENANCE and value in manual:
-            return value
-        raise serializers.ValidationError(
-            f"Status moves by hand only into or out of maintenance (now {current}); quarantine, approve and "
-            "decommission have their own actions."
-        )
-
-    def validate_tags(self, value):
-        return sorted({tag.strip() for tag in value if tag.strip()})
 
 
 def _counts(name: str, values: list[str]) -> type[serializers.Serializer]:
@@ -195,62 +172,9 @@ class GroupSerializer(CamelCaseModelSerializer):
         model = DeviceGroup
         fields = GROUP_FIELDS
         read_only_fields = ["id", "fields_used", "member_count", "created_at", "updated_at"]
-        validators: list = []  # (org, name) is checked in validate(), where orgId may come from siteId
-
-    def validate(self, attrs):
-        instance = self.instance
-        org = attrs.get("org", instance.org if instance else None)
-        site = attrs.get("site", instance.site if instance else None)
-        group_type = attrs.get("type", instance.type if instance else DeviceGroup.Type.STATIC)
-        problems: dict[str, list[str]] = {}
-        if instance is not None:
-            if "org" in attrs and attrs["org"].pk != instance.org_id:
-                problems["orgId"] = ["A group cannot move to another organization."]
-            if "type" in attrs and attrs["type"] != instance.type:
-                problems["type"] = ["A group's type cannot change; create a new group instead."]
-        if org is None and site is not None:
-            org = attrs["org"] = site.org
-        if org is None:
-            problems["orgId"] = ["Give the group's organization (orgId) or its site (siteId)."]
-        elif site is not None and site.org_id != org.pk:
-            problems["siteId"] = ["This site belongs to another organization."]
-        parent = attrs.get("parent")
-        if parent is not None and org is not None:
-            if parent.org_id != org.pk:
-                problems["parentId"] = ["The parent group belongs to another organization."]
-            elif instance is not None and _is_descendant(parent, instance):
-                problems["parentId"] = ["A group cannot sit under itself or one of its own subgroups."]
-        name = attrs.get("name")
-        if name is not None and org is not None:
-            same_name = DeviceGroup.objects.filter(org_id=org.pk, name=name)
-            if instance is not None:
-                same_name = same_name.exclude(pk=instance.pk)
-            if same_name.exists():
-                problems["name"] = ["This organization already has a group with this name."]
-        rule = attrs.get("filter_rules", instance.filter_rules if instance else None)
-        if group_type == DeviceGroup.Type.DYNAMIC and rule is None:
-            problems["filterRules"] = ["A dynamic group needs a rule."]
-        if group_type == DeviceGroup.Type.STATIC and rule is not None:
-            problems["filterRules"] = ["Only dynamic groups have a rule; a static group's members are added by hand."]
-        if problems:
-            raise serializers.ValidationError(problems)
-        attrs["type"] = group_type
-        if group_type == DeviceGroup.Type.DYNAMIC and "filter_rules" in attrs:
-            check_rule(rule, org_id=org.pk)
-            attrs["fields_used"] = rules.fields_used(rule)
-        return attrs
-
-
-def _is_descendant(candidate: DeviceGroup, group: DeviceGroup) -> bool:
-    """Is ``candidate`` the group itself or below it? (Walks up from the candidate: nesting is shallow.)"""
-    seen = set()
-    node = candidate
-    while node is not None and node.pk not in seen:
-        if node.pk == group.pk:
-            return True
-        seen.add(node.pk)
-        node = node.parent
-    return False
+        # The rules of a group (its name unique in its organization, no cycle of parents, …) are
+        # devices.services.groups.check_group's, which create_group and update_group apply.
+        validators: list = []
 
 
 class GroupPreviewSerializer(CamelCaseSerializer):

@@ -1,16 +1,18 @@
-"""Devices over the technician API: the fleet list, one device, its inventory, decommissioning."""
+"""Devices over the technician API: the fleet list, one device, its inventory, decommissioning, commands.
+
+Every write goes through a service (``devices.services.status`` for the device's lifecycle and edits,
+``devices.services.commands`` for commands), which checks the rules and writes the audit row; the views check
+access (``ScopedViewSet``) and translate the request."""
 
 from __future__ import annotations
 
 from django.db import transaction
 from django.db.models import Count
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from accounts import audit
 from devices.api import serializers as s
 from devices.filters import DeviceFilter
 from devices.models import (
@@ -24,10 +26,10 @@ from devices.models import (
     DeviceRegistryEntry,
     DeviceSoftware,
 )
-from devices.services import actions
-from devices.services.commands import queue_command
+from devices.services import commands as command_service
+from devices.services import status
 from rmm.api import ScopedViewSet
-from rmm.errors import ApiError
+from rmm.domain_errors import NotFound
 from rmm.net import client_ip
 from rmm.openapi import error_answer
 from rmm.pagination import KeysetPagination, Ordering
@@ -99,15 +101,18 @@ class DeviceViewSet(
 
     def perform_destroy(self, instance):
         """Decommissioning is terminal: the agent is refused from now on (403 device_decommissioned)."""
-        with transaction.atomic():
-            if instance.status != Device.Status.DECOMMISSIONED:
-                Device.objects.filter(pk=instance.pk).update(status=Device.Status.DECOMMISSIONED)
-                self.audit("decommission", instance)
+        status.decommission(device=instance, actor=self.request.user, ip=client_ip(self.request))
 
     def perform_update(self, serializer):
-        if serializer.instance.status == Device.Status.DECOMMISSIONED:
-            raise ApiError(409, "device_decommissioned", "A decommissioned device cannot change.")
-        super().perform_update(serializer)
+        with transaction.atomic():
+            device = status.update_device(
+                device=serializer.instance,
+                actor=self.request.user,
+                ip=client_ip(self.request),
+                **serializer.validated_data,
+            )
+            self._require(device)  # a move to a site out of the writer's reach rolls back (403)
+        serializer.instance = device
 
     @extend_schema(responses=s.DeviceSummarySerializer, filters=True)
     @action(detail=False, methods=["get"], url_path="summary", verb="read")
@@ -133,7 +138,7 @@ class DeviceViewSet(
         """Quarantine the device: its agent is refused (403 device_quarantined) until approved."""
         body = s.QuarantineSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        device = actions.quarantine(
+        device = status.quarantine(
             device=self.get_object(), reason=body.validated_data["reason"], actor=request.user, ip=client_ip(request)
         )
         return Response(s.DeviceSerializer(device, context=self.get_serializer_context()).data)
@@ -145,14 +150,14 @@ class DeviceViewSet(
     @action(detail=True, methods=["post"], url_path="approve", verb="write")
     def approve(self, request, pk=None):
         """Approve a quarantined device: it is back in service."""
-        device = actions.approve(device=self.get_object(), actor=request.user, ip=client_ip(request))
+        device = status.approve(device=self.get_object(), actor=request.user, ip=client_ip(request))
         return Response(s.DeviceSerializer(device, context=self.get_serializer_context()).data)
 
     @extend_schema(request=None, responses={202: s.TokenRotationSerializer, 409: _DECOMMISSIONED})
     @action(detail=True, methods=["post"], url_path="rotate-token", verb="write")
     def rotate_token(self, request, pk=None):
         """Ask the agent to rotate its token at its next heartbeat."""
-        actions.request_token_rotation(device=self.get_object(), actor=request.user, ip=client_ip(request))
+        status.request_token_rotation(device=self.get_object(), actor=request.user, ip=client_ip(request))
         return Response({"rotationRequested": True}, status=202)
 
     @extend_schema(methods=["GET"], responses=s.CommandSerializer(many=True), filters=False)
@@ -170,21 +175,14 @@ class DeviceViewSet(
             return self.get_paginated_response(s.CommandSerializer(page, many=True).data)
         body = s.QueueCommandSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        with transaction.atomic():
-            command = queue_command(
-                device=device,
-                type=body.validated_data["type"],
-                payload=body.validated_data.get("payload"),
-                created_by=request.user,
-                expires_in_seconds=body.validated_data.get("expires_in_seconds"),
-            )
-            audit.record(
-                action="command.queue",
-                actor_user=request.user,
-                target=command,
-                ip=client_ip(request),
-                details={"type": command.type, "deviceId": str(device.pk)},
-            )
+        command = command_service.queue_command(
+            device=device,
+            type=body.validated_data["type"],
+            payload=body.validated_data.get("payload"),
+            created_by=request.user,
+            expires_in_seconds=body.validated_data.get("expires_in_seconds"),
+            ip=client_ip(request),
+        )
         return Response(s.CommandSerializer(command).data, status=201)
 
     @extend_schema(responses=s.HardwareSerializer)
@@ -194,7 +192,7 @@ class DeviceViewSet(
         device = self.get_object()
         row = DeviceHardware.objects.filter(device=device).first()
         if row is None:
-            raise ApiError(404, "not_found", "This device has not reported its hardware yet.")
+            raise NotFound("This device has not reported its hardware yet.")
         return Response(s.HardwareSerializer(row).data)
 
     def _inventory(self, kind: str):
@@ -251,18 +249,5 @@ class CommandViewSet(ScopedViewSet, mixins.RetrieveModelMixin):
     @action(detail=True, methods=["post"], url_path="cancel", verb="execute")
     def cancel(self, request, pk=None):
         """Withdraw a command its agent has not fetched yet."""
-        command = self.get_object()
-        with transaction.atomic():
-            cancelled = DeviceCommand.objects.filter(pk=command.pk, status=DeviceCommand.Status.PENDING).update(
-                status=DeviceCommand.Status.CANCELLED, completed_at=timezone.now()
-            )
-            if not cancelled:
-                command.refresh_from_db()
-                raise ApiError(
-                    409,
-                    "command_not_pending",
-                    f"Only pending commands can be cancelled (this one is {command.status}).",
-                )
-            audit.record(action="command.cancel", actor_user=request.user, target=command, ip=client_ip(request))
-        command.refresh_from_db()
+        command = command_service.cancel_command(command=self.get_object(), actor=request.user, ip=client_ip(request))
         return Response(s.CommandSerializer(command).data)

@@ -1,8 +1,11 @@
-"""Commands for agents: queueing (technicians), recording results (agents), and the sweeps that finish the
-commands nobody will finish (expired while pending, timed out while sent).
+"""A command's life: queueing and cancelling (technicians), recording results (agents), and the sweeps that
+finish the commands nobody will finish (expired while pending, timed out while sent). Commands to a whole group are
+queued by ``devices.services.groups.queue_group_commands`` with the same checks (``check_command``).
 
 A command moves ``pending`` → ``sent`` (claimed by the agent's heartbeat or GET .../commands, see
-``devices.agent_api.sql``) → ``completed`` / ``failed`` / ``timeout``; or ``pending`` → ``expired`` / ``cancelled``.
+``devices.agent_api.sql``: the claim is the agent path's plain SQL) → ``completed`` / ``failed`` / ``timeout``; or
+``pending`` → ``expired`` / ``cancelled``. A person's queue and cancel write an audit row (``command.queue``,
+``command.cancel``); the sweeps and the agent's results do not (no person acted, and they run for every command).
 """
 
 from __future__ import annotations
@@ -16,19 +19,21 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from accounts import audit
+from accounts.models import AuditAction
 from devices.models import Device, DeviceCommand
-from rmm.errors import ApiError
+from rmm.domain_errors import Conflict, Invalid
 
 SCRIPT_LANGUAGES = ("powershell", "cmd", "bash", "sh", "zsh", "python", "applescript")
 MAX_SCRIPT_TIMEOUT_SECONDS = 24 * 3600
 MAX_SCRIPT_BYTES = 1024 * 1024
 
 
-class CommandRejected(ApiError):
-    """A command a technician may not queue: 400 ``validation_error`` naming the bad fields (or another code)."""
+class CommandRejected(Invalid):
+    """A command that cannot be queued as given: 400 ``validation_error`` naming the bad fields."""
 
-    def __init__(self, fields: dict[str, list[str]], *, status: int = 400, code: str = "validation_error", message=""):
-        super().__init__(status, code, message or "The command is not valid.", fields)
+    def __init__(self, fields: dict[str, list[str]]):
+        super().__init__("The command is not valid.", fields=fields)
 
 
 def _payload_problems(command_type: str, payload) -> dict[str, list[str]]:
@@ -70,29 +75,56 @@ def queue_command(
     payload: dict | None,
     created_by=None,
     expires_in_seconds: int | None = None,
+    ip: str | None = None,
 ) -> DeviceCommand:
-    """Queue a command for ``device``; its agent picks it up at its next heartbeat.
+    """Queue a command for ``device``; its agent picks it up at its next heartbeat. Writes a ``command.queue``
+    audit row (``created_by`` is the actor; None for the server itself).
 
-    Raises ``CommandRejected`` (400) for an unknown type, a bad payload or a bad expiry, and 409
-    ``device_decommissioned`` for a device that will never call again.
+    Raises ``CommandRejected`` (400) for an unknown type, a bad payload or a bad expiry, and ``Conflict`` (409
+    ``device_decommissioned``) for a device that will never call again.
     """
     payload = {} if payload is None else payload
     expires_in_seconds = check_command(type=type, payload=payload, expires_in_seconds=expires_in_seconds)
     if device.status == Device.Status.DECOMMISSIONED:
-        raise CommandRejected(
-            {}, status=409, code="device_decommissioned", message="This device is decommissioned; it runs nothing."
-        )
+        raise Conflict("This device is decommissioned; it runs nothing.", code="device_decommissioned")
     now = timezone.now()
-    return DeviceCommand.objects.create(
-        device=device,
-        org_id=device.org_id,
-        type=type,
-        payload=payload,
-        status=DeviceCommand.Status.PENDING,
-        created_by=created_by if getattr(created_by, "pk", None) else None,
-        created_at=now,
-        expires_at=now + dt.timedelta(seconds=expires_in_seconds),
-    )
+    with transaction.atomic():
+        command = DeviceCommand.objects.create(
+            device=device,
+            org_id=device.org_id,
+            type=type,
+            payload=payload,
+            status=DeviceCommand.Status.PENDING,
+            created_by=created_by if getattr(created_by, "pk", None) else None,
+            created_at=now,
+            expires_at=now + dt.timedelta(seconds=expires_in_seconds),
+        )
+        audit.record(
+            action=AuditAction.COMMAND_QUEUE,
+            actor_user=created_by,
+            target=command,
+            ip=ip,
+            details={"type": command.type, "deviceId": str(device.pk)},
+        )
+    return command
+
+
+def cancel_command(*, command: DeviceCommand, actor, ip: str | None = None) -> DeviceCommand:
+    """Withdraw a command its agent has not fetched yet: ``pending`` → ``cancelled``, with a ``command.cancel``
+    audit row. Any other status is final or on its way to the agent: ``Conflict`` (409 ``command_not_pending``).
+    Answers the command as saved."""
+    now = timezone.now()
+    with transaction.atomic():
+        cancelled = DeviceCommand.objects.filter(pk=command.pk, status=DeviceCommand.Status.PENDING).update(
+            status=DeviceCommand.Status.CANCELLED, completed_at=now, updated_at=now
+        )
+        current = DeviceCommand.objects.get(pk=command.pk)
+        if not cancelled:
+            raise Conflict(
+                f"Only pending commands can be cancelled (this one is {current.status}).", code="command_not_pending"
+            )
+        audit.record(action=AuditAction.COMMAND_CANCEL, actor_user=actor, target=current, ip=ip)
+    return current
 
 
 def check_command(*, type: str, payload, expires_in_seconds: int | None) -> int:

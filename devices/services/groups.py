@@ -18,6 +18,12 @@ How a dynamic group stays current (filter-rules.md):
 
 Every membership change, by a rule or a person, writes a row of ``device_group_membership_log``. Pinned members of
 a dynamic group stay when they stop matching; manual adds to a dynamic group are refused.
+
+A person's changes (``create_group``, ``update_group``, ``delete_group``, ``add_members`` … ``unpin_members``,
+``queue_group_commands``) are the only writers of groups and their memberships for the API and the admin alike:
+each checks its rules (``check_group``: a group is never its own ancestor, its site and parent are of its
+organization, …), writes, and records one audit row named ``device_group.*`` (``accounts.models.AuditAction``).
+Refusals are domain errors (``rmm.domain_errors``).
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -38,16 +45,18 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts import audit
+from accounts.models import AuditAction
 from devices import rules
 from devices.models import Device, DeviceGroup, DeviceGroupMembership, DeviceGroupMembershipLog
 from devices.services.commands import check_command
-from orgs.models import Site
+from orgs.models import Organization, Site
 from rmm import authz
-from rmm.errors import ApiError
+from rmm.domain_errors import Conflict, Invalid
 
 logger = logging.getLogger("devices.groups")
 
 MAX_GROUP_COMMANDS = 10_000
+RULE_INVALID_MESSAGE = "The filter rule is not valid."
 PREVIEW_SAMPLE_SIZE = 50
 # pg_try_advisory_xact_lock key: one queue drainer at a time (two would evaluate the same devices twice).
 _DRAIN_LOCK = 0x726D6D_67727073  # "rmm" "grps"
@@ -56,16 +65,23 @@ _DRAIN_LOCK = 0x726D6D_67727073  # "rmm" "grps"
 _INVENTORY_SOURCES = {"hardware", "network", "disks", "software"}
 
 
-class RuleTimedOut(ApiError):
-    """A rule took longer than GROUP_RULE_TIMEOUT_MS to evaluate."""
+class RuleTimedOut(Invalid):
+    """A rule took longer than GROUP_RULE_TIMEOUT_MS to evaluate (400 ``rule_timeout``)."""
 
     def __init__(self) -> None:
         super().__init__(
-            400,
-            "rule_timeout",
             f"The rule took longer than {settings.GROUP_RULE_TIMEOUT_MS / 1000:g} s to evaluate; make it narrower "
             "(fewer 'contains' and 'matches' conditions over software, for example).",
+            code="rule_timeout",
         )
+
+
+class InvalidRule(Invalid):
+    """A filter rule that breaks the grammar (filter-rules.md) or names a site of another organization: 400
+    ``validation_error`` whose ``fields`` are the paths of the offending nodes, not request fields."""
+
+    def __init__(self, fields: dict[str, list[str]]):
+        super().__init__(RULE_INVALID_MESSAGE, fields=fields)
 
 
 @dataclass
@@ -209,6 +225,148 @@ def group_saved(group: DeviceGroup, *, changed: Iterable[str] | None = None) -> 
     return refresh_group(group)
 
 
+# --- a person's changes to a group itself -------------------------------------------------------------------------
+
+INVALID_FIELDS_MESSAGE = "The request has invalid fields."
+CYCLE_MESSAGE = "A group cannot sit under itself or one of its own subgroups."
+# The fields a person sets on a group (the model's names; the API's are their camelCase with an Id suffix).
+GROUP_FIELDS = ("org", "site", "name", "type", "parent", "filter_rules")
+
+
+def is_own_ancestor(group: DeviceGroup, parent: DeviceGroup | None) -> bool:
+    """Would ``parent`` as ``group``'s parent make ``group`` its own ancestor (A1 → A2 → A1)? Walks up from the
+    parent through the stored chain (one query a level: nesting is shallow), which ends even if already broken."""
+    if group.pk is None or parent is None:
+        return False
+    seen: set = set()
+    node_id = parent.pk
+    while node_id is not None and node_id not in seen:
+        if node_id == group.pk:
+            return True
+        seen.add(node_id)
+        node_id = DeviceGroup.objects.filter(pk=node_id).values_list("parent_id", flat=True).first()
+    return False
+
+
+def check_group(*, group: DeviceGroup | None, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The rules of a group as a person saves it: ``group`` as stored (None for a new one) with ``changes`` (by
+    model field name) applied. Answers every field's value after the change, the organization taken from the site
+    when only a site is given, the type ``static`` unless said, and ``fields_used`` of a new or changed rule.
+
+    Raises ``Invalid`` (400, fields named as the API names them, as a form maps them back): a group does not change
+    organization or type; its site and parent are of its organization; it is never its own ancestor; its name is
+    unique in its organization; a dynamic group has a valid rule (``check_rule``) and a static group none. The API
+    and the admin's form both call this, before ``create_group`` / ``update_group`` call it again.
+    """
+    unknown = set(changes) - set(GROUP_FIELDS)
+    if unknown:
+        raise ValueError(f"Not fields a person sets on a group: {sorted(unknown)}")
+    problems: dict[str, list[str]] = {}
+    org: Organization | None = changes.get("org", group.org if group else None)
+    site: Site | None = changes.get("site", group.site if group else None)
+    group_type = changes.get("type") or (group.type if group else DeviceGroup.Type.STATIC)
+    if group is not None:
+        if "org" in changes and changes["org"] is not None and changes["org"].pk != group.org_id:
+            problems["orgId"] = ["A group cannot move to another organization."]
+        if "type" in changes and changes["type"] and changes["type"] != group.type:
+            problems["type"] = ["A group's type cannot change; create a new group instead."]
+    if org is None and site is not None:
+        org = site.org
+    if org is None:
+        problems["orgId"] = ["Give the group's organization (orgId) or its site (siteId)."]
+    elif site is not None and site.org_id != org.pk:
+        problems["siteId"] = ["This site belongs to another organization."]
+    parent = changes.get("parent", group.parent if group else None)
+    if parent is not None and org is not None:
+        if parent.org_id != org.pk:
+            problems["parentId"] = ["The parent group belongs to another organization."]
+        elif group is not None and is_own_ancestor(group, parent):
+            problems["parentId"] = [CYCLE_MESSAGE]
+    name = changes.get("name")
+    if name is not None and org is not None:
+        same_name = DeviceGroup.objects.filter(org_id=org.pk, name=name)
+        if group is not None:
+            same_name = same_name.exclude(pk=group.pk)
+        if same_name.exists():
+            problems["name"] = ["This organization already has a group with this name."]
+    rule = changes.get("filter_rules", group.filter_rules if group else None)
+    if group_type == DeviceGroup.Type.DYNAMIC and rule is None:
+        problems["filterRules"] = ["A dynamic group needs a rule."]
+    if group_type == DeviceGroup.Type.STATIC and rule is not None:
+        problems["filterRules"] = ["Only dynamic groups have a rule; a static group's members are added by hand."]
+    if problems:
+        raise Invalid(INVALID_FIELDS_MESSAGE, fields=problems)
+    values: dict[str, Any] = {
+        "org": org,
+        "site": site,
+        "name": name if name is not None else (group.name if group else ""),
+        "type": group_type,
+        "parent": parent,
+        "filter_rules": rule,
+    }
+    if group_type == DeviceGroup.Type.DYNAMIC and (group is None or "filter_rules" in changes):
+        check_rule(rule, org_id=org.pk)
+        values["fields_used"] = rules.fields_used(rule)
+    return values
+
+
+def create_group(
+    *,
+    actor,
+    name: str,
+    org: Organization | None = None,
+    site: Site | None = None,
+    type: str | None = None,  # the field's name in the API and the model
+    parent: DeviceGroup | None = None,
+    filter_rules: dict | None = None,
+    ip: str | None = None,
+) -> DeviceGroup:
+    """Create a group (``check_group``'s rules), evaluate a dynamic group's rule at once, and write a
+    ``device_group.create`` audit row. Answers the group as saved."""
+    changes = {"org": org, "site": site, "name": name, "type": type, "parent": parent, "filter_rules": filter_rules}
+    values = check_group(group=None, changes=changes)
+    with transaction.atomic():
+        group = DeviceGroup.objects.create(**values)
+        group_saved(group)
+        audit.record(action=AuditAction.DEVICE_GROUP_CREATE, actor_user=actor, target=group, ip=ip)
+    return group
+
+
+def update_group(*, group: DeviceGroup, changes: Mapping[str, Any], actor, ip: str | None = None) -> DeviceGroup:
+    """Change a group's name, site, parent or rule (``changes`` by model field name; leave out what does not
+    change) under ``check_group``'s rules, re-evaluate a dynamic group when its rule or site changed, and write a
+    ``device_group.update`` audit row naming the fields given. Answers the group as saved."""
+    with transaction.atomic():
+        if "parent" in changes:
+            # Two people re-parenting two groups at once (A1 under A2, A2 under A1) would each see no cycle: lock the
+            # organization's groups so that the second waits, then walks the chain the first one committed.
+            list(DeviceGroup.objects.select_for_update().filter(org_id=group.org_id).order_by("pk").values("pk"))
+        locked = DeviceGroup.objects.select_for_update().get(pk=group.pk)
+        values = check_group(group=locked, changes=changes)
+        for name, value in values.items():
+            setattr(locked, name, value)
+        locked.save()
+        group_saved(locked, changed=changes)
+        audit.record(
+            action=AuditAction.DEVICE_GROUP_UPDATE,
+            actor_user=actor,
+            target=locked,
+            details={"changed": sorted(changes)},
+            ip=ip,
+        )
+    return locked
+
+
+def delete_group(*, group: DeviceGroup, actor, ip: str | None = None) -> None:
+    """Delete a group and its memberships (no device is touched; its subgroups lose their parent), with a
+    ``device_group.delete`` audit row."""
+    with transaction.atomic():
+        audit.record(
+            action=AuditAction.DEVICE_GROUP_DELETE, actor_user=actor, target=group, details={"name": group.name}, ip=ip
+        )
+        group.delete()
+
+
 def _change_keys(fields_used: Iterable[str], *, site_bound: bool) -> set[str]:
     """What, among the refresh queue's words, can change the outcome of a rule using ``fields_used``."""
     keys = set()
@@ -302,17 +460,13 @@ def refresh_all_groups(*, now: dt.datetime | None = None) -> RefreshReport:
 
 
 def check_rule(rule, *, org_id) -> None:
-    """Validate a filter rule for an organization: 400 ``validation_error`` whose ``fields`` are the paths of the
-    offending nodes (``conditions[1].conditions[0].operator``); a siteId value must be a site of the organization."""
+    """Validate a filter rule for an organization: ``Invalid`` (400 ``validation_error``) whose ``fields`` are the
+    paths of the offending nodes (``conditions[1].conditions[0].operator``); a siteId value must be a site of the
+    organization."""
     try:
         rules.validate_rule(rule)
     except rules.RuleError as exc:
-        raise ApiError(
-            400,
-            "validation_error",
-            "The filter rule is not valid.",
-            {path or "filterRules": messages for path, messages in exc.errors.items()},
-        ) from None
+        raise InvalidRule({path or "filterRules": messages for path, messages in exc.errors.items()}) from None
     site_values = dict(_site_conditions(rule))
     if site_values:
         known = {str(pk) for pk in Site.objects.filter(org_id=org_id).values_list("id", flat=True)}
@@ -322,7 +476,7 @@ def check_rule(rule, *, org_id) -> None:
             if set(values) - known
         }
         if foreign:
-            raise ApiError(400, "validation_error", "The filter rule is not valid.", foreign)
+            raise InvalidRule(foreign)
 
 
 def _site_conditions(node, path: str = ""):
@@ -358,7 +512,16 @@ def preview(*, user, org_id, site_id=None, rule: dict) -> Preview:
 
 
 def _refuse(message: str, *, code: str = "validation_error", field: str = "deviceIds", status: int = 400):
-    raise ApiError(status, code, message, {field: [message]} if field else None)
+    if status == 409:
+        raise Conflict(message, code=code, fields={field: [message]} if field else None)
+    raise Invalid(message, code=code, fields={field: [message]} if field else None)
+
+
+def _audit_members(action: AuditAction, group: DeviceGroup, device_ids: list, actor, ip: str | None) -> None:
+    if device_ids:
+        audit.record(
+            action=action, actor_user=actor, target=group, ip=ip, details={"deviceIds": [str(pk) for pk in device_ids]}
+        )
 
 
 def _log(group: DeviceGroup, device_ids: Iterable, change: str, actor) -> None:
@@ -377,8 +540,9 @@ def _log(group: DeviceGroup, device_ids: Iterable, change: str, actor) -> None:
     )
 
 
-def add_members(*, group: DeviceGroup, devices: list[Device], actor) -> list[uuid.UUID]:
-    """Add devices to a static group; answers the ids actually added (members already in are skipped).
+def add_members(*, group: DeviceGroup, devices: list[Device], actor, ip: str | None = None) -> list[uuid.UUID]:
+    """Add devices to a static group; answers the ids actually added (members already in are skipped). Writes a
+    ``device_group.members_add`` audit row when any was added.
 
     Every device must belong to the group's organization (and site, for a site-bound group); a dynamic group's
     members come from its rule, so adding to one is refused.
@@ -415,11 +579,12 @@ def add_members(*, group: DeviceGroup, devices: list[Device], actor) -> list[uui
             ignore_conflicts=True,
         )
         _log(group, [d.pk for d in new], DeviceGroupMembershipLog.Change.ADDED, actor)
+        _audit_members(AuditAction.DEVICE_GROUP_MEMBERS_ADD, group, [d.pk for d in new], actor, ip)
     return [d.pk for d in new]
 
 
-def remove_members(*, group: DeviceGroup, device_ids: list[uuid.UUID], actor) -> list[uuid.UUID]:
-    """Remove devices from a static group; answers the ids removed."""
+def remove_members(*, group: DeviceGroup, device_ids: list[uuid.UUID], actor, ip: str | None = None) -> list[uuid.UUID]:
+    """Remove devices from a static group; answers the ids removed (``device_group.members_remove``)."""
     if group.type == DeviceGroup.Type.DYNAMIC:
         _refuse(
             "A dynamic group's members come from its rule: change the rule, or unpin a pinned member.",
@@ -431,11 +596,13 @@ def remove_members(*, group: DeviceGroup, device_ids: list[uuid.UUID], actor) ->
         removed = list(memberships.values_list("device_id", flat=True))
         memberships.delete()
         _log(group, removed, DeviceGroupMembershipLog.Change.REMOVED, actor)
+        _audit_members(AuditAction.DEVICE_GROUP_MEMBERS_REMOVE, group, removed, actor, ip)
     return removed
 
 
-def pin_members(*, group: DeviceGroup, device_ids: list[uuid.UUID], actor) -> list[uuid.UUID]:
-    """Pin members of a dynamic group: they stay in it when they stop matching. Answers the ids newly pinned."""
+def pin_members(*, group: DeviceGroup, device_ids: list[uuid.UUID], actor, ip: str | None = None) -> list[uuid.UUID]:
+    """Pin members of a dynamic group: they stay in it when they stop matching. Answers the ids newly pinned
+    (``device_group.members_pin``)."""
     _require_dynamic(group)
     with transaction.atomic():
         memberships = DeviceGroupMembership.objects.select_for_update().filter(
@@ -448,18 +615,20 @@ def pin_members(*, group: DeviceGroup, device_ids: list[uuid.UUID], actor) -> li
         pinned = [device_id for device_id, m in found.items() if not m.is_pinned]
         DeviceGroupMembership.objects.filter(group_id=group.pk, device_id__in=pinned).update(is_pinned=True)
         _log(group, pinned, DeviceGroupMembershipLog.Change.PINNED, actor)
+        _audit_members(AuditAction.DEVICE_GROUP_MEMBERS_PIN, group, pinned, actor, ip)
     return pinned
 
 
-def unpin_members(*, group: DeviceGroup, device_ids: list[uuid.UUID], actor) -> list[uuid.UUID]:
+def unpin_members(*, group: DeviceGroup, device_ids: list[uuid.UUID], actor, ip: str | None = None) -> list[uuid.UUID]:
     """Unpin members of a dynamic group; those the rule no longer matches leave it at once. Answers the ids
-    unpinned."""
+    unpinned (``device_group.members_unpin``)."""
     _require_dynamic(group)
     with transaction.atomic():
         memberships = DeviceGroupMembership.objects.filter(group_id=group.pk, device_id__in=device_ids, is_pinned=True)
         unpinned = list(memberships.values_list("device_id", flat=True))
         memberships.update(is_pinned=False)
         _log(group, unpinned, DeviceGroupMembershipLog.Change.UNPINNED, actor)
+        _audit_members(AuditAction.DEVICE_GROUP_MEMBERS_UNPIN, group, unpinned, actor, ip)
         if unpinned:
             _apply_rule(
                 group_id=group.pk,
@@ -504,7 +673,8 @@ def queue_group_commands(
     *, group: DeviceGroup, user, type: str, payload: dict | None, expires_in_seconds: int | None, ip: str | None
 ) -> GroupCommands:
     """Queue one command for every member the caller may run commands on (``devices:execute`` in reach, not
-    decommissioned), all in one transaction, at most MAX_GROUP_COMMANDS; writes one audit-log row."""
+    decommissioned), all in one transaction, at most MAX_GROUP_COMMANDS; writes one ``device_group.commands``
+    audit row (not one ``command.queue`` per device: a group may have 10,000)."""
     payload = {} if payload is None else payload
     expires_in_seconds = check_command(type=type, payload=payload, expires_in_seconds=expires_in_seconds)
     with transaction.atomic():
@@ -512,13 +682,12 @@ def queue_group_commands(
         targets = authz.visible(user, "devices:execute", members).exclude(status=Device.Status.DECOMMISSIONED)
         device_ids = list(targets.order_by().values_list("id", flat=True)[: MAX_GROUP_COMMANDS + 1])
         if len(device_ids) > MAX_GROUP_COMMANDS:
-            raise ApiError(
-                400,
-                "too_many_devices",
+            raise Invalid(
                 f"A command goes to at most {MAX_GROUP_COMMANDS:,} devices at once; this group has more.",
+                code="too_many_devices",
             )
         if not device_ids:
-            raise ApiError(409, "no_devices", "The group has no member you may run commands on.")
+            raise Conflict("The group has no member you may run commands on.", code="no_devices")
         now = timezone.now()
         with connection.cursor() as cursor:
             cursor.execute(
@@ -536,7 +705,7 @@ def queue_group_commands(
             commands = cursor.fetchall()
         skipped = members.count() - len(commands)
         audit.record(
-            action="group.commands",
+            action=AuditAction.DEVICE_GROUP_COMMANDS,
             actor_user=user,
             target=group,
             ip=ip,

@@ -19,6 +19,8 @@ from devices.services.commands import (
     queue_command,
     time_out_sent_commands,
 )
+from rmm.domain_errors import Conflict
+from rmm.errors import domain_error_status
 from tests import factories
 from tests.agent.conftest import Agent, assert_error, enroll, make_key
 
@@ -63,7 +65,7 @@ def test_a_queued_command_is_pending_with_its_expiry(agent, settings):
 def test_a_command_that_is_not_valid_is_refused_with_400(agent, type_, payload, fields):
     with pytest.raises(CommandRejected) as refused:
         queue_command(device=agent.device, type=type_, payload=payload)
-    assert refused.value.status_code == 400 and refused.value.code == "validation_error"
+    assert domain_error_status(refused.value) == 400 and refused.value.code == "validation_error"
     assert set(refused.value.fields) == fields
     assert not DeviceCommand.objects.exists()
 
@@ -76,9 +78,9 @@ def test_a_bad_expiry_is_refused(agent):
 
 def test_a_decommissioned_device_cannot_be_given_commands(agent):
     Device.objects.filter(pk=agent.device_id).update(status=Device.Status.DECOMMISSIONED)
-    with pytest.raises(CommandRejected) as refused:
+    with pytest.raises(Conflict) as refused:
         queue_command(device=agent.device, type="reboot", payload={})
-    assert (refused.value.status_code, refused.value.code) == (409, "device_decommissioned")
+    assert (domain_error_status(refused.value), refused.value.code) == (409, "device_decommissioned")
 
 
 # ---- claiming ----

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from devices.models import Device
-from devices.services.device_status import mark_offline
+from devices.services.status import mark_offline
 from tests import factories
 
 pytestmark = pytest.mark.django_db

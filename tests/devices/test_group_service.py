@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from devices.models import DeviceGroup, DeviceGroupMembership
 from devices.services import groups
+from rmm.errors import domain_error_status
 
 
 def _timeout() -> str:
@@ -22,7 +23,7 @@ def test_a_statement_over_the_timeout_raises_rule_timed_out_and_the_transaction_
     before = _timeout()
     with pytest.raises(groups.RuleTimedOut) as raised, groups.statement_timeout(10), connection.cursor() as cursor:
         cursor.execute("SELECT pg_sleep(0.5)")
-    assert raised.value.status_code == 400 and raised.value.code == "rule_timeout"
+    assert domain_error_status(raised.value) == 400 and raised.value.code == "rule_timeout"
     assert _timeout() == before
     with connection.cursor() as cursor:  # the savepoint was rolled back: the transaction still works
         cursor.execute("SELECT 1")

@@ -330,7 +330,7 @@ def test_a_group_command_queues_one_command_per_member_in_one_go(world, partner_
     commands = DeviceCommand.objects.filter(type="reboot", status="pending")
     assert _ids(members) == {str(pk) for pk in commands.values_list("device_id", flat=True)}
     assert {c["id"] for c in body["commands"]} == {str(pk) for pk in commands.values_list("id", flat=True)}
-    assert AuditLog.objects.filter(action="group.commands", target_id=str(group.pk)).count() == 1
+    assert AuditLog.objects.filter(action="device_group.commands", target_id=str(group.pk)).count() == 1
 
 
 def test_a_group_command_skips_decommissioned_members(world, partner_admin):

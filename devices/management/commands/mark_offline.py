@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from devices.management.commands._periodic import PeriodicCommand
-from devices.services.device_status import mark_offline
+from devices.services.status import mark_offline
 
 
 class Command(PeriodicCommand):

@@ -15,8 +15,8 @@ from accounts import throttle
 from devices.management.commands._periodic import PeriodicCommand
 from devices.services import telemetry, telemetry_partitions
 from devices.services.commands import expire_pending_commands, time_out_sent_commands
-from devices.services.device_status import mark_offline
 from devices.services.groups import GroupRefresher
+from devices.services.status import mark_offline
 
 PARTITIONS_EVERY_SECONDS = 3600
 
