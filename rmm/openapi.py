@@ -15,6 +15,8 @@ imported), so the extensions below are registered before any operation is genera
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiViewExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import get_lib_doc_excludes
@@ -171,6 +173,8 @@ class DeviceTelemetrySchema(OpenApiViewExtension):
             },
         )
         moment = "ISO 8601 date and time"
+        # The view class, resolved from target_class by drf-spectacular at run time.
+        viewset: Any = self.target_class
 
         @extend_schema_view(
             retrieve=extend_schema(
@@ -188,7 +192,7 @@ class DeviceTelemetrySchema(OpenApiViewExtension):
                 responses=series,
             )
         )
-        class DeviceTelemetryViewSet(self.target_class):
+        class DeviceTelemetryViewSet(viewset):
             pass
 
         return DeviceTelemetryViewSet
