@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts import audit, throttle
+from accounts.models import AuditAction
 from devices.agent_api.auth import PREVIOUS_TOKEN_GRACE
 from devices.models import Device
 from devices.services import credentials, ingest
@@ -183,7 +184,7 @@ def _enroll_device(*, key: str, facts: EnrollFacts, ip: str | None) -> Enrollmen
                 device_id=device.pk, org_id=device.org_id, kind="network", rows=facts.interfaces, now=now
             )
         audit.record(
-            action="device.enroll",
+            action=AuditAction.DEVICE_ENROLL,
             actor_device=device,
             target=device,
             details={"enrollmentKeyId": str(enrollment_key.pk), "keyPrefix": enrollment_key.key_prefix},
@@ -208,7 +209,7 @@ def rotate_agent_token(*, device_id, org_id, ip: str | None = None) -> str:
                 [now + PREVIOUS_TOKEN_GRACE, token.hash, now, now, device_id],
             )
         audit.record(
-            action="device.rotate_token",
+            action=AuditAction.DEVICE_ROTATE_TOKEN,
             actor_device=Device(id=device_id, org_id=org_id),
             org_id=org_id,
             target_type="device",
