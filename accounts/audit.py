@@ -24,7 +24,7 @@ STRICT = False
 def noun_of(model: type[Model] | Model) -> str:
     """The noun of a model's audit actions: its class name in snake_case (``EnrollmentKey`` → ``enrollment_key``,
     ``PartnerUser`` → ``partner_user``)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", model._meta.object_name).lower()
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", model._meta.model.__name__).lower()
 
 
 def action_for(model: type[Model] | Model, verb: str) -> AuditAction:

@@ -7,6 +7,7 @@ import functools
 import math
 import secrets
 from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, get_hasher, make_password
@@ -49,7 +50,7 @@ def _stand_in_hash(algorithm: str) -> str:
     return make_password(secrets.token_urlsafe(16), hasher=algorithm)
 
 
-def _password_is_right(user: User | None, password: str) -> bool:
+def _password_is_right(user: User | None, password: str) -> TypeGuard[User]:
     """Check the password with the same work whether the email is unknown, has no usable password (invited,
     never set) or is a real account, so the time of the answer does not tell which."""
     if user is None or not user.has_usable_password():
@@ -121,7 +122,7 @@ def login(*, email: str, password: str, totp: str | None, ip: str | None) -> Log
     """Check the credentials and issue a personal API token for the session."""
     user = check_credentials(email=email, password=password, totp=totp, ip=ip)
     raw, token = issue_api_token(user=user, name="login", lifetime=dt.timedelta(hours=settings.LOGIN_TOKEN_HOURS))
-    updates = {"last_login": timezone.now()}
+    updates: dict[str, Any] = {"last_login": timezone.now()}
     if user.status == User.Status.INVITED:
         updates["status"] = User.Status.ACTIVE  # the first sign-in accepts the invitation
     User.objects.filter(pk=user.pk).update(**updates)
@@ -195,7 +196,7 @@ def grant_organization_access(*, org, user: User, role: Role, sites=(), actor: U
 
 def membership_state(membership: PartnerUser | OrganizationUser) -> dict:
     """A membership as its audit rows describe it (``audit.changes`` of two states says what changed)."""
-    state = {"role": {"id": str(membership.role_id), "name": membership.role.name}}
+    state: dict[str, Any] = {"role": {"id": str(membership.role_id), "name": membership.role.name}}
     if isinstance(membership, PartnerUser):
         state["orgAccess"] = membership.org_access
         state["organizationIds"] = sorted(str(org.pk) for org in membership.selected_organizations.all())
@@ -268,6 +269,7 @@ def check_can_grant(
 
     if _is_operator(actor):
         return
+    assert actor is not None  # None is the operator
     permissions = frozenset(permissions)
     held = _held_for_granting(actor, partner_id=partner_id, org_id=org.pk if org is not None else None)
     if held is None or not authz.covers(held, "users:write"):
@@ -321,7 +323,7 @@ def check_can_define_role(actor: User | None, *, partner_id, permissions, role: 
     check_can_grant(actor, permissions, partner_id=partner_id)
     if _is_operator(actor) or role is None or role.pk is None:
         return
-    memberships = [
+    memberships: list[PartnerUser | OrganizationUser] = [
         *role.partner_memberships.select_related("role").prefetch_related("selected_organizations"),
         *role.org_memberships.select_related("role", "org").prefetch_related("sites"),
     ]
