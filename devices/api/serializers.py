@@ -16,7 +16,7 @@ from devices.models import (
     DeviceRegistryEntry,
     DeviceSoftware,
 )
-from devices.services.groups import MAX_GROUP_COMMANDS, check_rule
+from devices.services.groups import MAX_GROUP_COMMANDS, check_preview
 from orgs.models import Organization, Site
 from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
 from rmm.inputs import JSONField
@@ -185,10 +185,7 @@ class GroupPreviewSerializer(CamelCaseSerializer):
     filter_rules = JSONField()
 
     def validate(self, attrs):
-        site = attrs.get("site")
-        if site is not None and site.org_id != attrs["org"].pk:
-            raise serializers.ValidationError({"siteId": ["This site belongs to another organization."]})
-        check_rule(attrs["filter_rules"], org_id=attrs["org"].pk)
+        check_preview(org=attrs["org"], site=attrs.get("site"), rule=attrs["filter_rules"])
         return attrs
 
 

@@ -170,7 +170,7 @@ SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM removed)
 
 
 def _apply_rule(
-    *, group_id, org_id, site_id, rule: dict, now: dt.datetime, device_ids: list | None = None
+    *, group_id, org_id, site_id, rule: Any, now: dt.datetime, device_ids: list | None = None
 ) -> MembershipChanges:
     """Make the group's rule members (of ``device_ids``, or of the whole organization) exactly the devices the
     rule matches, pinned members excepted: one statement, which also writes the membership log."""
@@ -239,7 +239,7 @@ def is_own_ancestor(group: DeviceGroup, parent: DeviceGroup | None) -> bool:
     if group.pk is None or parent is None:
         return False
     seen: set = set()
-    node_id = parent.pk
+    node_id: uuid.UUID | None = parent.pk
     while node_id is not None and node_id not in seen:
         if node_id == group.pk:
             return True
@@ -304,7 +304,7 @@ def check_group(*, group: DeviceGroup | None, changes: Mapping[str, Any]) -> dic
         "parent": parent,
         "filter_rules": rule,
     }
-    if group_type == DeviceGroup.Type.DYNAMIC and (group is None or "filter_rules" in changes):
+    if org is not None and group_type == DeviceGroup.Type.DYNAMIC and (group is None or "filter_rules" in changes):
         check_rule(rule, org_id=org.pk)
         values["fields_used"] = rules.fields_used(rule)
     return values
@@ -497,6 +497,13 @@ def _site_conditions(node, path: str = ""):
 class Preview:
     count: int
     sample: list[Device]
+
+
+def check_preview(*, org: Organization, site: Site | None, rule) -> None:
+    """The rules of a preview's input: the site (if any) is of the organization, and the rule is valid for it."""
+    if site is not None and site.org_id != org.pk:
+        raise Invalid(INVALID_FIELDS_MESSAGE, fields={"siteId": ["This site belongs to another organization."]})
+    check_rule(rule, org_id=org.pk)
 
 
 def preview(*, user, org_id, site_id=None, rule: dict) -> Preview:
