@@ -47,6 +47,7 @@ from devices.models import (
     DeviceSoftware,
     DeviceTelemetry,
 )
+from devices.services import commands as command_service
 from devices.services import groups as group_service
 from devices.services import status as device_status
 from orgs.admin import SiteFilter
@@ -79,6 +80,7 @@ TELEMETRY_PAGE_SIZE = 100
 # through the BRIN, not of every partition.
 TELEMETRY_UNFILTERED_WINDOW = dt.timedelta(hours=1)
 TELEMETRY_PERMISSION = "devices:read"
+COMMAND_PERMISSION = "devices:execute"  # queueing and cancelling commands, as in the API
 
 
 # --- The device page's inlines -------------------------------------------------------------------------------------
@@ -230,12 +232,11 @@ class DeviceForm(forms.ModelForm):
         return cleaned
 
 
-def _refuse_unless_allowed(request, model_admin: ScopedAdminMixin, action: str, objects) -> None:
-    """An admin action on ``objects`` needs ``action``'s permission on every one of them (Django asked only
-    whether it is held anywhere): otherwise nothing is done."""
-    perm = model_admin.permission(action)
+def _refuse_unless_allowed(request, perm: str, objects) -> None:
+    """An admin action on ``objects`` needs ``perm`` on every one of them (Django asked only whether it is held
+    anywhere): otherwise nothing is done."""
     if any(not authz.can(request.user, perm, obj) for obj in objects):
-        raise Refused("You may not do this to every device you selected; nothing was changed.")
+        raise Refused("You may not do this to every row you selected; nothing was changed.")
 
 
 @admin.register(Device)
@@ -357,7 +358,7 @@ class DeviceAdmin(DomainErrorsAsMessagesMixin, BigTableAdminMixin, ScopedAdminMi
 
     def _run_on_each(self, request, queryset, action: str, transition, done: str) -> None:
         devices = list(queryset)
-        _refuse_unless_allowed(request, self, action, devices)
+        _refuse_unless_allowed(request, self.permission(action), devices)
         for device in devices:
             transition(device=device, actor=request.user, ip=client_ip(request))
         self.message_user(request, f"{len(devices)} {done}.")
@@ -722,8 +723,22 @@ class DeviceGroupMembershipAdmin(DeviceRowAdmin):
 
 
 @admin.register(DeviceCommand)
-class DeviceCommandAdmin(DeviceRowAdmin):
-    """Commands queued for agents and what they reported back. Commands are queued through the API."""
+class DeviceCommandAdmin(DomainErrorsAsMessagesMixin, DeviceRowAdmin):
+    """Commands queued for agents and what they reported back. Commands are queued through the API; pending ones
+    can be cancelled here as there (``devices.services.commands.cancel_command``, ``devices:execute``)."""
+
+    actions = ("cancel",)
+
+    def has_cancel_permission(self, request) -> bool:
+        return authz.holds_anywhere(request.user, COMMAND_PERMISSION)
+
+    @admin.action(description="Cancel selected pending commands", permissions=["cancel"])
+    def cancel(self, request, queryset):
+        commands = list(queryset)
+        _refuse_unless_allowed(request, COMMAND_PERMISSION, commands)
+        for command in commands:
+            command_service.cancel_command(command=command, actor=request.user, ip=client_ip(request))
+        self.message_user(request, f"{len(commands)} commands cancelled.")
 
     list_display = ("created_at", "type", "status", "device", "org", "created_by", "sent_at", "completed_at")
     list_filter = ("status", "type", *DeviceRowAdmin.list_filter)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.contrib.messages import get_messages
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import AuditLog, User
-from devices.models import Device, DeviceGroup
+from devices.models import Device, DeviceCommand, DeviceGroup
+from devices.services.commands import queue_command
 from devices.services.groups import CYCLE_MESSAGE
 from devices.services.status import DECOMMISSIONED_MESSAGE
 
@@ -270,3 +272,46 @@ def test_the_admin_offers_decommissioning_only_to_those_who_may_delete_devices(c
     device.refresh_from_db()
     assert device.status == Device.Status.ONLINE
     assert not AuditLog.objects.filter(action="device.decommission").exists()
+
+
+# --- cancelling a command -----------------------------------------------------------------------------------------
+
+
+def cancel(door: str, client, user: User, command: DeviceCommand):
+    if door == "api":
+        return api_client(user).post(f"/api/v1/commands/{command.pk}/cancel")
+    return admin_client(client, user).post(
+        admin_url(DeviceCommand, "changelist"), {"action": "cancel", "_selected_action": [str(command.pk)]}
+    )
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_pending_command_is_cancelled_with_one_command_cancel_row(client, world, partner_admin, door):
+    command = queue_command(device=world.devices[world.site_a1][0], type="reboot", payload={})
+
+    response = cancel(door, client, partner_admin, command)
+
+    assert response.status_code == (200 if door == "api" else 302)
+    command.refresh_from_db()
+    assert command.status == DeviceCommand.Status.CANCELLED
+    rows = AuditLog.objects.filter(action="command.cancel", target_id=str(command.pk))
+    assert list(rows.values_list("actor_user", flat=True)) == [partner_admin.pk]
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_command_already_sent_is_not_cancelled(client, world, partner_admin, door):
+    command = queue_command(device=world.devices[world.site_a1][0], type="reboot", payload={})
+    DeviceCommand.objects.filter(pk=command.pk).update(status=DeviceCommand.Status.SENT)
+    message = "Only pending commands can be cancelled (this one is sent)."
+
+    response = cancel(door, client, partner_admin, command)
+
+    if door == "api":
+        assert response.status_code == 409
+        assert (response.json()["error"], response.json()["message"]) == ("command_not_pending", message)
+    else:
+        assert response.status_code == 302
+        assert [str(m) for m in get_messages(response.wsgi_request)] == [message]
+    command.refresh_from_db()
+    assert command.status == DeviceCommand.Status.SENT
+    assert not AuditLog.objects.filter(action="command.cancel").exists()
