@@ -16,11 +16,25 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from devices.services import credentials
 from orgs.models import EnrollmentKey, Organization, Partner, Site
-from orgs.services import revoke_enrollment_keys
+from orgs.services import (
+    check_organization_limit,
+    create_enrollment_key,
+    create_organization,
+    delete_organization,
+    revoke_enrollment_keys,
+)
 from rmm import authz
-from rmm.admin import AuditedAdminMixin, ScopedAdminMixin, is_operator, scoped_choices, with_actor
+from rmm.admin import (
+    AuditedAdminMixin,
+    DomainErrorsAsMessagesMixin,
+    ScopedAdminMixin,
+    add_domain_error,
+    adopt_saved,
+    is_operator,
+    scoped_choices,
+)
+from rmm.domain_errors import DomainError
 from rmm.net import client_ip
 
 
@@ -107,9 +121,8 @@ class PartnerAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
 
 
 class OrganizationForm(forms.ModelForm):
-    """Checks the partner's organization limit for anyone but operators (who set the limits), as the API does."""
-
-    actor = None  # set per request (rmm.admin.with_actor)
+    """Tells early that the partner's organization limit is reached (``orgs.services``, operators included);
+    saving creates through ``create_organization``, which checks it again under the partner's lock."""
 
     class Meta:
         model = Organization
@@ -118,23 +131,52 @@ class OrganizationForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         partner = cleaned.get("partner")
-        if self.instance._state.adding and partner is not None and not is_operator(self.actor):
-            limit = partner.max_organizations
-            if limit is not None and partner.organizations.count() >= limit:
-                raise forms.ValidationError(f"Partner {partner.name} already has its maximum of {limit} organizations.")
+        if self.instance._state.adding and partner is not None:
+            try:
+                check_organization_limit(partner)
+            except DomainError as error:
+                add_domain_error(self, error)
         return cleaned
 
 
 @admin.register(Organization)
-class OrganizationAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+class OrganizationAdmin(DomainErrorsAsMessagesMixin, AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     """A partner's customers; every device, site and membership hangs off one of these.
 
     Creating and deleting an organization is a partner-level act (``organizations:write`` / ``:delete`` held
     through a partner membership): an Org Admin changes its own organization but never adds or deletes one.
+    Both go through ``orgs.services`` (the partner's limit, ``organization_not_empty``), which write their audit
+    rows; a refusal found only while saving (the limit reached by a concurrent creation) is shown as a message.
     """
 
     resource = "organizations"
     form = OrganizationForm
+    audited_by_service = frozenset({"create", "delete"})
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = create_organization(
+            partner=obj.partner,
+            name=obj.name,
+            slug=obj.slug,
+            type=obj.type,
+            status=obj.status,
+            max_devices=obj.max_devices,
+            settings=obj.settings,
+            actor=request.user,
+            ip=client_ip(request),
+            via="admin",
+        )
+        adopt_saved(obj, created)
+
+    def delete_model(self, request, obj):
+        delete_organization(organization=obj, actor=request.user, ip=client_ip(request), via="admin")
+
+    def delete_queryset(self, request, queryset):
+        for organization in queryset:
+            self.delete_model(request, organization)
 
     list_display = ("name", "partner", "slug", "type", "status", "max_devices", "created_at")
     list_filter = ("status", "type", "partner")
@@ -147,9 +189,6 @@ class OrganizationAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # Moving an organization to another partner would silently change who reaches its devices.
         return (*self.readonly_fields, "partner") if obj else self.readonly_fields
-
-    def get_form(self, request, obj=None, **kwargs):
-        return with_actor(super().get_form(request, obj, **kwargs), request)
 
     def _partner_level(self, request, action: str) -> bool:
         return is_operator(request.user) or bool(authz.reach(request.user).partners_with(self.permission(action)))
@@ -218,6 +257,7 @@ class EnrollmentKeyAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     verbs = {"view": "write", "add": "write", "change": "write", "delete": "delete"}
 
     form = EnrollmentKeyForm
+    audited_by_service = frozenset({"create"})  # orgs.services.create_enrollment_key writes enrollment_key.create
     list_display = (
         "name",
         "key_prefix",
@@ -285,15 +325,22 @@ class EnrollmentKeyAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
         return "active"
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            minted = credentials.mint_enrollment_key()
-            obj.key_prefix, obj.key_hash = minted.prefix, minted.hash
-            obj.org_id = obj.site.org_id
-            obj.created_by = request.user
-            # Kept on the instance only until response_add shows it; never stored, logged or put in a message
-            # (messages may live in a cookie or the session table until displayed).
-            obj._raw_key = minted.raw
-        super().save_model(request, obj, form, change)
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        raw, key = create_enrollment_key(
+            site=obj.site,
+            name=obj.name,
+            max_usage=obj.max_usage,
+            expires_at=obj.expires_at,
+            created_by=request.user,
+            ip=client_ip(request),
+            via="admin",
+        )
+        adopt_saved(obj, key)
+        # Kept on the instance only until response_add shows it; never stored, logged or put in a message
+        # (messages may live in a cookie or the session table until displayed).
+        obj._raw_key = raw
 
     def response_add(self, request, obj, post_url_continue=None):
         raw = getattr(obj, "_raw_key", None)

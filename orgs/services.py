@@ -1,10 +1,19 @@
-"""Tenancy operations: making and revoking enrollment keys.
+"""Tenancy operations: organizations within their partner's limit, and the life of enrollment keys.
+
+These functions are the only writers of what they do, for every door (the API, the admin, management commands,
+the demo data): each checks its rules, writes, and records its audit row. Refusals are ``rmm.domain_errors``.
+
+The partner's organization limit holds for everyone, operators included: the limit is the partner's contract, and
+an operator who means to exceed it raises ``max_organizations`` first (an audited ``partner.update``), instead of
+the admin silently creating one organization more than the partner's page says it may have.
 
 An enrollment key is shown once, when it is made; the database keeps only ``key_prefix`` (its first 8 characters,
 to tell keys apart in lists) and ``key_hash`` (see ``devices.services.credentials``, which mints and hashes them).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -13,7 +22,74 @@ from django.utils import timezone
 from accounts import audit
 from accounts.models import AuditAction
 from devices.services import credentials
-from orgs.models import EnrollmentKey, Site
+from orgs.models import EnrollmentKey, Organization, Partner, Site
+from rmm.domain_errors import Conflict, LimitReached
+
+
+def check_organization_limit(partner: Partner) -> None:
+    """``LimitReached`` (``organization_limit_reached``) when ``partner`` already has its maximum of organizations.
+    Without a lock: for a form's early answer; :func:`create_organization` checks again under the partner's lock."""
+    limit = partner.max_organizations
+    if limit is not None and Organization.objects.filter(partner=partner).count() >= limit:
+        raise LimitReached(
+            f"Partner {partner.name} already has its maximum of {limit} organizations.",
+            code="organization_limit_reached",
+        )
+
+
+def create_organization(
+    *,
+    partner: Partner,
+    name: str,
+    slug: str,
+    type: str = Organization.Type.CUSTOMER,
+    status: str = Organization.Status.ACTIVE,
+    max_devices: int | None = None,
+    settings: dict[str, Any] | None = None,
+    actor=None,
+    ip: str | None = None,
+    via: str = "api",
+) -> Organization:
+    """A new organization of ``partner``, within the partner's ``max_organizations``.
+
+    The partner's row is locked while its organizations are counted and the new one is inserted, so two creations
+    racing at the limit make one organization, not two (the loser gets ``LimitReached``)."""
+    with transaction.atomic():
+        locked = Partner.objects.select_for_update().get(pk=partner.pk)
+        check_organization_limit(locked)
+        organization = Organization.objects.create(
+            partner=locked,
+            name=name,
+            slug=slug,
+            type=type,
+            status=status,
+            max_devices=max_devices,
+            settings={} if settings is None else settings,
+        )
+        audit.record(
+            action=AuditAction.ORGANIZATION_CREATE,
+            actor_user=actor,
+            target=organization,
+            details={"partnerId": str(locked.pk), "via": via},
+            ip=ip,
+        )
+    return organization
+
+
+def delete_organization(*, organization: Organization, actor=None, ip: str | None = None, via: str = "api") -> None:
+    """Delete an empty organization; ``Conflict`` (``organization_not_empty``) while it has devices or sites."""
+    with transaction.atomic():
+        locked = Organization.objects.select_for_update().get(pk=organization.pk)
+        if locked.devices.exists() or locked.sites.exists():
+            raise Conflict("Remove the organization's devices and sites first.", code="organization_not_empty")
+        audit.record(
+            action=AuditAction.ORGANIZATION_DELETE,
+            actor_user=actor,
+            target=locked,
+            details={"object": str(locked), "via": via},
+            ip=ip,
+        )
+        locked.delete()
 
 
 def revoke_enrollment_keys(*, keys: QuerySet[EnrollmentKey], actor_user=None, ip: str | None = None) -> int:

@@ -659,6 +659,16 @@ class AuditedAdminMixin:
         return super().log_deletions(request, queryset)
 
 
+def adopt_saved(obj: Model, saved: Model) -> None:
+    """Make the admin's unsaved ``obj`` the row a service created (``saved``): its primary key, its values, saved
+    state. For ``save_model`` that creates through a service, so that Django's log entry, the redirect and
+    ``save_related`` (many-to-many fields, inlines) work on the created row."""
+    for field in obj._meta.concrete_fields:
+        setattr(obj, field.attname, getattr(saved, field.attname))
+    obj._state.adding = False
+    obj._state.db = saved._state.db
+
+
 def _audit_admin_write(request: HttpRequest, obj: Model, verb: str, message, extra: dict | None = None) -> None:
     from accounts import audit  # models are not importable while this module loads (see the module docstring)
 

@@ -20,7 +20,7 @@ from orgs.api.serializers import (
     SiteSerializer,
 )
 from orgs.models import EnrollmentKey, Organization, Partner, Site
-from orgs.services import create_enrollment_key, revoke_enrollment_keys
+from orgs.services import create_enrollment_key, create_organization, delete_organization, revoke_enrollment_keys
 from rmm import authz
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
@@ -77,20 +77,14 @@ class OrganizationViewSet(
     filterset_class = OrganizationFilter
 
     def perform_create(self, serializer):
-        partner = serializer.validated_data.get("partner") or self._only_partner()
+        data = dict(serializer.validated_data)
+        partner = data.pop("partner", None) or self._only_partner()
         if not authz.has_partner_permission(self.request.user, partner, "organizations:write"):
             raise ApiError(403, "permission_denied", "Creating an organization needs partner-level access.")
-        with transaction.atomic():
-            locked = Partner.objects.select_for_update().get(pk=partner.pk)
-            if locked.max_organizations is not None and locked.organizations.count() >= locked.max_organizations:
-                raise ApiError(
-                    403,
-                    "organization_limit_reached",
-                    f"Partner {locked.name} already has its maximum of {locked.max_organizations} organizations.",
-                )
-            instance = serializer.save(partner=locked)
-            authz.clear_cache(self.request.user)  # the new organization may now be in reach (org_access all)
-            self.audit("create", instance)
+        serializer.instance = create_organization(
+            partner=partner, **data, actor=self.request.user, ip=client_ip(self.request)
+        )
+        authz.clear_cache(self.request.user)  # the new organization may now be in reach (org_access all)
 
     def _only_partner(self) -> Partner:
         partners = authz.reach(self.request.user).partners
@@ -99,9 +93,7 @@ class OrganizationViewSet(
         return Partner.objects.get(pk=next(iter(partners)))
 
     def perform_destroy(self, instance):
-        if instance.devices.exists() or instance.sites.exists():
-            raise ApiError(409, "organization_not_empty", "Remove the organization's devices and sites first.")
-        super().perform_destroy(instance)
+        delete_organization(organization=instance, actor=self.request.user, ip=client_ip(self.request))
 
 
 class EnrollmentKeyFilter(django_filters.FilterSet):
