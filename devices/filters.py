@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from devices.models import Device, DeviceGroupMembership, DeviceHardware, DeviceNetworkInterface
 from rmm.inputs import DateTimeFilter
@@ -50,7 +52,9 @@ class DeviceFilter(django_filters.FilterSet):
             .filter(Q(hostname__icontains=term) | Q(display_name__icontains=term) | Q(agent_id=term.lower()))
             .values("pk")
         )
-        others = [DeviceHardware.objects.order_by().filter(serial_number=term).values("device_id")]
+        others: list[QuerySet[Any, Any]] = [
+            DeviceHardware.objects.order_by().filter(serial_number=term).values("device_id")
+        ]
         if "." in term or ":" in term:
             others += [
                 Device.objects.order_by().filter(last_seen_ip=term).values("pk"),

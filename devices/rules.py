@@ -390,9 +390,10 @@ class _Parser:
             self.error(conditions_path, f"a group holds at most {MAX_GROUP_SIZE} conditions")
             return None
         children = [self.node(child, f"{conditions_path}[{i}]", level) for i, child in enumerate(conditions)]
-        if not ok or None in children:
+        valid = [child for child in children if child is not None]
+        if not ok or not isinstance(group_operator, str) or len(valid) < len(children):
             return None
-        return _Group(group_operator, tuple(children))
+        return _Group(group_operator, tuple(valid))
 
     def condition(self, raw: dict, path: str) -> _Condition | None:
         self.conditions += 1
@@ -542,7 +543,7 @@ class _Parser:
             self.error(path, f'\'between\' needs an object {{"from": ..., "to": ...}}, got {_describe(raw)}')
             return _INVALID
         ok = not self.unknown_keys(raw, path, {"from", "to"})
-        bounds = []
+        bounds: list[Any] = []
         for end in ("from", "to"):
             end_path = _join(path, end)
             if raw.get(end) is None:
@@ -571,7 +572,8 @@ class _Parser:
             )
             return _INVALID
         ok = not self.unknown_keys(raw, path, {"amount", "unit"})
-        amount, unit = raw.get("amount"), raw.get("unit")
+        amount: Any = raw.get("amount")
+        unit: Any = raw.get("unit")
         if isinstance(amount, bool) or not isinstance(amount, int) or not 1 <= amount <= MAX_AMOUNT:
             self.error(_join(path, "amount"), f"the amount is a whole number from 1 to {MAX_AMOUNT:,}")
             ok = False
@@ -617,9 +619,14 @@ def _empty_value(field: Field) -> object:
     return {STRING: "", ARRAY: []}.get(field.type)
 
 
+def _nullable(model: type[models.Model], column: str) -> bool:
+    found = model._meta.get_field(column)
+    return isinstance(found, models.Field) and found.null
+
+
 def _without_value(model: type[models.Model], field: Field) -> Q:
     column = field.column
-    missing = Q(**{f"{column}__isnull": True}) if model._meta.get_field(column).null else Q()
+    missing = Q(**{f"{column}__isnull": True}) if _nullable(model, column) else Q()
     if (empty := _empty_value(field)) is not None:
         missing |= Q(**{column: empty})
     return missing or Q(pk__in=[])  # a NOT NULL column without an "unknown" value: never missing
@@ -627,7 +634,7 @@ def _without_value(model: type[models.Model], field: Field) -> Q:
 
 def _with_value(model: type[models.Model], field: Field) -> Q:
     column = field.column
-    present = Q(**{f"{column}__isnull": False}) if model._meta.get_field(column).null else Q()
+    present = Q(**{f"{column}__isnull": False}) if _nullable(model, column) else Q()
     if (empty := _empty_value(field)) is not None:
         present &= ~Q(**{column: empty})
     return present
@@ -695,7 +702,7 @@ def _on_device(condition: _Condition, now: datetime) -> Q:
         complement = ~positive
         # No nullable device column has a negative operator today (notWithinLast is above); a future one must still
         # match when NULL, and expression lookups such as the IN of UPPER()s get no NULL handling from Django.
-        if Device._meta.get_field(field.column).null:
+        if _nullable(Device, field.column):
             complement |= Q(**{f"{field.column}__isnull": True})
         return complement
     return _positive(field, operator_, condition.value, now)
@@ -711,7 +718,7 @@ def _on_related_rows(condition: _Condition, now: datetime) -> Q:
         # org_id = the device's org_id is implied by the composite foreign key, but saying it lets PostgreSQL carry
         # the caller's org_id = X into the subquery and use the (org_id, ...) indexes: without it a software
         # condition scanned every organization's rows (bench/RESULTS.md, dynamic groups).
-        return Exists(model.objects.filter(where, device_id=OuterRef("pk"), org_id=OuterRef("org_id")))
+        return Exists(model._default_manager.filter(where, device_id=OuterRef("pk"), org_id=OuterRef("org_id")))
 
     if operator_ == "isNull":
         return Q(~rows(_with_value(model, field)))
