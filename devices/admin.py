@@ -18,6 +18,7 @@ their rows) the user reaches with ``devices:read``, and changing a device or a g
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from urllib.parse import urlencode
 
 from django import forms
@@ -243,7 +244,8 @@ def _refuse_unless_allowed(request, perm: str, objects) -> None:
 class DeviceAdmin(DomainErrorsAsMessagesMixin, BigTableAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     """Managed endpoints. Devices are created by enrollment; here only the display name, the tags and the site
     (among the sites of its organization where the user may write devices) can change, and the list's actions
-    approve quarantined devices, ask agents to rotate their tokens and decommission, as the API does.
+    start and end maintenance, approve quarantined devices, ask agents to rotate their tokens and decommission,
+    as the API does, through the same services.
 
     Token hashes are never shown: ``agent_token_hash`` and ``previous_token_hash`` are in no field list.
     Deleting is "decommission" (as ``DELETE devices/{id}`` in the API): Django's delete page would list every
@@ -321,7 +323,7 @@ class DeviceAdmin(DomainErrorsAsMessagesMixin, BigTableAdminMixin, ScopedAdminMi
         "created_at",
         "updated_at",
     )
-    actions = ("decommission", "approve", "request_token_rotation")
+    actions = ("start_maintenance", "end_maintenance", "approve", "request_token_rotation", "decommission")
     inlines = (
         HardwareInline,
         NetworkInterfaceInline,
@@ -366,6 +368,16 @@ class DeviceAdmin(DomainErrorsAsMessagesMixin, BigTableAdminMixin, ScopedAdminMi
     @admin.action(description="Decommission selected devices (final)", permissions=["decommission"])
     def decommission(self, request, queryset):
         self._run_on_each(request, queryset, "delete", device_status.decommission, "devices decommissioned")
+
+    @admin.action(description="Put selected devices in maintenance", permissions=["change"])
+    def start_maintenance(self, request, queryset):
+        into = functools.partial(device_status.update_device, status=Device.Status.MAINTENANCE)
+        self._run_on_each(request, queryset, "change", into, "devices in maintenance")
+
+    @admin.action(description="Take selected devices out of maintenance", permissions=["change"])
+    def end_maintenance(self, request, queryset):
+        out = functools.partial(device_status.update_device, status=Device.Status.ONLINE)
+        self._run_on_each(request, queryset, "change", out, "devices out of maintenance")
 
     @admin.action(description="Approve selected quarantined devices", permissions=["change"])
     def approve(self, request, queryset):

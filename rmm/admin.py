@@ -232,8 +232,10 @@ def add_domain_error(form, error, *, field_names: Mapping[str, str] | None = Non
 
 
 def domain_error_message(error) -> str:
-    """A domain error as the admin's message (for actions and for a refusal found only while saving)."""
-    return error.message
+    """A domain error as the admin's message (for actions and for a refusal found only while saving): the
+    problems it names, which say more than the API's summary ("The request has invalid fields."), else its message."""
+    problems = [message for messages in error.fields.values() for message in messages]
+    return " ".join(problems) if problems else error.message
 
 
 class DomainErrorsAsMessagesMixin:

@@ -315,3 +315,53 @@ def test_a_command_already_sent_is_not_cancelled(client, world, partner_admin, d
     command.refresh_from_db()
     assert command.status == DeviceCommand.Status.SENT
     assert not AuditLog.objects.filter(action="command.cancel").exists()
+
+
+# --- maintenance --------------------------------------------------------------------------------------------------
+
+
+def set_status(door: str, client, user: User, device: Device, action: str, status: str):
+    if door == "api":
+        return api_client(user).patch(f"/api/v1/devices/{device.pk}", {"status": status}, format="json")
+    return admin_client(client, user).post(
+        admin_url(Device, "changelist"), {"action": action, "_selected_action": [str(device.pk)]}
+    )
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_maintenance_starts_and_ends_through_either_door_with_device_update_rows(client, world, partner_admin, door):
+    device = world.devices[world.site_a1][0]
+
+    started = set_status(door, client, partner_admin, device, "start_maintenance", "maintenance")
+    device.refresh_from_db()
+    during = device.status
+    ended = set_status(door, client, partner_admin, device, "end_maintenance", "online")
+
+    assert (started.status_code, ended.status_code) == ((200, 200) if door == "api" else (302, 302))
+    device.refresh_from_db()
+    assert (during, device.status) == (Device.Status.MAINTENANCE, Device.Status.ONLINE)
+    rows = AuditLog.objects.filter(target_id=str(device.pk)).order_by("created_at")
+    assert [(row.action, row.details.get("status")) for row in rows] == [
+        ("device.update", {"from": "online", "to": "maintenance"}),
+        ("device.update", {"from": "maintenance", "to": "online"}),
+    ]
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_quarantined_device_is_not_put_in_maintenance(client, world, partner_admin, door):
+    device = world.devices[world.site_a1][0]
+    Device.objects.filter(pk=device.pk).update(status=Device.Status.QUARANTINED)
+
+    response = set_status(door, client, partner_admin, device, "start_maintenance", "maintenance")
+
+    if door == "api":
+        assert response.status_code == 400
+        assert list(response.json()["fields"]) == ["status"]
+        problem = response.json()["fields"]["status"][0]
+    else:
+        assert response.status_code == 302
+        [problem] = [str(m) for m in get_messages(response.wsgi_request)]
+    assert problem.startswith("Status moves by hand only into or out of maintenance (now quarantined)")
+    device.refresh_from_db()
+    assert device.status == Device.Status.QUARANTINED
+    assert not AuditLog.objects.filter(action="device.update").exists()
