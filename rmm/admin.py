@@ -22,6 +22,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
 from django.contrib import admin
@@ -44,6 +45,13 @@ from django.utils.text import capfirst
 from rmm.inputs import JSONFormField
 from rmm.net import client_ip
 from rmm.parsing import OutOfRange, parse_datetime, text_problem
+
+if TYPE_CHECKING:
+    # What the mixins below are mixed into, so the type checker sees the admin's own methods through them.
+    _ModelAdmin = admin.ModelAdmin[Any]
+    _InlineModelAdmin = admin.options.InlineModelAdmin[Any, Any]
+else:
+    _ModelAdmin = _InlineModelAdmin = object
 
 # A page view receives the request and the site (for ``each_context``) and answers a response.
 PageView = Callable[[HttpRequest, "RmmAdminSite"], HttpResponse]
@@ -74,7 +82,7 @@ class RmmAdminSite(admin.AdminSite):
         self._pages: dict[type[Model], tuple[PageView, str]] = {}
 
     @property
-    def login_form(self):
+    def login_form(self):  # type: ignore[override]  # Django only reads it: a property is as good as the attribute
         # The form checks credentials with accounts.services, which imports models: not at this module's import.
         from accounts.admin import AdminLoginForm
 
@@ -238,7 +246,7 @@ def domain_error_message(error) -> str:
     return " ".join(problems) if problems else error.message
 
 
-class DomainErrorsAsMessagesMixin:
+class DomainErrorsAsMessagesMixin(_ModelAdmin):
     """A ModelAdmin that turns a domain error raised while saving, deleting or running an action into an error
     message instead of a crash. The admin's transaction is rolled back first, so nothing of the refused change is
     kept; the user lands back on the page they came from. Rules that can be checked before saving are better
@@ -316,7 +324,7 @@ def _refused_by_postgresql(value: str) -> bool:
 
 # Every model JSON field of every admin form (ScopedAdminMixin, SuperuserOnlyAdminMixin, ScopedInlineMixin) refuses
 # what jsonb cannot store and deep nesting, as the API does (a NUL in an organization's settings was a 500).
-JSON_FORM_FIELDS = {models.JSONField: {"form_class": JSONFormField}}
+JSON_FORM_FIELDS: Mapping[type[models.Field], Mapping[str, Any]] = {models.JSONField: {"form_class": JSONFormField}}
 
 
 class InputCheckingChangeList(ChangeList):
@@ -331,7 +339,7 @@ class InputCheckingChangeList(ChangeList):
         return lookup_params
 
 
-class ScopedAdminMixin:
+class ScopedAdminMixin(_ModelAdmin):
     """A ModelAdmin whose every answer comes from the authorization module, as the API's ``ScopedViewSet``.
 
     - ``get_queryset``: ``authz.visible(user, "<resource>:<view verb>", …)``, so lists, change pages (an object
@@ -479,7 +487,7 @@ class ScopedAdminMixin:
         super().delete_queryset(request, queryset)
 
 
-class SuperuserOnlyAdminMixin:
+class SuperuserOnlyAdminMixin(_ModelAdmin):
     """A ModelAdmin for operators only (secrets' bookkeeping, the sign-in throttle, raw role grants): other staff
     users neither see it in the index nor open any of its pages."""
 
@@ -519,7 +527,7 @@ class SuperuserOnlyAdminMixin:
         return is_operator(request.user) and super().has_delete_permission(request, obj)
 
 
-class ScopedInlineMixin:
+class ScopedInlineMixin(_InlineModelAdmin):
     """An inline answers as its parent's admin does: it is shown when the parent may be viewed, editable when the
     parent may be changed, and its rows are narrowed with the parent admin's view permission (a user's page lists
     only the memberships the viewer reaches). ``scope_rows = False`` for rows the authorization module does not
@@ -529,7 +537,10 @@ class ScopedInlineMixin:
     formfield_overrides = JSON_FORM_FIELDS
 
     def _parent_admin(self) -> ScopedAdminMixin:
-        return self.admin_site._registry[self.parent_model]
+        parent = self.admin_site._registry[self.parent_model]
+        if not isinstance(parent, ScopedAdminMixin):
+            raise TypeError(f"{type(self).__name__} needs a scoped admin for {self.parent_model.__name__}.")
+        return parent
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
@@ -564,6 +575,10 @@ class ScopedAutocompleteJsonView(AutocompleteJsonView):
     view) narrowed by the source admin's ``field_choices`` for that field (e.g. a device's site: sites where the
     user may write devices, not every site they may read)."""
 
+    # Set by Django's view from the request (process_request); django-stubs does not describe them.
+    admin_site: admin.AdminSite
+    source_field: models.Field
+
     def get_queryset(self):
         queryset = super().get_queryset()
         source_admin = self.admin_site._registry.get(self.source_field.model)
@@ -587,7 +602,7 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         queryset = self.object_list
-        if not queryset.query.where:
+        if isinstance(queryset, QuerySet) and not queryset.query.where:
             with connections[queryset.db].cursor() as cursor:
                 cursor.execute(
                     "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
@@ -600,7 +615,7 @@ class EstimatedCountPaginator(Paginator):
         return super().count
 
 
-class BigTableAdminMixin:
+class BigTableAdminMixin(_ModelAdmin):
     """For tables that grow with the number of devices: no full-table counts, no facet counts."""
 
     paginator = EstimatedCountPaginator
@@ -610,7 +625,7 @@ class BigTableAdminMixin:
     show_facets = admin.ShowFacets.NEVER
 
 
-class ReadOnlyAdminMixin:
+class ReadOnlyAdminMixin(_ModelAdmin):
     """A model admin that only shows rows: no add, change or delete, whatever the user's permissions."""
 
     def has_add_permission(self, request, obj=None):
@@ -623,7 +638,7 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class AuditedAdminMixin:
+class AuditedAdminMixin(_ModelAdmin):
     """Writes an ``audit_log`` row for every add, change and delete made through a model admin, next to Django's own
     ``LogEntry``: the spec wants one audit row per state-changing call, whichever door it came through.
 
@@ -748,7 +763,7 @@ class CappedInlineFormSet(BaseInlineFormSet):
         return self._capped_queryset
 
 
-class ReadOnlyInlineMixin:
+class ReadOnlyInlineMixin(_InlineModelAdmin):
     """An inline whose rows cannot be added, changed or deleted, with every field shown read-only."""
 
     extra = 0
@@ -780,7 +795,8 @@ class CappedTabularInline(ReadOnlyInlineMixin, ScopedInlineMixin, admin.TabularI
     see_all_param = "device"
 
     def get_formset(self, request, obj=None, **kwargs):
-        formset = super().get_formset(request, obj, **kwargs)
+        # The formset factory subclasses self.formset, a CappedInlineFormSet.
+        formset = cast("type[CappedInlineFormSet]", super().get_formset(request, obj, **kwargs))
         formset.row_cap = self.max_rows
         formset.see_all_url = None
         if obj is not None and obj.pk is not None:
