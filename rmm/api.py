@@ -170,13 +170,13 @@ class ScopedViewSet(viewsets.GenericViewSet):
             instance.delete()
 
     def audit(self, verb: str, instance, **details) -> None:
-        from accounts import audit
-
-        audit.record(
         """One audit row for ``verb`` on ``instance``: ``<noun>.<verb>`` with the noun the admin uses too
         (``accounts.audit.action_for``), or an ``AuditAction`` given whole."""
-            action=verb if isinstance(verb, AuditAction) else audit.action_for(instance, verb),
+        from accounts import audit
         from accounts.models import AuditAction
+
+        audit.record(
+            action=verb if isinstance(verb, AuditAction) else audit.action_for(instance, verb),
             actor_user=self.request.user,
             target=instance,
             details=details,
