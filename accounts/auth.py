@@ -104,9 +104,7 @@ def user_for_setup_token(raw: str) -> User | None:
     if not raw.startswith(SETUP_TOKEN_PREFIX):
         return None
     try:
-        data = signing.loads(
-            raw[len(SETUP_TOKEN_PREFIX) :], salt=_SETUP_SALT, max_age=SETUP_TOKEN_MAX_AGE.total_seconds()
-        )
+        data = signing.loads(raw[len(SETUP_TOKEN_PREFIX) :], salt=_SETUP_SALT, max_age=SETUP_TOKEN_MAX_AGE)
     except signing.BadSignature:
         return None
     user = User.objects.filter(pk=data.get("u")).first()

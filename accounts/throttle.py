@@ -141,7 +141,8 @@ def reserve(counters: Sequence[Counter], *, now: dt.datetime | None = None) -> A
                 "limits": [c.limit for c in counters],
                 "keep": [c.keep for c in counters],
                 "now": now,
-                "window": _window(),
+                # psycopg sends a timedelta as an interval; django-stubs' parameter types leave timedelta out.
+                "window": _window(),  # type: ignore[dict-item]
             },
         )
         rows = cursor.fetchall()
@@ -202,7 +203,7 @@ def begin_second_factor(user_id) -> Attempt:
 
 # --- refused credentials, per address --------------------------------------------------------------------------
 
-_ADDRESS_LIMITS = {
+_ADDRESS_LIMITS: dict[str, str] = {
     Scope.ENROLLMENT: "ENROLLMENT_MAX_FAILURES_PER_ADDRESS",
     Scope.AGENT_TOKEN: "AGENT_TOKEN_MAX_FAILURES_PER_ADDRESS",
     Scope.API_TOKEN: "API_TOKEN_MAX_FAILURES_PER_ADDRESS",
