@@ -103,6 +103,9 @@ class ScopedViewSet(viewsets.GenericViewSet):
 
     resource: str = ""
     verb: str | None = None  # set per extra action: @action(..., verb="execute")
+    # Changes are PATCH (the specs document no PUT): without this, DRF's UpdateModelMixin would also answer PUT,
+    # an undocumented second way to write every resource.
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     view_verb = "read"  # what it takes to see the rows at all
     lookup_value_regex = "[0-9a-fA-F-]{36}"
 

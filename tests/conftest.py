@@ -37,6 +37,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 import pytest
+from django.db import transaction
 
 from accounts.models import AuditLog, OrganizationUser, PartnerUser, Permission, Role, RolePermission, User
 from devices.models import Device, DeviceGroup, DeviceHardware
@@ -117,9 +118,7 @@ class World:
         return set(self.devices)
 
 
-@pytest.fixture
-def permissions(db) -> dict[str, Permission]:
-    """The whole permission registry, ``"resource:action"`` → Permission."""
+def build_permissions() -> dict[str, Permission]:
     return {
         f"{resource}:{action}": Permission.objects.get_or_create(resource=resource, action=action)[0]
         for resource, actions in REGISTRY.items()
@@ -127,15 +126,25 @@ def permissions(db) -> dict[str, Permission]:
     }
 
 
-@pytest.fixture
-def roles(permissions) -> dict[str, Role]:
-    """The spec's default (built-in) roles, name → Role."""
+def build_roles(permissions: dict[str, Permission]) -> dict[str, Role]:
     built = {}
     for name, (scope, perms) in DEFAULT_ROLES.items():
         role = Role.objects.create(name=name, scope=scope, is_system=True)
         RolePermission.objects.bulk_create(RolePermission(role=role, permission=permissions[perm]) for perm in perms)
         built[name] = role
     return built
+
+
+@pytest.fixture
+def permissions(db) -> dict[str, Permission]:
+    """The whole permission registry, ``"resource:action"`` → Permission."""
+    return build_permissions()
+
+
+@pytest.fixture
+def roles(permissions) -> dict[str, Role]:
+    """The spec's default (built-in) roles, name → Role."""
+    return build_roles(permissions)
 
 
 def _make_devices(org: Organization, site: Site, prefix: str) -> list[Device]:
@@ -166,8 +175,7 @@ def _make_key(org: Organization, site: Site) -> EnrollmentKey:
     )
 
 
-@pytest.fixture
-def world(db) -> World:
+def build_world() -> World:
     partner_a = Partner.objects.create(name="Partner A", slug="partner-a")
     org_a = Organization.objects.create(partner=partner_a, name="Org A", slug="org-a")
     org_a2 = Organization.objects.create(partner=partner_a, name="Org A2", slug="org-a2")
@@ -196,6 +204,11 @@ def world(db) -> World:
     w.groups["All of A"] = DeviceGroup.objects.create(org=org_a, name="All of A")
     AuditLog.objects.bulk_create(AuditLog(org=org, action="org.create") for org in (org_a, org_a2, org_b))
     return w
+
+
+@pytest.fixture
+def world(db) -> World:
+    return build_world()
 
 
 @pytest.fixture
@@ -234,36 +247,99 @@ def make_org_member(make_user, roles):
     return make
 
 
-@pytest.fixture
-def partner_admin(world, make_partner_member) -> User:
-    return make_partner_member("partner.admin@a.example", world.partner_a, "Partner Admin")
+PASSWORD = "correct horse battery staple"
+
+# persona → (email, where, role, extra): where is a World attribute (a partner or an organization)
+PERSONA_MEMBERSHIPS = {
+    "partner_admin": ("partner.admin@a.example", "partner_a", "Partner Admin"),
+    "partner_technician": ("technician@a.example", "partner_a", "Partner Technician"),
+    "viewer": ("viewer@a.example", "partner_a", "Partner Viewer"),
+    "org_admin": ("org.admin@a.example", "org_a", "Org Admin"),
+    "org_user": ("org.user@a.example", "org_a", "Org User"),
+    "outsider": ("admin@b.example", "partner_b", "Partner Admin"),
+}
+
+
+def build_persona(name: str, world: World, roles: dict[str, Role]) -> User:
+    """The persona ``name`` of the table in the module docstring, saved with its membership."""
+    if name == "superuser":
+        return User.objects.create_superuser(email="operator@rmm.example", password=PASSWORD)
+    email, where, role = PERSONA_MEMBERSHIPS[name]
+    user = User.objects.create_user(email=email, password=PASSWORD)
+    tenant = getattr(world, where)
+    if isinstance(tenant, Partner):
+        PartnerUser.objects.create(partner=tenant, user=user, role=roles[role], org_access="all")
+    else:
+        membership = OrganizationUser.objects.create(org=tenant, user=user, role=roles[role])
+        if name == "org_user":
+            membership.sites.set([world.site_a1])
+    return user
 
 
 @pytest.fixture
-def partner_technician(world, make_partner_member) -> User:
-    return make_partner_member("technician@a.example", world.partner_a, "Partner Technician")
+def partner_admin(world, roles) -> User:
+    return build_persona("partner_admin", world, roles)
 
 
 @pytest.fixture
-def viewer(world, make_partner_member) -> User:
-    return make_partner_member("viewer@a.example", world.partner_a, "Partner Viewer")
+def partner_technician(world, roles) -> User:
+    return build_persona("partner_technician", world, roles)
 
 
 @pytest.fixture
-def org_admin(world, make_org_member) -> User:
-    return make_org_member("org.admin@a.example", world.org_a, "Org Admin")
+def viewer(world, roles) -> User:
+    return build_persona("viewer", world, roles)
 
 
 @pytest.fixture
-def org_user(world, make_org_member) -> User:
-    return make_org_member("org.user@a.example", world.org_a, "Org User", sites=[world.site_a1])
+def org_admin(world, roles) -> User:
+    return build_persona("org_admin", world, roles)
 
 
 @pytest.fixture
-def outsider(world, make_partner_member) -> User:
-    return make_partner_member("admin@b.example", world.partner_b, "Partner Admin")
+def org_user(world, roles) -> User:
+    return build_persona("org_user", world, roles)
+
+
+@pytest.fixture
+def outsider(world, roles) -> User:
+    return build_persona("outsider", world, roles)
 
 
 @pytest.fixture
 def superuser(world, db) -> User:
-    return User.objects.create_superuser(email="operator@rmm.example", password="correct horse battery staple")
+    return build_persona("superuser", world, {})
+
+
+# --- built once per module -------------------------------------------------------------------------------------
+
+
+@dataclass
+class SharedWorld:
+    """The world, the roles and every persona (name → User), as :func:`module_world` built them."""
+
+    world: World
+    roles: dict[str, Role]
+    personas: dict[str, User]
+
+
+PERSONAS = ["superuser", *PERSONA_MEMBERSHIPS]
+
+
+@pytest.fixture(scope="module")
+def module_world(django_db_setup, django_db_blocker) -> SharedWorld:
+    """The world, the default roles and every persona, built once for a whole test module.
+
+    For modules that ask the same world many questions (tests/test_permission_matrix.py): building it costs
+    ~50 queries, which, per test, was most of such a module's time. It is built inside a transaction that is
+    rolled back when the module ends; each test must still request ``db``, which runs it in a savepoint of that
+    transaction, so what a test writes is rolled back and the next test sees the same world. The objects returned
+    are shared between tests: read a user afresh (``User.objects.get(pk=...)``) before acting as them, since a
+    user object caches its reach (rmm.authz).
+    """
+    with django_db_blocker.unblock(), transaction.atomic():
+        world = build_world()
+        roles = build_roles(build_permissions())
+        personas = {name: build_persona(name, world, roles) for name in PERSONAS}
+        yield SharedWorld(world=world, roles=roles, personas=personas)
+        transaction.set_rollback(True)
