@@ -40,11 +40,14 @@ from rmm import authz
 from rmm.admin import (
     AuditedAdminMixin,
     BigTableAdminMixin,
+    DomainErrorsAsMessagesMixin,
     ReadOnlyAdminMixin,
     ReadOnlyInlineMixin,
     ScopedAdminMixin,
     ScopedInlineMixin,
     SuperuserOnlyAdminMixin,
+    add_domain_error,
+    adopt_saved,
     is_operator,
     with_actor,
 )
@@ -121,7 +124,7 @@ class ActorFormMixin:
         try:
             check(self.actor, *args, **kwargs)
         except services.EscalationRefused as exc:
-            raise forms.ValidationError(str(exc), code="escalation_refused") from None
+            raise forms.ValidationError(exc.message, code=exc.code) from None
 
 
 class ChangesAuditedAdminMixin:
@@ -420,37 +423,54 @@ class PartnerUserForm(ActorFormMixin, forms.ModelForm):
         fields = ("partner", "user", "role", "org_access", "selected_organizations")
 
     def clean(self):
+        """The service's rules (``check_partner_membership``, ``check_can_grant``) before saving, as form errors;
+        saving goes through ``grant_partner_access``, which checks them again."""
         cleaned = super().clean()
         partner = cleaned.get("partner") if "partner" in self.fields else self.instance.partner
-        role = cleaned.get("role")
-        if role and role.scope != Role.Scope.PARTNER:
-            self.add_error("role", "A partner membership needs a role of scope partner.")
-        if role and partner and role.partner_id not in (None, partner.pk):
-            self.add_error("role", "This role belongs to another partner.")
-        selected = cleaned.get("selected_organizations")
-        org_access = cleaned.get("org_access")
-        if partner and selected and any(org.partner_id != partner.pk for org in selected):
-            self.add_error("selected_organizations", "Only organizations of this partner can be selected.")
-        if selected and org_access != PartnerUser.OrgAccess.SELECTED:
-            self.add_error("selected_organizations", "Organizations can only be listed with org access 'selected'.")
-        if partner and role and org_access and not self.errors:
-            self.check_grant(
-                services.role_permission_names(role),
-                partner_id=partner.pk,
-                org_access=org_access,
-                organizations=list(selected or ()),
-            )
+        role, org_access = cleaned.get("role"), cleaned.get("org_access")
+        selected = list(cleaned.get("selected_organizations") or ())
+        if partner is None or role is None or not org_access or self.errors:
+            return cleaned
+        try:
+            services.check_partner_membership(partner=partner, role=role, org_access=org_access, organizations=selected)
+        except services.MembershipError as error:
+            add_domain_error(self, error, field_names={"organizationIds": "selected_organizations"})
+            return cleaned
+        self.check_grant(
+            services.role_permission_names(role), partner_id=partner.pk, org_access=org_access, organizations=selected
+        )
         return cleaned
 
 
-class MembershipAdminMixin(ChangesAuditedAdminMixin):
+class MembershipAdminMixin(DomainErrorsAsMessagesMixin):
     """Memberships are granted by whoever may grant their role with their reach where it takes effect
     (``check_can_grant``, in the forms); a membership the user could not grant as it stands is read-only to them.
-    A membership does not move: its partner or organization and its user are fixed once made."""
+    A membership does not move: its partner or organization and its user are fixed once made.
+
+    Saving and deleting go through ``accounts.services`` (``grant``, ``revoke_access``), which check the rules
+    again and write the audit row (the API's ``partner_user.*`` / ``organization_user.*``, saying what changed)."""
 
     resource = "users"
     choice_permissions = {"user": "users:read", "role": "users:read"}
     scope_field = ""
+    audited_by_service = frozenset({"create", "update", "delete"})
+
+    def grant(self, request, obj, form):
+        """Create or change the membership through its service; subclasses name the service."""
+        raise NotImplementedError
+
+    def save_model(self, request, obj, form, change):
+        adopt_saved(obj, self.grant(request, obj, form))
+
+    def save_related(self, request, form, formsets, change):
+        pass  # the service set the many-to-many selection with the membership (and memberships have no inlines)
+
+    def delete_model(self, request, obj):
+        services.revoke_access(membership=obj, actor=request.user, ip=client_ip(request), via="admin")
+
+    def delete_queryset(self, request, queryset):
+        for membership in queryset:
+            self.delete_model(request, membership)
 
     def get_form(self, request, obj=None, **kwargs):
         return with_actor(super().get_form(request, obj, **kwargs), request)
@@ -470,9 +490,6 @@ class MembershipAdminMixin(ChangesAuditedAdminMixin):
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and (obj is None or self._may_manage(request, obj))
 
-    def audit_state(self, obj) -> dict:
-        return services.membership_state(obj)
-
 
 @admin.register(PartnerUser)
 class PartnerUserAdmin(MembershipAdminMixin, AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
@@ -491,6 +508,18 @@ class PartnerUserAdmin(MembershipAdminMixin, AuditedAdminMixin, ScopedAdminMixin
 
     def has_add_permission(self, request):
         return is_operator(request.user) or bool(authz.reach(request.user).partners_with(self.permission("add")))
+
+    def grant(self, request, obj, form):
+        return services.grant_partner_access(
+            partner=obj.partner,
+            user=obj.user,
+            role=obj.role,
+            org_access=obj.org_access,
+            organizations=form.cleaned_data.get("selected_organizations") or (),
+            actor=request.user,
+            ip=client_ip(request),
+            via="admin",
+        )
 
     def field_choices(self, request, db_field, queryset=None):
         if db_field.name == "selected_organizations":
@@ -533,18 +562,20 @@ class OrganizationUserForm(ActorFormMixin, forms.ModelForm):
         fields = ("org", "user", "role", "sites")
 
     def clean(self):
+        """The service's rules (``check_organization_membership``, ``check_can_grant``) before saving, as form
+        errors; saving goes through ``grant_organization_access``, which checks them again."""
         cleaned = super().clean()
         org = cleaned.get("org") if "org" in self.fields else self.instance.org
         role = cleaned.get("role")
-        if role and role.scope != Role.Scope.ORGANIZATION:
-            self.add_error("role", "An organization membership needs a role of scope organization.")
-        if role and org and role.partner_id not in (None, org.partner_id):
-            self.add_error("role", "This role belongs to another partner.")
-        sites = cleaned.get("sites")
-        if org and sites and any(site.org_id != org.pk for site in sites):
-            self.add_error("sites", "Only sites of this organization can be selected.")
-        if org and role and not self.errors:
-            self.check_grant(services.role_permission_names(role), org=org, sites=list(sites or ()))
+        sites = list(cleaned.get("sites") or ())
+        if org is None or role is None or self.errors:
+            return cleaned
+        try:
+            services.check_organization_membership(org=org, role=role, sites=sites)
+        except services.MembershipError as error:
+            add_domain_error(self, error)
+            return cleaned
+        self.check_grant(services.role_permission_names(role), org=org, sites=sites)
         return cleaned
 
 
@@ -563,6 +594,17 @@ class OrganizationUserAdmin(MembershipAdminMixin, AuditedAdminMixin, ScopedAdmin
     search_fields = ("user__email", "user__name", "org__name")
     autocomplete_fields = ("user", "sites")
     readonly_fields = ("id", "created_at", "updated_at")
+
+    def grant(self, request, obj, form):
+        return services.grant_organization_access(
+            org=obj.org,
+            user=obj.user,
+            role=obj.role,
+            sites=form.cleaned_data.get("sites") or (),
+            actor=request.user,
+            ip=client_ip(request),
+            via="admin",
+        )
 
 
 @admin.register(ApiToken)

@@ -1,4 +1,5 @@
-"""Signing in: the rules shared by the API login endpoint and the admin login form."""
+"""People and their access: signing in (the rules shared by the API login endpoint and the admin login form),
+memberships and invitations, and the no-escalation rule every door obeys."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import datetime as dt
 import functools
 import math
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, get_hasher, make_password
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -18,6 +22,8 @@ from django.utils import timezone
 from accounts import audit, throttle
 from accounts.auth import issue_api_token, issue_setup_token, verify_second_factor
 from accounts.models import ApiToken, AuditAction, OrganizationUser, PartnerUser, Role, User
+from orgs.models import Organization, Partner, Site
+from rmm.domain_errors import Invalid, Refused
 from rmm.errors import TooManyAttempts
 
 
@@ -132,63 +138,237 @@ def login(*, email: str, password: str, totp: str | None, ip: str | None) -> Log
     return Login(user=user, token=raw, token_row=token)
 
 
-# --- memberships -----------------------------------------------------------------------------------------------
+# --- memberships ---------------------------------------------------------------------------------------------
+#
+# Every door (the API, the admin, ``grant_access``) creates, changes and removes memberships through these
+# functions; each checks the rules, writes and records its audit row (``partner_user.*``, ``organization_user.*``,
+# saying what changed). Refusals are domain errors: ``MembershipError`` (400) for a membership that breaks a tenancy
+# rule, ``EscalationRefused`` (403) for one the actor could not grant.
 
 
-class MembershipError(ValueError):
-    """A membership that breaks a tenancy rule; ``str()`` says which."""
+class MembershipError(Invalid):
+    """A membership that breaks a tenancy rule; ``str()`` says which, ``fields`` names the input at fault with the
+    API's names (``roleId``, ``orgAccess``, ``organizationIds``, ``siteIds``)."""
+
+    def __init__(self, message: str, *, field: str = "nonFieldErrors"):
+        super().__init__(message, fields={field: [message]})
+
+
+class EscalationRefused(Refused):
+    """The actor tried to hand out (or define, or take over) more than they hold themselves."""
+
+    default_code = "escalation_refused"
+
+
+MEMBERSHIP_BEYOND_ACTOR = "This membership holds more than you could grant yourself (role or reach)."
 
 
 def _check_role(role: Role, *, scope: str, partner_id) -> None:
     if role.scope != scope:
         raise MembershipError(
-            f"Role {role.name!r} has scope {role.scope!r}; this membership needs a role of scope {str(scope)!r}."
+            f"Role {role.name!r} has scope {role.scope!r}; this membership needs a role of scope {str(scope)!r}.",
+            field="roleId",
         )
     if role.partner_id is not None and role.partner_id != partner_id:
-        raise MembershipError(f"Role {role.name!r} belongs to another partner.")
+        raise MembershipError(f"Role {role.name!r} belongs to another partner.", field="roleId")
+
+
+def check_partner_membership(*, partner: Partner, role: Role, org_access: str, organizations: Iterable) -> None:
+    """The rules of a partner membership's own fields, for every door (the admin's form asks before saving): a role
+    of scope partner (built-in or this partner's), a known ``org_access``, organizations only of this partner and
+    only with ``org_access = selected``. Raises :class:`MembershipError`."""
+    _check_role(role, scope=Role.Scope.PARTNER, partner_id=partner.pk)
+    if org_access not in PartnerUser.OrgAccess.values:
+        raise MembershipError(
+            f"org_access must be one of {', '.join(PartnerUser.OrgAccess.values)}.", field="orgAccess"
+        )
+    organizations = list(organizations)
+    foreign = [org.slug for org in organizations if org.partner_id != partner.pk]
+    if foreign:
+        raise MembershipError(
+            f"Not organizations of partner {partner.slug!r}: {', '.join(foreign)}.", field="organizationIds"
+        )
+    if organizations and org_access != PartnerUser.OrgAccess.SELECTED:
+        raise MembershipError("Organizations can only be listed with org_access 'selected'.", field="organizationIds")
+
+
+def check_organization_membership(*, org: Organization, role: Role, sites: Iterable) -> None:
+    """The rules of an organization membership's own fields: a role of scope organization (built-in or the
+    organization's partner's), sites only of this organization. Raises :class:`MembershipError`."""
+    _check_role(role, scope=Role.Scope.ORGANIZATION, partner_id=org.partner_id)
+    foreign = [site.name for site in sites if site.org_id != org.pk]
+    if foreign:
+        raise MembershipError(f"Not sites of organization {org.slug!r}: {', '.join(foreign)}.", field="siteIds")
+
+
+def _may_change(actor: User | None, existing: PartnerUser | OrganizationUser | None) -> None:
+    if existing is not None and actor is not None and not may_manage_membership(actor, existing):
+        raise EscalationRefused(MEMBERSHIP_BEYOND_ACTOR)
+
+
+def _save_partner_membership(
+    *, partner: Partner, user: User, role: Role, org_access: str, organizations: Iterable, actor: User | None
+) -> tuple[PartnerUser, dict | None]:
+    """Check and write a partner membership (inside the caller's transaction); the membership and its state before
+    (None: it is new)."""
+    existing = PartnerUser.objects.select_for_update().filter(partner=partner, user=user).first()
+    _may_change(actor, existing)
+    before = membership_state(existing) if existing is not None else None
+    organizations = list(organizations)
+    check_partner_membership(partner=partner, role=role, org_access=org_access, organizations=organizations)
+    check_can_grant(
+        actor, role_permission_names(role), partner_id=partner.pk, org_access=org_access, organizations=organizations
+    )
+    membership, _ = PartnerUser.objects.update_or_create(
+        partner=partner, user=user, defaults={"role": role, "org_access": org_access}
+    )
+    membership.selected_organizations.set(organizations)
+    return membership, before
+
+
+def _save_organization_membership(
+    *, org: Organization, user: User, role: Role, sites: Iterable, actor: User | None
+) -> tuple[OrganizationUser, dict | None]:
+    existing = OrganizationUser.objects.select_for_update().filter(org=org, user=user).first()
+    _may_change(actor, existing)
+    before = membership_state(existing) if existing is not None else None
+    sites = list(sites)
+    check_organization_membership(org=org, role=role, sites=sites)
+    check_can_grant(actor, role_permission_names(role), org=org, sites=sites)
+    membership, _ = OrganizationUser.objects.update_or_create(org=org, user=user, defaults={"role": role})
+    membership.sites.set(sites)
+    return membership, before
+
+
+def _audit_membership(
+    membership: PartnerUser | OrganizationUser,
+    verb: str,
+    details: dict,
+    *,
+    actor: User | None,
+    ip: str | None,
+    via: str | None,
+) -> None:
+    audit.record(
+        action=audit.action_for(membership, verb),
+        actor_user=actor,
+        target=membership,
+        details={**details, "via": via} if via else details,
+        ip=ip,
+    )
 
 
 def grant_partner_access(
-    *, partner, user: User, role: Role, org_access: str, organizations=(), actor: User | None = None
+    *,
+    partner: Partner,
+    user: User,
+    role: Role,
+    org_access: str,
+    organizations: Iterable[Organization] = (),
+    actor: User | None = None,
+    ip: str | None = None,
+    via: str | None = None,
 ) -> PartnerUser:
-    """Make ``user`` a member of ``partner`` (or change their membership); ``actor`` (None: the operator) must
-    not hand out more than they hold (``check_can_grant``: the role's permissions and the organization reach).
+    """Make ``user`` a member of ``partner`` (or change their membership) and audit it (``partner_user.create`` or
+    ``.update``, saying what changed; ``via`` names a door other than the API). ``actor`` (None: the operator)
+    must be able to manage the membership as it stands and must not hand out more than they hold
+    (``check_can_grant``: the role's permissions and the organization reach).
 
     ``org_access`` is ``all``, ``selected`` (exactly ``organizations``, which must be the partner's; an empty
     selection reaches nothing) or ``none`` (partner-level objects only).
     """
-    _check_role(role, scope=Role.Scope.PARTNER, partner_id=partner.pk)
-    if org_access not in PartnerUser.OrgAccess.values:
-        raise MembershipError(f"org_access must be one of {', '.join(PartnerUser.OrgAccess.values)}.")
-    organizations = list(organizations)
-    foreign = [org.slug for org in organizations if org.partner_id != partner.pk]
-    if foreign:
-        raise MembershipError(f"Not organizations of partner {partner.slug!r}: {', '.join(foreign)}.")
-    if organizations and org_access != PartnerUser.OrgAccess.SELECTED:
-        raise MembershipError("Organizations can only be listed with org_access 'selected'.")
-    check_can_grant(
-        actor, role_permission_names(role), partner_id=partner.pk, org_access=org_access, organizations=organizations
-    )
     with transaction.atomic():
-        membership, _ = PartnerUser.objects.update_or_create(
-            partner=partner, user=user, defaults={"role": role, "org_access": org_access}
+        membership, before = _save_partner_membership(
+            partner=partner, user=user, role=role, org_access=org_access, organizations=organizations, actor=actor
         )
-        membership.selected_organizations.set(organizations)
+        details = audit.changes(before, membership_state(membership))
+        _audit_membership(membership, "update" if before else "create", details, actor=actor, ip=ip, via=via)
     return membership
 
 
-def grant_organization_access(*, org, user: User, role: Role, sites=(), actor: User | None = None) -> OrganizationUser:
-    """Make ``user`` a member of ``org`` (or change their membership); with ``sites``, only those are reached."""
-    _check_role(role, scope=Role.Scope.ORGANIZATION, partner_id=org.partner_id)
-    sites = list(sites)
-    foreign = [site.name for site in sites if site.org_id != org.pk]
-    if foreign:
-        raise MembershipError(f"Not sites of organization {org.slug!r}: {', '.join(foreign)}.")
-    check_can_grant(actor, role_permission_names(role), org=org, sites=sites)
+def grant_organization_access(
+    *,
+    org: Organization,
+    user: User,
+    role: Role,
+    sites: Iterable[Site] = (),
+    actor: User | None = None,
+    ip: str | None = None,
+    via: str | None = None,
+) -> OrganizationUser:
+    """Make ``user`` a member of ``org`` (or change their membership); with ``sites``, only those are reached.
+    Audited as ``organization_user.create`` or ``.update``; the rules as :func:`grant_partner_access`'s."""
     with transaction.atomic():
-        membership, _ = OrganizationUser.objects.update_or_create(org=org, user=user, defaults={"role": role})
-        membership.sites.set(sites)
+        membership, before = _save_organization_membership(org=org, user=user, role=role, sites=sites, actor=actor)
+        details = audit.changes(before, membership_state(membership))
+        _audit_membership(membership, "update" if before else "create", details, actor=actor, ip=ip, via=via)
     return membership
+
+
+def revoke_access(
+    *,
+    membership: PartnerUser | OrganizationUser,
+    actor: User | None = None,
+    ip: str | None = None,
+    via: str | None = None,
+) -> None:
+    """End a partner or organization membership, audited with what it was. Nobody removes a membership they could
+    not grant as it stands (``EscalationRefused``)."""
+    with transaction.atomic():
+        _may_change(actor, membership)
+        _audit_membership(
+            membership, "delete", audit.changes(membership_state(membership), None), actor=actor, ip=ip, via=via
+        )
+        membership.delete()
+
+
+def invite_user(
+    *,
+    email: str,
+    name: str = "",
+    password: str | None = None,
+    role: Role,
+    partner: Partner | None = None,
+    org_access: str = PartnerUser.OrgAccess.NONE,
+    organizations: Iterable[Organization] = (),
+    org: Organization | None = None,
+    sites: Iterable[Site] = (),
+    actor: User | None = None,
+    ip: str | None = None,
+) -> User:
+    """A new person together with their first membership, of ``partner`` or of ``org``: active with ``password``
+    (which must pass the password validators), invited (no usable password) without. One audit row,
+    ``user.create``, holds the person and the membership."""
+    if password:
+        try:
+            validate_password(password)
+        except DjangoValidationError as exc:
+            raise Invalid("The password is too weak.", fields={"password": list(exc.messages)}) from None
+    with transaction.atomic():
+        user = User.objects.create_user(
+            email,
+            password,
+            name=name,
+            is_staff=True,
+            status=User.Status.ACTIVE if password else User.Status.INVITED,
+        )
+        membership: PartnerUser | OrganizationUser
+        if partner is not None:
+            membership, _ = _save_partner_membership(
+                partner=partner, user=user, role=role, org_access=org_access, organizations=organizations, actor=actor
+            )
+            target = {"partnerId": str(partner.pk)}
+        elif org is not None:
+            membership, _ = _save_organization_membership(org=org, user=user, role=role, sites=sites, actor=actor)
+            target = {"orgId": str(org.pk)}
+        else:
+            raise Invalid(
+                "Give either partnerId or orgId.", fields={"nonFieldErrors": ["Give either partnerId or orgId."]}
+            )
+        membership_changes = audit.changes(None, membership_state(membership))
+        details = audit.changes(None, user_state(user)) | {"membership": target | membership_changes}
+        audit.record(action=AuditAction.USER_CREATE, actor_user=actor, target=user, details=details, ip=ip)
+    return user
 
 
 # --- what an audit row says about people and memberships ---------------------------------------------------------
@@ -217,10 +397,6 @@ def user_state(user: User) -> dict:
 
 
 # --- no escalation ---------------------------------------------------------------------------------------------
-
-
-class EscalationRefused(PermissionError):
-    """The actor tried to hand out (or define, or take over) more than they hold themselves."""
 
 
 def _is_operator(actor: User | None) -> bool:

@@ -8,11 +8,7 @@ cannot be changed or deleted by that caller. Audit rows of memberships and peopl
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import django_filters
-from django.contrib.auth.password_validation import validate_password
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
@@ -33,19 +29,9 @@ from rmm import authz
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
 from rmm.inputs import DateTimeFilter
+from rmm.net import client_ip
 from rmm.openapi import error_answer
 from rmm.pagination import KeysetPagination, Ordering
-
-
-@contextmanager
-def _refusals():
-    """Turn the services' refusals into API answers."""
-    try:
-        yield
-    except services.EscalationRefused as exc:
-        raise ApiError(403, "escalation_refused", str(exc)) from None
-    except services.MembershipError as exc:
-        raise ApiError(400, "validation_error", str(exc), {"nonFieldErrors": [str(exc)]}) from None
 
 
 class PermissionViewSet(viewsets.ReadOnlyModelViewSet):
@@ -95,8 +81,7 @@ class RoleViewSet(_CrudViewSet):
         partner = serializer.validated_data["partner"]
         self._require_partner_level(partner)
         names = [str(p) for p in serializer.validated_data.get("permissions", [])]
-        with _refusals():
-            services.check_can_define_role(self.request.user, partner_id=partner.pk, permissions=names)
+        services.check_can_define_role(self.request.user, partner_id=partner.pk, permissions=names)
         super().perform_create(serializer)
 
     def perform_update(self, serializer):
@@ -106,10 +91,7 @@ class RoleViewSet(_CrudViewSet):
         self._require_partner_level(role.partner)
         if "permissions" in serializer.validated_data:
             names = [str(p) for p in serializer.validated_data["permissions"]]
-            with _refusals():
-                services.check_can_define_role(
-                    self.request.user, partner_id=role.partner_id, permissions=names, role=role
-                )
+            services.check_can_define_role(self.request.user, partner_id=role.partner_id, permissions=names, role=role)
         super().perform_update(serializer)
 
     def perform_destroy(self, instance):
@@ -126,8 +108,9 @@ _MEMBER_403 = error_answer(f"`permission_denied`, or {_ESCALATION}")
 
 class _MembershipViewSet(_CrudViewSet):
     """What partner and organization memberships share: a membership never moves, and nobody creates, changes
-    or removes one they could not grant themselves, its role with its reach (accounts.services). The audit row
-    says what changed: role, org_access, organizations or sites added and removed."""
+    or removes one they could not grant themselves, its role with its reach. The services (accounts.services)
+    decide and write the audit row, saying what changed: role, org_access, organizations or sites added and
+    removed."""
 
     tenant_field: str  # "partner" or "org"
 
@@ -136,19 +119,10 @@ class _MembershipViewSet(_CrudViewSet):
         raise NotImplementedError
 
     def _save(self, serializer, instance=None):
-        before = services.membership_state(instance) if instance else None
-        with _refusals(), transaction.atomic():
+        with transaction.atomic():
             membership = self.grant(serializer.validated_data, instance)
             serializer.instance = membership
             self._require(membership)
-            details = audit.changes(before, services.membership_state(membership))
-            self.audit("update" if instance else "create", membership, **details)
-
-    def _require_may_manage(self, membership) -> None:
-        if not services.may_manage_membership(self.request.user, membership):
-            raise ApiError(
-                403, "escalation_refused", "This membership holds more than you could grant yourself (role or reach)."
-            )
 
     def perform_create(self, serializer):
         data = serializer.validated_data
@@ -163,14 +137,10 @@ class _MembershipViewSet(_CrudViewSet):
                 serializer.instance, field
             ):
                 raise ApiError(400, "validation_error", "A membership cannot move.", {f"{field}Id": ["Read-only."]})
-        self._require_may_manage(serializer.instance)
         self._save(serializer, serializer.instance)
 
     def perform_destroy(self, instance):
-        self._require_may_manage(instance)
-        with transaction.atomic():
-            self.audit("delete", instance, **audit.changes(services.membership_state(instance), None))
-            instance.delete()
+        services.revoke_access(membership=instance, actor=self.request.user, ip=client_ip(self.request))
 
 
 def _membership_schema(serializer):
@@ -206,6 +176,7 @@ class PartnerUserViewSet(_MembershipViewSet):
                 "selected_organizations", list(instance.selected_organizations.all()) if instance else []
             ),
             actor=self.request.user,
+            ip=client_ip(self.request),
         )
 
 
@@ -224,6 +195,7 @@ class OrganizationUserViewSet(_MembershipViewSet):
             role=data.get("role", getattr(instance, "role", None)),
             sites=data.get("sites", list(instance.sites.all()) if instance else []),
             actor=self.request.user,
+            ip=client_ip(self.request),
         )
 
 
@@ -291,40 +263,21 @@ class UserViewSet(
         )
         if not allowed:
             raise ApiError(403, "permission_denied", "Adding people here needs users:invite.")
-        password = data.get("password")
-        if password:
-            try:
-                validate_password(password)
-            except DjangoValidationError as exc:
-                raise ApiError(
-                    400, "validation_error", "The password is too weak.", {"password": exc.messages}
-                ) from None
-        with _refusals(), transaction.atomic():
-            user = User.objects.create_user(
-                data["email"],
-                password,
+        with transaction.atomic():
+            user = services.invite_user(
+                email=data["email"],
                 name=data.get("name", ""),
-                is_staff=True,
-                status=User.Status.ACTIVE if password else User.Status.INVITED,
+                password=data.get("password"),
+                role=data["role_id"],
+                partner=partner,
+                org_access=data.get("org_access", PartnerUser.OrgAccess.NONE),
+                organizations=data.get("organization_ids", []),
+                org=org,
+                sites=data.get("site_ids", []),
+                actor=request.user,
+                ip=client_ip(request),
             )
-            if partner:
-                membership = services.grant_partner_access(
-                    partner=partner,
-                    user=user,
-                    role=data["role_id"],
-                    org_access=data.get("org_access", PartnerUser.OrgAccess.NONE),
-                    organizations=data.get("organization_ids", []),
-                    actor=request.user,
-                )
-            else:
-                membership = services.grant_organization_access(
-                    org=org, user=user, role=data["role_id"], sites=data.get("site_ids", []), actor=request.user
-                )
             self._require(user, "users:read")
-            membership_changes = audit.changes(None, services.membership_state(membership))
-            target = {"partnerId": str(partner.pk)} if partner else {"orgId": str(org.pk)}
-            details = audit.changes(None, services.user_state(user)) | {"membership": target | membership_changes}
-            self.audit("create", user, **details)
         return Response(UserSerializer(user).data, status=201)
 
 

@@ -622,10 +622,19 @@ def test_a_person_holding_a_guardian_grant_beyond_the_actors_reach_cannot_be_tak
     assert services.may_manage_user(User.objects.get(pk=partner_admin.pk), User.objects.get(pk=org_a_technician.pk))
 
 
-def test_a_site_restricted_org_admin_grants_nothing(world, roles, make_org_member, org_user):
+def test_a_site_restricted_org_admin_grants_nothing(world, roles, make_org_member, make_user, org_user):
     site_admin = make_org_member("site.admin@a.example", world.org_a, "Org Admin", sites=[world.site_a1])
 
     with pytest.raises(services.EscalationRefused, match="users:write is needed"):
+        services.grant_organization_access(
+            org=world.org_a,
+            user=make_user("new@a.example"),
+            role=roles["Org User"],
+            sites=[world.site_a1],
+            actor=site_admin,
+        )
+    # Nor changes an existing membership: the service refuses before looking at the new grant.
+    with pytest.raises(services.EscalationRefused, match="more than you could grant yourself"):
         services.grant_organization_access(
             org=world.org_a, user=org_user, role=roles["Org User"], sites=[world.site_a1], actor=site_admin
         )

@@ -2,7 +2,8 @@
 
 The command acts as the operator of the installation: it goes through the same services as the API and the admin
 (``accounts.services.grant_partner_access`` / ``grant_organization_access``, whose no-escalation rule lets the
-operator grant anything) and writes the same audit row, saying what changed.
+operator grant anything), which write the same audit row as for the API (``partner_user.create`` …, saying what
+changed, with ``"via": "grant_access"``).
 
     # a partner technician who serves two of the partner's customers
     manage.py grant_access tech@msp.example --partner demo-msp --role "Partner Technician" \
@@ -19,14 +20,10 @@ import secrets
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from accounts import audit
-from accounts.models import OrganizationUser, PartnerUser, Role, User
-from accounts.services import MembershipError, grant_organization_access, grant_partner_access, membership_state
+from accounts.models import PartnerUser, Role, User
+from accounts.services import grant_organization_access, grant_partner_access
 from orgs.models import Organization, Partner, Site
-
-
-def _state(membership: PartnerUser | OrganizationUser | None) -> dict | None:
-    return membership_state(membership) if membership is not None else None
+from rmm.domain_errors import DomainError
 
 
 def _split(value: str | None) -> list[str]:
@@ -73,8 +70,7 @@ class Command(BaseCommand):
                 missing = set(names) - {site.name for site in sites}
                 if missing:
                     raise CommandError(f"Organization {org!r} has no site(s): {', '.join(sorted(missing))}.")
-                before = _state(OrganizationUser.objects.filter(org=org_row, user=user).first())
-                membership = grant_organization_access(org=org_row, user=user, role=role_row, sites=sites)
+                grant_organization_access(org=org_row, user=user, role=role_row, sites=sites, via="grant_access")
                 where = f"organization {org_row.slug}" + (f", sites {', '.join(names)}" if names else ", all sites")
             else:
                 if options["sites"]:
@@ -91,20 +87,19 @@ class Command(BaseCommand):
                     if options["no_orgs"]
                     else PartnerUser.OrgAccess.ALL
                 )
-                before = _state(PartnerUser.objects.filter(partner=partner_row, user=user).first())
-                membership = grant_partner_access(
-                    partner=partner_row, user=user, role=role_row, org_access=access, organizations=orgs
+                grant_partner_access(
+                    partner=partner_row,
+                    user=user,
+                    role=role_row,
+                    org_access=access,
+                    organizations=orgs,
+                    via="grant_access",
                 )
                 where = f"partner {partner_row.slug}, " + (
                     f"organizations {', '.join(slugs)}" if access == "selected" else f"org_access {access}"
                 )
-        except MembershipError as exc:
+        except DomainError as exc:
             raise CommandError(str(exc)) from None
-        audit.record(
-            action=audit.action_for(membership, "update" if before else "create"),
-            target=membership,
-            details={**audit.changes(before, membership_state(membership)), "via": "grant_access"},
-        )
         self.stdout.write(f"{user.email}: {role_row.name} in {where}.")
         if password:
             self.stdout.write(f"New user's password (shown once): {password}")
