@@ -30,7 +30,7 @@ class JSONParser(parsers.JSONParser):
     """DRF's JSON parser, refusing a body nested deeper than ``MAX_JSON_DEPTH`` before it is decoded."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        # get_encoding is newer than djangorestframework-stubs 3.16 (the last release for django-stubs 5.2).
+        # get_encoding (DRF 3.18.2) is newer than djangorestframework-stubs 3.16, the last for django-stubs 5.2.
         encoding = parsers.get_encoding(parser_context or {})  # type: ignore[attr-defined]
         try:
             text = stream.read().decode(encoding)
