@@ -66,6 +66,7 @@ def test_nobody_defines_a_role_with_permissions_they_do_not_hold(world, helpdesk
     assert error_of(new_role(client, world.partner_a, ["*:*"]), 403) == "escalation_refused"
     assert not Role.objects.filter(name="Patch crew").exists()
     assert new_role(client, world.partner_a, ["devices:read"]).status_code == 201
+    assert [str(p) for p in Role.objects.get(name="Patch crew").permissions.all()] == ["devices:read"]
 
 
 def test_an_unknown_permission_is_a_field_error(world, partner_admin):
@@ -81,17 +82,20 @@ def test_built_in_roles_cannot_be_changed_or_deleted_even_by_a_superuser(roles, 
         "system_role_read_only"
     )
     assert error_of(client.delete(f"/api/v1/roles/{role.pk}"), 403) == "system_role_read_only"
+    assert Role.objects.get(pk=role.pk).description == role.description
 
 
 def test_an_org_admin_cannot_change_a_partner_wide_role(world, partner_admin, org_admin):
     role_id = new_role(client_for(partner_admin), world.partner_a, ["devices:read"]).json()["id"]
     response = client_for(org_admin).patch(f"/api/v1/roles/{role_id}", {"permissions": ["*:*"]}, format="json")
     assert error_of(response, 403) == "permission_denied"
+    assert [str(p) for p in Role.objects.get(pk=role_id).permissions.all()] == ["devices:read"]
 
 
 def test_a_role_in_use_cannot_be_deleted(world, partner_admin, helpdesk_lead):
     role = Role.objects.get(name="Helpdesk lead")
     assert error_of(client_for(partner_admin).delete(f"/api/v1/roles/{role.pk}"), 409) == "role_in_use"
+    assert Role.objects.filter(pk=role.pk).exists()
 
 
 def test_nobody_assigns_a_role_more_powerful_than_their_own(world, roles, helpdesk_lead, org_user):
@@ -116,6 +120,7 @@ def test_a_user_out_of_reach_cannot_be_named_in_a_membership(world, roles, partn
     response = client_for(partner_admin).post("/api/v1/partner-users", body, format="json")
     assert error_of(response, 400) == "validation_error"
     assert "userId" in response.json()["fields"]
+    assert not PartnerUser.objects.filter(partner=world.partner_a, user=outsider).exists()
 
 
 def test_an_org_admin_invites_an_org_user_restricted_to_one_site(world, roles, org_admin):

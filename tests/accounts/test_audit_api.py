@@ -79,3 +79,5 @@ def test_the_log_is_read_only(world, org_admin, history):
     client = client_for(org_admin)
     assert client.post("/api/v1/audit-log", {"action": "x"}, format="json").status_code == 405
     assert client.delete(f"/api/v1/audit-log/{history[0].pk}").status_code == 405
+    assert not AuditLog.objects.filter(action="x").exists()
+    assert AuditLog.objects.filter(pk=history[0].pk).exists()

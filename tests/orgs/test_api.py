@@ -7,7 +7,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.models import AuditLog
-from orgs.models import Organization, Site
+from orgs.models import EnrollmentKey, Organization, Site
 
 pytestmark = pytest.mark.django_db
 
@@ -81,6 +81,7 @@ def test_a_reference_to_another_tenants_organization_reads_as_nonexistent(world,
     response = client_for(outsider).post("/api/v1/sites", {"orgId": str(world.org_a.pk), "name": "X"}, format="json")
     assert response.status_code == 400
     assert "does not exist" in response.json()["fields"]["orgId"][0]
+    assert not Site.objects.filter(name="X").exists()
 
 
 def test_a_duplicate_site_name_gets_a_field_error(world, partner_admin):
@@ -89,6 +90,7 @@ def test_a_duplicate_site_name_gets_a_field_error(world, partner_admin):
     )
     assert response.status_code == 400
     assert "name" in response.json()["fields"]
+    assert Site.objects.filter(org=world.org_a, name="A1").count() == 1
 
 
 def test_a_new_organization_is_in_its_creators_reach_and_audited(world, partner_admin):
@@ -114,6 +116,9 @@ def test_an_organization_with_sites_cannot_be_deleted(world, partner_admin):
     response = client_for(partner_admin).delete(f"/api/v1/orgs/{world.org_a2.pk}")
     assert response.status_code == 409
     assert response.json()["error"] == "organization_not_empty"
+    assert Organization.objects.filter(pk=world.org_a2.pk).exists()
+    assert list(Site.objects.filter(org=world.org_a2)) == [world.site_a2_main]
+    assert not AuditLog.objects.filter(action="organization.delete").exists()
 
 
 def test_lists_run_a_constant_number_of_queries(world, partner_admin, django_assert_max_num_queries):
@@ -127,7 +132,6 @@ def test_lists_run_a_constant_number_of_queries(world, partner_admin, django_ass
 
 def test_an_enrollment_key_is_shown_once_and_only_its_hmac_is_stored(world, org_admin):
     from devices.services.credentials import hash_enrollment_key
-    from orgs.models import EnrollmentKey
 
     client = client_for(org_admin)
     created = client.post(
@@ -153,6 +157,8 @@ def test_a_revoked_key_stays_revoked(world, org_admin):
     assert first.status_code == 200 and first.json()["revokedAt"]
     again = client.post(f"/api/v1/enrollment-keys/{key.pk}/revoke")
     assert again.json()["revokedAt"] == first.json()["revokedAt"]
+    key.refresh_from_db()
+    assert key.revoked_at is not None
     assert AuditLog.objects.filter(action="enrollment_key.revoke", target_id=str(key.pk)).count() == 1
 
 
@@ -161,3 +167,4 @@ def test_a_key_for_a_site_out_of_reach_reads_as_nonexistent(world, org_user):
         "/api/v1/enrollment-keys", {"siteId": str(world.site_a2.pk), "name": "x"}, format="json"
     )
     assert response.status_code == 400 and "siteId" in response.json()["fields"]
+    assert not EnrollmentKey.objects.filter(name="x").exists()
