@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.contrib.postgres.fields import ArrayField
@@ -13,7 +15,7 @@ from rmm.ids import uuid7
 from rmm.model_base import TimeStampedModel, UUIDModel, choices_check
 
 
-class UserManager(BaseUserManager):
+class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
     def get_by_natural_key(self, username):
@@ -69,7 +71,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     USERNAME_FIELD = "email"
     EMAIL_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
 
     class Meta:
         db_table = "users"
@@ -83,7 +85,7 @@ class User(AbstractBaseUser, PermissionsMixin):
         return self.email
 
     @property
-    def is_active(self) -> bool:  # Django's auth checks this at login and on every request
+    def is_active(self) -> bool:  # type: ignore[override]  # derived from status; Django's auth only reads it
         return self.status != self.Status.DISABLED
 
     def get_full_name(self) -> str:
@@ -135,7 +137,9 @@ class Role(TimeStampedModel):
     is_system = models.BooleanField(default=False, help_text="Built-in roles cannot be edited.")
     force_mfa = models.BooleanField(default=False)
     description = models.TextField(blank=True)
-    permissions = models.ManyToManyField(Permission, through="RolePermission", related_name="roles")
+    permissions: models.ManyToManyField[Permission, RolePermission] = models.ManyToManyField(
+        Permission, through="RolePermission", related_name="roles"
+    )
 
     class Meta:
         db_table = "roles"

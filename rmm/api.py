@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import models, transaction
 from django.urls import re_path
 from rest_framework import exceptions as drf_exceptions
@@ -13,8 +15,14 @@ from rmm import authz, inputs
 from rmm.errors import camel
 from rmm.net import client_ip
 
+if TYPE_CHECKING:
+    # What CamelCaseFieldsMixin is mixed into, so the type checker sees the serializer's get_fields through it.
+    _Serializer = serializers.Serializer
+else:
+    _Serializer = object
 
-class CamelCaseFieldsMixin:
+
+class CamelCaseFieldsMixin(_Serializer):
     """Expose each serializer field under its camelCase name (``expires_at`` → ``expiresAt``).
 
     Only the serializer's own field names are renamed; the contents of JSON fields (a command's payload, an
@@ -43,7 +51,10 @@ class ScopedRelatedField(serializers.PrimaryKeyRelatedField):
         super().__init__(**kwargs)
 
     def get_queryset(self):
-        return authz.visible(self.context["request"].user, self.perm, super().get_queryset())
+        queryset = super().get_queryset()
+        if queryset is None:  # a read-only field: nothing is looked up
+            return None
+        return authz.visible(self.context["request"].user, self.perm, queryset)
 
 
 class CamelCaseSerializer(CamelCaseFieldsMixin, serializers.Serializer):
