@@ -1,6 +1,8 @@
-"""The agent protocol (``/api/v1/agents/``, spec: agent-api.md): plain Django views with hand-written validation.
+"""The agent protocol (``/api/v1/agents/``, spec: agent-api.md).
 
-``auth`` authenticates a bearer token against the device of the path, ``validation`` reads request bodies,
-``sql`` holds the plain SQL of the heartbeat (measured: see its docstring), ``group_commit`` batches heartbeats of
-one process into one transaction, and ``views`` / ``urls`` expose the endpoints.
+``schemas`` declares the request bodies (pydantic), ``authentication`` checks an agent's bearer token against the
+device of the path, ``views`` / ``urls`` expose the endpoints, ``heartbeat`` reads and writes check-ins with
+``group_commit`` batching those of one process into one statement, ``sql`` holds the plain SQL of that path, and
+``delivery`` returns claimed commands whose answer could not be delivered. The measurements behind these choices
+are in bench/RESULTS.md.
 """

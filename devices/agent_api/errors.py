@@ -16,7 +16,10 @@ class AgentError(Exception):
         self.fields = fields or {}
 
     def response(self):
-        return error_response(self.status, self.code, self.message, self.fields)
+        response = error_response(self.status, self.code, self.message, self.fields)
+        if self.status == 401:
+            response["WWW-Authenticate"] = "Bearer"  # RFC 9110: a 401 names the scheme that would be accepted
+        return response
 
 
 def invalid_fields(fields: dict[str, list[str]]) -> AgentError:

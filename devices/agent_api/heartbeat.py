@@ -24,8 +24,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from devices.agent_api import sql
-from devices.agent_api.auth import (
+from devices.agent_api import schemas, sql
+from devices.agent_api.authentication import (
     OK,
     QUARANTINE_NOW,
     AgentIdentity,
@@ -36,10 +36,7 @@ from devices.agent_api.auth import (
 )
 from devices.agent_api.errors import AgentError
 from devices.agent_api.group_commit import GroupCommitter, JobRefused, is_data_error
-from devices.agent_api.validation import Problems, item_list, metrics, optional_text, sub_object, text, timestamp
-
-BACKLOG_LIMIT = 1000
-AGENT_HEALTH = ("ok", "warning", "error")
+from devices.agent_api.schemas import metric_values
 
 
 @dataclass(slots=True, eq=False)
@@ -55,8 +52,8 @@ class HeartbeatJob:
     hostname: str | None = None
     os_version: str | None = None
     os_build: str | None = None
-    metrics: tuple | None = None
-    backlog: list[tuple[dt.datetime, tuple]] = field(default_factory=list)
+    metrics: schemas.Metrics | None = None
+    backlog: list[schemas.BacklogSample] = field(default_factory=list)
     # The outcome, filled in by process_heartbeats.
     verdict: str = ""
     identity: AgentIdentity | None = None
@@ -80,54 +77,21 @@ def read_heartbeat(
     ip: str | None,
     now: dt.datetime,
 ) -> HeartbeatJob:
-    """Validate a heartbeat body (agent-api.md) into a job; raises the 400 / 413 ``AgentError``."""
-    problems = Problems()
-    agent_version = text(body, "agentVersion", "", problems, max_length=20, required=True, blank=False)
-    health = body.get("status")
-    if health is not None and health not in AGENT_HEALTH:
-        problems.add("status", f"Must be one of: {', '.join(AGENT_HEALTH)}.")
-    job = HeartbeatJob(
+    """Validate a heartbeat body (``schemas.Heartbeat``) into a job; raises the 400 / 413 ``AgentError``."""
+    beat = schemas.read_heartbeat_body(body, now=now, retention_days=settings.TELEMETRY_RETENTION_DAYS)
+    return HeartbeatJob(
         agent_id=agent_id,
         token_hash=token_hash,
         certificate=certificate,
         received_at=now,
         ip=ip,
-        agent_version=agent_version,
-        hostname=optional_text(body, "hostname", "", problems, max_length=255),
-        os_version=optional_text(body, "osVersion", "", problems, max_length=100),
-        os_build=optional_text(body, "osBuild", "", problems, max_length=100),
+        agent_version=beat.agent_version,
+        hostname=beat.hostname,
+        os_version=beat.os_version,
+        os_build=beat.os_build,
+        metrics=beat.metrics,
+        backlog=beat.metrics_backlog or [],
     )
-    # Reported but not stored (no column): checked so an agent learns about a malformed value.
-    for name in ("uptime",):
-        value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
-            problems.add(name, "Must be a number of seconds, at least 0.")
-    if body.get("lastUser") is not None and not isinstance(body.get("lastUser"), str):
-        problems.add("lastUser", "Must be a string.")
-    if body.get("pendingReboot") is not None and not isinstance(body.get("pendingReboot"), bool):
-        problems.add("pendingReboot", "Must be true or false.")
-
-    sample = sub_object(body, "metrics", problems)
-    if sample is not None:
-        job.metrics = metrics(sample, "metrics", problems)
-
-    backlog = item_list(body, "metricsBacklog", problems, limit=BACKLOG_LIMIT, required=False)
-    if backlog:
-        oldest = now - dt.timedelta(days=settings.TELEMETRY_RETENTION_DAYS)
-        for index, item in backlog:
-            prefix = f"metricsBacklog[{index}]"
-            ts = timestamp(item, "timestamp", prefix, problems, required=True)
-            if ts is not None:
-                if ts > now:
-                    problems.add(f"{prefix}.timestamp", "Must not be in the future.")
-                elif ts < oldest:
-                    problems.add(
-                        f"{prefix}.timestamp",
-                        f"Is older than the telemetry retention of {settings.TELEMETRY_RETENTION_DAYS} days.",
-                    )
-            job.backlog.append((ts, metrics(item, prefix, problems)))
-    problems.raise_if_any()
-    return job
 
 
 # A heartbeat whose device changed between its judgement and the write (a rotation, a quarantine, in the same
@@ -176,8 +140,8 @@ def _attempt_batch(jobs: list[HeartbeatJob], now: dt.datetime) -> list[Heartbeat
             facts = (job.ip, job.hostname, job.os_version, job.os_build, job.agent_version)
             touches[device_id] = (device_id, identity.token_hash, identity.status, "ok", job.received_at, *facts)
             if job.metrics is not None:
-                samples.append((device_id, identity.org_id, job.received_at, *job.metrics))
-            samples.extend((device_id, identity.org_id, ts, *values) for ts, values in job.backlog)
+                samples.append((device_id, identity.org_id, job.received_at, *metric_values(job.metrics)))
+            samples.extend((device_id, identity.org_id, s.timestamp, *metric_values(s)) for s in job.backlog)
             job.rotate_token = identity.token_is_old(now)
         elif verdict in (QUARANTINE_NOW, "device_quarantined"):
             # A quarantined device answers 403 but its last_seen_at is still recorded (agent-api.md).

@@ -30,6 +30,8 @@ from collections.abc import Iterable
 import psycopg
 from django.db import connection
 
+from devices.models.telemetry import METRICS
+
 _IDENTITY = """
 SELECT d.agent_id, d.id, d.org_id, d.site_id, d.agent_token_hash, d.previous_token_hash,
        d.previous_token_expires_at, d.agent_token_issued_at, d.status, o.status, p.status,
@@ -42,10 +44,39 @@ SELECT d.agent_id, d.id, d.org_id, d.site_id, d.agent_token_hash, d.previous_tok
 IDENTITY = _IDENTITY + " WHERE d.agent_id = %s"
 IDENTITIES = _IDENTITY + " WHERE d.agent_id = ANY(%s)"
 
+
+def _claim(devices: str) -> str:
+    """The claim of commands, written once for the heartbeat and GET .../commands: the CTEs ``claimable`` and
+    ``claimed`` that mark ``sent`` up to 10 pending, unexpired commands of each device ``devices`` selects, oldest
+    first, skipping commands another claim holds locked, and return them as (device_id, id, type, payload text,
+    created_at)."""
+    return f"""claimable AS (
+    SELECT c.id
+      FROM ({devices}) AS x(id)
+     CROSS JOIN LATERAL (
+            SELECT id FROM device_commands
+             WHERE device_id = x.id AND status = 'pending' AND (expires_at IS NULL OR expires_at > %(now)s)
+             ORDER BY created_at, id
+             LIMIT 10
+               FOR UPDATE SKIP LOCKED
+           ) c
+), claimed AS (
+    UPDATE device_commands c
+       SET status = 'sent', sent_at = %(now)s, updated_at = %(now)s
+      FROM claimable
+     WHERE c.id = claimable.id
+    RETURNING c.device_id, c.id, c.type, c.payload::text, c.created_at
+)"""  # noqa: S608 (``devices`` is one of this module's constants)
+
+
+# The telemetry columns and the typed arrays bound to them, from the one metrics table.
+_METRIC_COLUMNS = ", ".join(metric.column for metric in METRICS)
+_METRIC_ARRAYS = ", ".join(f"%({metric.column})s::{metric.sql_type}[]" for metric in METRICS)
+
 # mode: "ok" (a normal heartbeat), "seen" (a quarantined device: only last_seen_* is recorded),
 # "quarantine" (a device whose client certificate expired under a quarantine policy: quarantined now).
 # Unchanged facts arrive as NULL. updated_at moves only when something other than last_seen_* changed.
-HEARTBEAT_WRITE = """
+HEARTBEAT_WRITE = f"""
 WITH seen AS (
     SELECT * FROM unnest(
         %(device_id)s::uuid[], %(expected_token_hash)s::text[], %(expected_status)s::text[], %(mode)s::text[],
@@ -82,56 +113,23 @@ WITH seen AS (
        AND d.status = s.expected_status
     RETURNING d.id, s.mode
 ), samples AS (
-    INSERT INTO device_telemetry (device_id, org_id, ts, cpu_percent, ram_percent, ram_used_mb, disk_percent,
-                                  disk_used_gb, network_in_bytes, network_out_bytes, process_count)
+    INSERT INTO device_telemetry (device_id, org_id, ts, {_METRIC_COLUMNS})
     SELECT t.* FROM unnest(
-        %(t_device_id)s::uuid[], %(t_org_id)s::uuid[], %(t_ts)s::timestamptz[], %(cpu_percent)s::float8[],
-        %(ram_percent)s::float8[], %(ram_used_mb)s::int8[], %(disk_percent)s::float8[], %(disk_used_gb)s::float8[],
-        %(network_in_bytes)s::int8[], %(network_out_bytes)s::int8[], %(process_count)s::int4[]
-    ) AS t(device_id, org_id, ts, cpu_percent, ram_percent, ram_used_mb, disk_percent, disk_used_gb,
-           network_in_bytes, network_out_bytes, process_count)
+        %(t_device_id)s::uuid[], %(t_org_id)s::uuid[], %(t_ts)s::timestamptz[], {_METRIC_ARRAYS}
+    ) AS t(device_id, org_id, ts, {_METRIC_COLUMNS})
      WHERE t.device_id IN (SELECT id FROM touched WHERE mode = 'ok')
     -- A sample the agent sends again (a backlog re-sent after a lost answer) is the same row: keep the first.
     ON CONFLICT DO NOTHING
-), claimable AS (
-    SELECT c.id
-      FROM touched x
-     CROSS JOIN LATERAL (
-            SELECT id FROM device_commands
-             WHERE device_id = x.id AND status = 'pending' AND (expires_at IS NULL OR expires_at > %(now)s)
-             ORDER BY created_at, id
-             LIMIT 10
-               FOR UPDATE SKIP LOCKED
-           ) c
-     WHERE x.mode = 'ok'
-), claimed AS (
-    UPDATE device_commands c
-       SET status = 'sent', sent_at = %(now)s, updated_at = %(now)s
-      FROM claimable
-     WHERE c.id = claimable.id
-    RETURNING c.device_id, c.id, c.type, c.payload::text, c.created_at
-)
+), {_claim("SELECT id FROM touched WHERE mode = 'ok'")}
 SELECT id, NULL::uuid, NULL, NULL, NULL::timestamptz FROM touched
 UNION ALL
 SELECT device_id, id, type, payload, created_at FROM claimed
-"""
+"""  # noqa: S608 (column names from the metrics table; every value is bound)
 
-CLAIM_COMMANDS = """
-WITH claimable AS (
-    SELECT id FROM device_commands
-     WHERE device_id = %(device_id)s AND status = 'pending' AND (expires_at IS NULL OR expires_at > %(now)s)
-     ORDER BY created_at, id
-     LIMIT 10
-       FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE device_commands c
-       SET status = 'sent', sent_at = %(now)s, updated_at = %(now)s
-      FROM claimable
-     WHERE c.id = claimable.id
-    RETURNING c.id, c.type, c.payload::text, c.created_at
-)
+CLAIM_COMMANDS = f"""
+WITH {_claim("SELECT %(device_id)s::uuid")}
 SELECT id, type, payload FROM claimed ORDER BY created_at, id
-"""
+"""  # noqa: S608 (constant SQL)
 
 # An answer carrying claimed commands could not be delivered (devices.agent_api.delivery): the claim is undone, but only
 # while it is still exactly that claim (status sent, the same sent_at): a result the agent posted meanwhile, or a
@@ -221,22 +219,10 @@ _TOUCH_NAMES = (
     "os_build",
     "agent_version",
 )
-_SAMPLE_NAMES = (
-    "t_device_id",
-    "t_org_id",
-    "t_ts",
-    "cpu_percent",
-    "ram_percent",
-    "ram_used_mb",
-    "disk_percent",
-    "disk_used_gb",
-    "network_in_bytes",
-    "network_out_bytes",
-    "process_count",
-)
+_SAMPLE_NAMES = ("t_device_id", "t_org_id", "t_ts", *(metric.column for metric in METRICS))
 
 
-def claim_commands(cursor, *, device_id: uuid.UUID, now: dt.datetime) -> list[tuple]:
+def claim_commands(cursor, *, device_id: uuid.UUID, now: dt.datetime) -> list[tuple]:  # see _claim
     """Claim up to 10 of the device's pending, unexpired commands, oldest first: (id, type, payload JSON text)."""
     cursor.execute(CLAIM_COMMANDS, {"device_id": device_id, "now": now}, prepare=True)
     return cursor.fetchall()

@@ -1,7 +1,9 @@
-"""The agent endpoints under /api/v1/agents/ (agent-api.md), as plain Django views.
+"""The agent endpoints under /api/v1/agents/ (agent-api.md).
 
-No DRF here: its request/response machinery and serializers cost more than the heartbeat's own work
-(``devices.agent_api.sql`` has the measurements). Every answer other than success is the shared error shape.
+Enrollment, configuration, token rotation and the command claim and result are DRF views on ``AgentView``: JSON
+only, bodies read by ``schemas``, the token checked by ``AgentTokenAuthentication``, every refusal in the shared
+error shape. The heartbeat and the inventory uploads are plain Django views on the same schemas and authentication
+code: the hot path, where DRF's request/response cycle costs more than the work itself.
 """
 
 from __future__ import annotations
@@ -14,28 +16,26 @@ import uuid
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
+from rest_framework.exceptions import MethodNotAllowed
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from devices.agent_api import sql
-from devices.agent_api.auth import (
+from devices.agent_api import schemas, sql
+from devices.agent_api.authentication import (
     OK,
+    AgentTokenAuthentication,
     authenticate,
     presented_certificate,
     presented_token_hash,
     refusal,
     refusal_answer,
 )
-from devices.agent_api.bodies import (
-    INVENTORY_KINDS,
-    read_command_result,
-    read_enrollment,
-    read_hardware,
-    read_inventory,
-)
 from devices.agent_api.delivery import commands_answer
 from devices.agent_api.errors import AgentError
 from devices.agent_api.group_commit import WriterUnavailable
 from devices.agent_api.heartbeat import read_heartbeat, write_heartbeat
-from devices.agent_api.validation import agent_id_is_well_formed, read_json_object
 from devices.services import commands, enrollment, ingest
 from rmm.errors import TooManyAttempts
 from rmm.net import client_ip
@@ -43,9 +43,166 @@ from rmm.net import client_ip
 logger = logging.getLogger("devices.agent_api")
 
 
-def agent_endpoint(*methods: str):
-    """A view of the agent protocol: CSRF-exempt (bearer tokens, no cookies), methods checked, refusals in the
-    shared error shape."""
+def _unavailable() -> JsonResponse:
+    return AgentError(503, "service_unavailable", "The server could not store this now; try again shortly.").response()
+
+
+# ---- the DRF views ----------------------------------------------------------------------------------------------
+
+
+class JsonOnly(BaseContentNegotiation):
+    """No negotiation: agents send and receive JSON, whatever their Accept header says."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class AgentView(APIView):
+    """The base of the agent's DRF views: JSON only (no browsable API, no content negotiation), the agent token
+    (``AgentTokenAuthentication``; ``request.user`` is the device's ``AgentIdentity``), CSRF exempt (bearer tokens,
+    no cookies), and every answer other than success in the shared error shape (``rmm.errors``).
+
+    Bodies are read from the raw bytes by ``schemas.read_json_object`` (not DRF's parsers), which refuses what
+    PostgreSQL could not store before anything is parsed into a schema. A wrong method is answered 405 before the
+    token is looked at, and an agent id no device can have 401 without a lookup.
+    """
+
+    authentication_classes = [AgentTokenAuthentication]
+    permission_classes: list = []
+    throttle_classes: list = []  # refused tokens are counted per address instead (refusal_answer)
+    parser_classes: list = []
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnly
+    versioning_class = None
+
+    @property
+    def allowed_methods(self) -> list[str]:
+        return [method.upper() for method in self.http_method_names if method != "options" and hasattr(self, method)]
+
+    def initial(self, request, *args, **kwargs):
+        if request.method not in self.allowed_methods:
+            raise MethodNotAllowed(request.method)
+        agent_id = kwargs.get("agent_id")
+        if agent_id is not None and not schemas.agent_id_is_well_formed(agent_id):
+            raise refusal("invalid_token")  # no device has it: like an unknown agent, without a query
+        super().initial(request, *args, **kwargs)
+
+    def handle_exception(self, exc):
+        if isinstance(exc, AgentError):
+            return refusal_answer(self.request, exc)  # refused tokens are counted per address: 429 past the limit
+        if isinstance(exc, WriterUnavailable):
+            return _unavailable()
+        return super().handle_exception(exc)  # TooManyAttempts, MethodNotAllowed …: rmm.errors.exception_handler
+
+
+class EnrollView(AgentView):
+    """POST /enroll → 201 {agentId, deviceId, authToken, orgId, siteId, config}."""
+
+    authentication_classes: list = []
+
+    def post(self, request):
+        body = schemas.validate(schemas.Enrollment, schemas.read_json_object(request))
+        facts = enrollment.EnrollFacts(
+            hostname=body.hostname,
+            os_type=body.os_type,
+            os_version=body.os_version,
+            os_build=body.os_build,
+            architecture=body.architecture,
+            agent_version=body.agent_version,
+            hardware=body.hardware_info,
+            interfaces=[interface.adapter() for interface in body.network_info],
+        )
+        try:
+            result = enrollment.enroll_device(key=body.enrollment_key, facts=facts, ip=client_ip(request))
+        except enrollment.EnrollmentRefused as refused:
+            raise AgentError(refused.status, refused.code, refused.message) from None
+        device = result.device
+        return Response(
+            {
+                "agentId": device.agent_id,
+                "deviceId": str(device.pk),
+                "authToken": result.token,
+                "orgId": str(device.org_id),
+                "siteId": str(device.site_id),
+                "config": enrollment.agent_config(),
+            },
+            status=201,
+        )
+
+
+class ClaimCommandsView(AgentView):
+    """GET /{agentId}/commands → {commands}: claims like the heartbeat does."""
+
+    def get(self, request, agent_id: str):
+        identity = request.user
+        now = timezone.now()
+        # One statement: atomic (and committed) on its own.
+        claimed = sql.claim_commands(sql.raw_cursor(), device_id=identity.device_id, now=now)
+        answer = {
+            "commands": [
+                {"id": str(id_), "type": type_, "payload": json.loads(payload)} for id_, type_, payload in claimed
+            ]
+        }
+        return commands_answer(request, answer, device_id=identity.device_id, sent_at=now, agent_id=agent_id)
+
+
+class CommandResultView(AgentView):
+    """POST /{agentId}/commands/{commandId}/result → 200 {id, status}; idempotent."""
+
+    def post(self, request, agent_id: str, command_id: str):
+        body = schemas.validate(schemas.CommandResult, schemas.read_json_object(request))
+        not_found = AgentError(404, "command_not_found", "This agent has no such command.")
+        try:
+            command_uuid = uuid.UUID(command_id)
+        except ValueError:
+            raise not_found from None
+        try:
+            recorded = commands.record_result(
+                device_id=request.user.device_id, command_id=command_uuid, status=body.status, result=body.result()
+            )
+        except commands.CommandNotFound:
+            raise not_found from None
+        except commands.CommandAlreadyFinished as finished:
+            raise AgentError(
+                409, "command_already_finished", f"This command already finished with status {finished.args[0]}."
+            ) from None
+        return Response({"id": str(recorded.command_id), "status": recorded.status})
+
+
+class RotateTokenView(AgentView):
+    """POST /{agentId}/rotate-token → {authToken}; the old token works 5 more minutes."""
+
+    def post(self, request, agent_id: str):
+        identity = request.user
+        token = enrollment.rotate_agent_token(
+            device_id=identity.device_id, org_id=identity.org_id, ip=client_ip(request)
+        )
+        return Response({"authToken": token})
+
+
+class ConfigView(AgentView):
+    """GET /{agentId}/config → the configuration object of the enrollment answer."""
+
+    def get(self, request, agent_id: str):
+        return Response(enrollment.agent_config())
+
+
+enroll = EnrollView.as_view()
+claim_commands = ClaimCommandsView.as_view()
+command_result = CommandResultView.as_view()
+rotate_token = RotateTokenView.as_view()
+config = ConfigView.as_view()
+
+
+# ---- the plain views: the heartbeat and the inventory uploads ---------------------------------------------------
+
+
+def plain_agent_endpoint(*methods: str):
+    """A plain Django view of the agent protocol that answers as ``AgentView`` does: CSRF-exempt, methods checked
+    first, an impossible agent id refused without a lookup, refusals in the shared error shape."""
 
     def decorate(view):
         @csrf_exempt
@@ -59,48 +216,23 @@ def agent_endpoint(*methods: str):
                 return response
             try:
                 agent_id = kwargs.get("agent_id")
-                if agent_id is not None and not agent_id_is_well_formed(agent_id):
-                    raise refusal("invalid_token")  # no device has it: like an unknown agent, without a query
+                if agent_id is not None and not schemas.agent_id_is_well_formed(agent_id):
+                    raise refusal("invalid_token")
                 return view(request, *args, **kwargs)
             except AgentError as error:
-                return refusal_answer(request, error)  # refused tokens are counted per address: 429 past the limit
-            except TooManyAttempts as refused:  # refused enrollment keys past the address's limit
+                return refusal_answer(request, error)
+            except TooManyAttempts as refused:
                 return refused.response()
             except WriterUnavailable:
-                return AgentError(
-                    503, "service_unavailable", "The server could not store this now; try again shortly."
-                ).response()
-            # Database connections come from the process's bounded pool and go back to it when the request ends
-            # (rmm/database/); a database that is unavailable is answered 503 by rmm.errors.handler500.
+                return _unavailable()
+            # A database that is unavailable is answered 503 by rmm.errors.handler500.
 
         return wrapper
 
     return decorate
 
 
-@agent_endpoint("POST")
-def enroll(request):
-    """POST /enroll → 201 {agentId, deviceId, authToken, orgId, siteId, config}."""
-    key, facts = read_enrollment(read_json_object(request))
-    try:
-        result = enrollment.enroll_device(key=key, facts=facts, ip=client_ip(request))
-    except enrollment.EnrollmentRefused as refused:
-        raise AgentError(refused.status, refused.code, refused.message) from None
-    device = result.device
-    return JsonResponse(
-        {
-            "agentId": device.agent_id,
-            "deviceId": str(device.pk),
-            "authToken": result.token,
-            "orgId": str(device.org_id),
-            "siteId": str(device.site_id),
-            "config": enrollment.agent_config(),
-        },
-        status=201,
-    )
-
-
-@agent_endpoint("POST")
+@plain_agent_endpoint("POST")
 def heartbeat(request, agent_id: str):
     """POST /{agentId}/heartbeat → 200 {commands, configUpdate, rotateToken}; written by group commit."""
     token_hash = presented_token_hash(request)
@@ -108,7 +240,7 @@ def heartbeat(request, agent_id: str):
         raise refusal("invalid_token")
     try:
         job = read_heartbeat(
-            read_json_object(request),
+            schemas.read_json_object(request),
             agent_id=agent_id,
             token_hash=token_hash,
             certificate=presented_certificate(request),
@@ -127,74 +259,29 @@ def heartbeat(request, agent_id: str):
     return commands_answer(request, answer, device_id=job.identity.device_id, sent_at=job.claimed_at, agent_id=agent_id)
 
 
-@agent_endpoint("PUT")
+@plain_agent_endpoint("PUT")
 def inventory(request, agent_id: str, kind: str):
     """PUT /{agentId}/{kind} → 204; replaces the device's rows of that kind."""
-    if kind not in INVENTORY_KINDS:
+    if kind not in schemas.INVENTORY_KINDS:
         raise AgentError(404, "not_found", "Not found.")
     identity = authenticate(request, agent_id)
-    body = read_json_object(request)
+    body = schemas.read_json_object(request)
     now = timezone.now()
     if kind == "hardware":
-        hardware = read_hardware(body)
+        hardware = schemas.validate(schemas.Hardware, body)
         ingest.upsert_hardware(device_id=identity.device_id, org_id=identity.org_id, hardware=hardware, now=now)
     else:
-        rows = read_inventory(kind, body)
-        ingest.replace_inventory(device_id=identity.device_id, org_id=identity.org_id, kind=kind, rows=rows, now=now)
+        items = schemas.read_inventory_items(kind, body)
+        ingest.replace_inventory(
+            device_id=identity.device_id,
+            org_id=identity.org_id,
+            kind=kind,
+            rows=ingest.inventory_rows(kind, items),
+            now=now,
+        )
     return HttpResponse(status=204)
 
 
-@agent_endpoint("GET")
-def claim_commands(request, agent_id: str):
-    """GET /{agentId}/commands → {commands}: claims like the heartbeat does."""
-    identity = authenticate(request, agent_id)
-    now = timezone.now()
-    # One statement: atomic (and committed) on its own.
-    claimed = sql.claim_commands(sql.raw_cursor(), device_id=identity.device_id, now=now)
-    answer = {
-        "commands": [{"id": str(id_), "type": type_, "payload": json.loads(payload)} for id_, type_, payload in claimed]
-    }
-    return commands_answer(request, answer, device_id=identity.device_id, sent_at=now, agent_id=agent_id)
-
-
-@agent_endpoint("POST")
-def command_result(request, agent_id: str, command_id: str):
-    """POST /{agentId}/commands/{commandId}/result → 200 {id, status}; idempotent."""
-    identity = authenticate(request, agent_id)
-    status, result = read_command_result(read_json_object(request))
-    not_found = AgentError(404, "command_not_found", "This agent has no such command.")
-    try:
-        command_uuid = uuid.UUID(command_id)
-    except ValueError:
-        raise not_found from None
-    try:
-        recorded = commands.record_result(
-            device_id=identity.device_id, command_id=command_uuid, status=status, result=result
-        )
-    except commands.CommandNotFound:
-        raise not_found from None
-    except commands.CommandAlreadyFinished as finished:
-        raise AgentError(
-            409, "command_already_finished", f"This command already finished with status {finished.args[0]}."
-        ) from None
-    return JsonResponse({"id": str(recorded.command_id), "status": recorded.status})
-
-
-@agent_endpoint("POST")
-def rotate_token(request, agent_id: str):
-    """POST /{agentId}/rotate-token → {authToken}; the old token works 5 more minutes."""
-    identity = authenticate(request, agent_id)
-    token = enrollment.rotate_agent_token(device_id=identity.device_id, org_id=identity.org_id, ip=client_ip(request))
-    return JsonResponse({"authToken": token})
-
-
-@agent_endpoint("GET")
-def config(request, agent_id: str):
-    """GET /{agentId}/config → the configuration object of the enrollment answer."""
-    authenticate(request, agent_id)
-    return JsonResponse(enrollment.agent_config())
-
-
-@agent_endpoint("GET", "POST", "PUT", "PATCH", "DELETE")
+@plain_agent_endpoint("GET", "POST", "PUT", "PATCH", "DELETE")
 def unknown(request, **kwargs):
     raise AgentError(404, "not_found", "Not found.")

@@ -1,6 +1,8 @@
-"""Time series of a device's health metrics."""
+"""Time series of a device's health metrics, and the one table of the metrics themselves (``METRICS``)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from django.db import models
 
@@ -36,3 +38,41 @@ class DeviceTelemetry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device_id} @ {self.ts:%Y-%m-%d %H:%M:%S}"
+
+
+# 2**31 - 1 and 2**63 - 1: the largest integer and bigint PostgreSQL stores.
+INT_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One telemetry metric: its name in the agent protocol and the API, its ``device_telemetry`` column and SQL
+    type, the range an agent's value must lie in, and how the admin heads and shows it."""
+
+    wire: str
+    column: str
+    sql_type: str  # float8, int8 or int4: the column's type, and the array type the heartbeat SQL binds
+    minimum: float
+    maximum: float | None
+    label: str
+    unit: str  # percent, MB, GB, bytes or count
+
+    @property
+    def whole(self) -> bool:
+        return self.sql_type != "float8"
+
+
+# The one list of metrics: the heartbeat schema (devices.agent_api.schemas), the heartbeat SQL
+# (devices.agent_api.sql), the chart series (devices.services.telemetry) and the admin's telemetry table are built
+# from it; tests/agent/test_metrics_table.py ties it to DeviceTelemetry's fields. In column order.
+METRICS: tuple[Metric, ...] = (
+    Metric("cpuPercent", "cpu_percent", "float8", 0, 100, "CPU", "percent"),
+    Metric("ramPercent", "ram_percent", "float8", 0, 100, "RAM", "percent"),
+    Metric("ramUsedMb", "ram_used_mb", "int8", 0, BIGINT_MAX, "RAM used", "MB"),
+    Metric("diskPercent", "disk_percent", "float8", 0, 100, "disk", "percent"),
+    Metric("diskUsedGb", "disk_used_gb", "float8", 0, None, "disk used", "GB"),
+    Metric("networkInBytes", "network_in_bytes", "int8", 0, BIGINT_MAX, "network in", "bytes"),
+    Metric("networkOutBytes", "network_out_bytes", "int8", 0, BIGINT_MAX, "network out", "bytes"),
+    Metric("processCount", "process_count", "int4", 0, INT_MAX, "processes", "count"),
+)

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from accounts import audit, throttle
 from accounts.models import AuditAction
-from devices.agent_api.auth import PREVIOUS_TOKEN_GRACE
+from devices.agent_api.authentication import PREVIOUS_TOKEN_GRACE
 from devices.models import Device
 from devices.services import credentials, ingest
 from orgs.models import EnrollmentKey, Organization, Partner
@@ -38,8 +38,10 @@ class EnrollFacts:
     architecture: str
     agent_version: str
     os_build: str = ""
-    hardware: dict | None = None  # device_hardware columns → values
-    interfaces: list[tuple] = field(default_factory=list)  # rows for ingest.replace_inventory("network", ...)
+    # The hardware row and the network interfaces, as objects whose attributes are the columns of
+    # ingest.HARDWARE_COLUMNS and ingest.KINDS["network"] (devices.agent_api.schemas.Hardware / NetworkAdapter).
+    hardware: object | None = None
+    interfaces: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -180,9 +182,8 @@ def _enroll_device(*, key: str, facts: EnrollFacts, ip: str | None) -> Enrollmen
         if facts.hardware is not None:
             ingest.upsert_hardware(device_id=device.pk, org_id=device.org_id, hardware=facts.hardware, now=now)
         if facts.interfaces:
-            ingest.replace_inventory(
-                device_id=device.pk, org_id=device.org_id, kind="network", rows=facts.interfaces, now=now
-            )
+            rows = ingest.inventory_rows("network", facts.interfaces)
+            ingest.replace_inventory(device_id=device.pk, org_id=device.org_id, kind="network", rows=rows, now=now)
         audit.record(
             action=AuditAction.DEVICE_ENROLL,
             actor_device=device,

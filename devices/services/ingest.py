@@ -1,6 +1,7 @@
 """Writing inventory uploads: each replaces the device's rows of one kind in one transaction.
 
-Rows arrive validated (``devices.agent_api.inventory``) as tuples in the column order of ``KINDS``. They are written
+Items arrive validated (``devices.agent_api.schemas``), with the columns of their kind as attributes;
+``inventory_rows`` puts them in the column order of ``KINDS``. They are written
 with ``COPY ... FROM STDIN`` (psycopg's ``cursor.copy``): a 10,000-row software list is one statement streaming
 rows instead of 10,000 INSERTs, and COPY is also cheaper per row than a multi-row INSERT. Every row carries the
 device's ``org_id``; the composite foreign key (device_id, org_id) → devices makes the database refuse a mismatch.
@@ -68,6 +69,13 @@ HARDWARE_COLUMNS = (
 )
 
 
+def inventory_rows(kind: str, items) -> list[tuple]:
+    """``items`` (objects with the columns of ``kind`` as attributes) as rows for ``replace_inventory``."""
+    spec = KINDS[kind]
+    columns = (*spec.columns, "collected_at") if spec.stamp == "collected_at" else spec.columns
+    return [tuple(getattr(item, column) for column in columns) for item in items]
+
+
 def replace_inventory(
     *, device_id: uuid.UUID, org_id: uuid.UUID, kind: str, rows: list[tuple], now: dt.datetime
 ) -> int:
@@ -95,9 +103,9 @@ def replace_inventory(
     return len(rows)
 
 
-def upsert_hardware(*, device_id: uuid.UUID, org_id: uuid.UUID, hardware: dict, now: dt.datetime) -> None:
-    """Write the device's one hardware row (``hardware`` maps HARDWARE_COLUMNS to values; missing → empty)."""
-    values = [hardware.get(column) for column in HARDWARE_COLUMNS]
+def upsert_hardware(*, device_id: uuid.UUID, org_id: uuid.UUID, hardware: object, now: dt.datetime) -> None:
+    """Write the device's one hardware row (``hardware`` has HARDWARE_COLUMNS as attributes; None → empty)."""
+    values = [getattr(hardware, column) for column in HARDWARE_COLUMNS]
     text_columns = {"cpu_model", "gpu_model", "serial_number", "manufacturer", "model", "bios_version"}
     values = [
         ("" if value is None else value) if column in text_columns else value

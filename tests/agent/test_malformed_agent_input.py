@@ -265,7 +265,7 @@ def test_a_heartbeat_refused_for_its_body_claims_no_command(quiet_agent):
 
 
 def test_the_quick_scan_sees_every_way_json_can_spell_nul_or_a_surrogate():
-    from devices.agent_api.validation import _MAY_HOLD_UNSTORABLE_TEXT as scan
+    from devices.agent_api.schemas import _MAY_HOLD_UNSTORABLE_TEXT as scan
 
     spellings = [json.dumps(chr(code)).encode() for code in [0, *range(0xD800, 0xE000)]]
     spellings += [json.dumps(chr(code)).upper().replace("\\U", "\\u").encode() for code in range(0xD800, 0xE000)]

@@ -18,7 +18,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from devices.agent_api import group_commit
+from devices.agent_api import group_commit, schemas
 from devices.agent_api.group_commit import GroupCommitter
 from devices.agent_api.heartbeat import HeartbeatJob, process_heartbeats, read_heartbeat
 from devices.models import Device, DeviceCommand, DeviceTelemetry
@@ -118,7 +118,9 @@ def test_jobs_postgresql_refuses_fail_alone_in_their_batch_and_the_others_are_wr
         agent_version="1.4.2",
     )
     bad_offset = job_of(agents[4])
-    bad_offset.backlog = [(timezone.now().astimezone(BEYOND_POSTGRESQL), (5.0,) + (None,) * 7)]
+    bad_offset.backlog = [
+        schemas.BacklogSample.model_construct(timestamp=timezone.now().astimezone(BEYOND_POSTGRESQL), cpu_percent=5.0)
+    ]
     surrogate = job_of(agents[5])
     surrogate.hostname = "ws-\ud800"
     poisoned = {"nul-id": nul_id, "bad-offset": bad_offset, "surrogate": surrogate}

@@ -1,5 +1,8 @@
 """Who is calling: an agent's bearer token checked against the device named in the path.
 
+``AgentTokenAuthentication`` is the DRF authentication class of the agent views (``devices.agent_api.views``); the
+plain heartbeat and inventory views call the same checks (``authenticate``, and ``judge`` for a heartbeat batch).
+
 Only ``sha256(token)`` is stored. The presented token's hash is compared with the current hash and, during the
 five minutes after a rotation, with the previous one, always both and always with ``hmac.compare_digest``.
 Unknown agent, wrong token and malformed header get the same 401 ``invalid_token``.
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from rest_framework.authentication import BaseAuthentication
 
 from accounts import audit, throttle
 from devices.agent_api import sql
@@ -107,6 +111,9 @@ class AgentIdentity:
     mtls_serial: str
     mtls_expires_at: dt.datetime | None
     mtls_expired_policy: str | None
+
+    # What DRF asks of request.user: the device is who is signed in.
+    is_authenticated = True
 
     def token_is_old(self, now: dt.datetime) -> bool:
         """Whether the heartbeat should tell the agent to rotate (``rotateToken``)."""
@@ -237,3 +244,19 @@ def authenticate(request, agent_id: str) -> AgentIdentity:
                 record_certificate_quarantine(identity, ip=client_ip(request))
         verdict = "device_quarantined"
     raise refusal(verdict)
+
+
+class AgentTokenAuthentication(BaseAuthentication):
+    """DRF authentication for the agent endpoints: ``request.user`` is the ``AgentIdentity`` of the path's agent.
+
+    Every agent endpoint needs the token, so a missing one is refused like a wrong one (401 ``invalid_token``,
+    never an anonymous request). Refusals are ``AgentError``s: ``views.AgentView`` answers them through
+    ``refusal_answer``, which counts refused tokens against the address.
+    """
+
+    def authenticate(self, request):
+        agent_id = request.parser_context["kwargs"].get("agent_id")
+        return authenticate(request._request, agent_id), None
+
+    def authenticate_header(self, request) -> str:
+        return "Bearer"
