@@ -36,9 +36,14 @@ from accounts.models import ApiToken, AuditLog, OrganizationUser, PartnerUser, P
 from devices.models import (
     Device,
     DeviceCommand,
+    DeviceConfigEntry,
+    DeviceDisk,
     DeviceGroup,
     DeviceGroupMembership,
     DeviceGroupMembershipLog,
+    DeviceNetworkConnection,
+    DeviceNetworkInterface,
+    DeviceRegistryEntry,
     DeviceSoftware,
 )
 from devices.services.groups import refresh_group
@@ -84,8 +89,9 @@ class Check:
 class Sees(Check):
     """The rows a list answers, persona → space-separated names (an empty string: nothing)."""
 
-    def __init__(self, key: str = "id", **seen: str):
+    def __init__(self, key: str = "id", rows: str = "results", **seen: str):
         self.key = key
+        self.rows = rows  # where a paginated (or otherwise wrapped) answer holds its rows
         self.seen = seen
 
     def _key(self, row: dict):
@@ -98,7 +104,7 @@ class Sees(Check):
             return
         assert persona in self.seen, f"{persona} gets 200 but the row does not say what it sees"
         body = response.json()
-        rows = body if isinstance(body, list) else body["results"]
+        rows = body if isinstance(body, list) else body[self.rows]
         if isinstance(body, dict):
             assert body.get("next") is None, "the world fits on one page"
         seen = sorted(str(self._key(row)) for row in rows)
@@ -106,6 +112,18 @@ class Sees(Check):
         assert seen == sorted(str(names[name]) for name in self.seen[persona].split()), (
             f"{persona} sees {' '.join(sorted(name_of.get(key, key) for key in seen))!r}"
         )
+
+
+class Answers(Check):
+    """What ``read(body)`` of a 200 answer is, persona → value (for answers that are not lists of rows)."""
+
+    def __init__(self, read: Callable[[Any], Any], **expected: Any):
+        self.read = read
+        self.expected = expected
+
+    def after(self, names, persona, response, before):
+        if response.status_code == 200:
+            assert self.read(response.json()) == self.expected[persona]
 
 
 class Writes(Check):
@@ -320,7 +338,9 @@ MATRIX = [
     _row(Call("GET", "/api/v1/devices"),                           401, 200, 200, 200, 200, 200, 200, 200,
          check=Sees(superuser=EVERY_DEVICE, partner_admin=DEVICES_A, partner_technician=DEVICES_A, viewer=DEVICES_A,
                     org_admin="a1-1 a1-2 a2-1 a2-2", org_user="a1-1 a1-2", outsider="b1-1 b1-2")),
-    _row(Call("GET", "/api/v1/devices/summary"),                   401, 200, 200, 200, 200, 200, 200, 200),
+    _row(Call("GET", "/api/v1/devices/summary"),                   401, 200, 200, 200, 200, 200, 200, 200,
+         check=Answers(lambda body: body["total"], superuser=8, partner_admin=6, partner_technician=6, viewer=6,
+                       org_admin=4, org_user=2, outsider=2)),
     _row(Call("GET", "/api/v1/devices/{device_a1}"),               401, 200, 200, 200, 200, 200, 200, 404),
     _row(Call("GET", "/api/v1/devices/{device_a2}"),               401, 200, 200, 200, 200, 200, 404, 404),
     _row(Call("PATCH", "/api/v1/devices/{device_a1}", {"displayName": "Reception"}),
@@ -330,15 +350,20 @@ MATRIX = [
          check=Writes(field(Device, "device_a1", "status"), "decommissioned")),
     _row(Call("GET", "/api/v1/devices/{device_a1}/hardware"),      401, 200, 200, 200, 200, 200, 200, 404),
     _row(Call("GET", "/api/v1/devices/{device_a1}/software"),      401, 200, 200, 200, 200, 200, 200, 404,
-         check=Sees(key="name", **dict.fromkeys(PERSONAS[1:], "software_a1"))),
-    _row(Call("GET", "/api/v1/devices/{device_a1}/disks"),         401, 200, 200, 200, 200, 200, 200, 404),
+         check=Sees(**dict.fromkeys(PERSONAS[1:], "software_a1"))),
+    _row(Call("GET", "/api/v1/devices/{device_a1}/disks"),         401, 200, 200, 200, 200, 200, 200, 404,
+         check=Sees(**dict.fromkeys(PERSONAS[1:], "disks_a1"))),
     _row(Call("GET", "/api/v1/devices/{device_a1}/network-interfaces"),
-                                                                   401, 200, 200, 200, 200, 200, 200, 404),
+                                                                   401, 200, 200, 200, 200, 200, 200, 404,
+         check=Sees(**dict.fromkeys(PERSONAS[1:], "network-interfaces_a1"))),
     _row(Call("GET", "/api/v1/devices/{device_a1}/registry-entries"),
-                                                                   401, 200, 200, 200, 200, 200, 200, 404),
+                                                                   401, 200, 200, 200, 200, 200, 200, 404,
+         check=Sees(**dict.fromkeys(PERSONAS[1:], "registry-entries_a1"))),
     _row(Call("GET", "/api/v1/devices/{device_a1}/config-entries"),
-                                                                   401, 200, 200, 200, 200, 200, 200, 404),
-    _row(Call("GET", "/api/v1/devices/{device_a1}/connections"),   401, 200, 200, 200, 200, 200, 200, 404),
+                                                                   401, 200, 200, 200, 200, 200, 200, 404,
+         check=Sees(**dict.fromkeys(PERSONAS[1:], "config-entries_a1"))),
+    _row(Call("GET", "/api/v1/devices/{device_a1}/connections"),   401, 200, 200, 200, 200, 200, 200, 404,
+         check=Sees(**dict.fromkeys(PERSONAS[1:], "connections_a1"))),
     _row(Call("GET", "/api/v1/devices/{device_a1}/telemetry"),     401, 200, 200, 200, 200, 200, 200, 404),
     _row(Call("POST", "/api/v1/devices/{device_a1}/quarantine", {"reason": "suspicious"}),
                                                                    401, 200, 200, 403, 403, 200, 200, 404,
@@ -404,11 +429,23 @@ MATRIX = [
          check=Sees(**dict.fromkeys(PERSONAS[1:], "rule_added_a1"))),
     _row(Call("POST", "/api/v1/groups/preview", {"orgId": "{org_a}",
                                                  "filterRules": {"field": "tags", "operator": "isEmpty"}}),
-                                                                   401, 200, 200, 200, 200, 200, 200, 400),
+                                                                   401, 200, 200, 200, 200, 200, 200, 400,
+         check=Sees(rows="sample", **dict.fromkeys(["superuser", "partner_admin", "partner_technician", "viewer",
+                                                    "org_admin"], "a1-1 a1-2 a2-1 a2-2"), org_user="a1-1 a1-2")),
     _row(Call("POST", "/api/v1/groups/{dynamic_a1}/commands", {"type": "reboot"}),
                                                                    401, 201, 201, 201, 403, 201, 403, 404,
          check=Writes(count(DeviceCommand, device_id="device_a1"), lambda before: before + 1)),
 ]  # fmt: skip
+
+
+INVENTORY_ROWS = {
+    "software": (DeviceSoftware, {"name": "Firefox"}),
+    "disks": (DeviceDisk, {"mount_point": "/"}),
+    "network-interfaces": (DeviceNetworkInterface, {"interface_name": "eth0"}),
+    "registry-entries": (DeviceRegistryEntry, {"registry_path": "HKLM\\Software", "value_name": "x"}),
+    "config-entries": (DeviceConfigEntry, {"file_path": "/etc/hosts", "config_key": "localhost"}),
+    "connections": (DeviceNetworkConnection, {"protocol": "tcp", "local_addr": "192.0.2.1", "local_port": 22}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -420,10 +457,10 @@ def names(module_world, django_db_blocker) -> dict[str, Any]:
         device_a1, device_a1_2 = w.devices[w.site_a1]
         device_a1.agent_token_issued_at = timezone.now()
         device_a1.save(update_fields=["agent_token_issued_at"])
-        DeviceSoftware.objects.bulk_create(
-            DeviceSoftware(device=device, org=device.org, name=f"software of {device.hostname}")
-            for device in (device_a1, device_a1_2)
-        )
+        inventory = {  # one row of each kind for a1-1 and for a1-2: a list must show a1-1's only
+            kind: [model.objects.create(device=device, org=device.org, **fields) for device in (device_a1, device_a1_2)]
+            for kind, (model, fields) in INVENTORY_ROWS.items()
+        }
         DeviceGroupMembership.objects.create(group=w.groups["A1 servers"], device=device_a1, org=w.org_a)
         users = module_world.personas
         tokens = {
@@ -459,7 +496,7 @@ def names(module_world, django_db_blocker) -> dict[str, Any]:
             "device_a1": device_a1.pk,
             "device_a1_2": device_a1_2.pk,
             "device_a2": w.devices[w.site_a2][0].pk,
-            "software_a1": f"software of {device_a1.hostname}",
+            **{f"{kind}_a1": rows[0].pk for kind, rows in inventory.items()},
             "key_a1": w.keys[w.site_a1].pk,
             "key_a2": w.keys[w.site_a2].pk,
             "key_a2m": w.keys[w.site_a2_main].pk,
