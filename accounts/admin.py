@@ -195,7 +195,9 @@ class OrganizationMembershipInline(ReadOnlyInlineMixin, ScopedInlineMixin, admin
 
 
 @admin.register(User)
-class UserAdmin(ChangesAuditedAdminMixin, AuditedAdminMixin, ScopedAdminMixin, DjangoUserAdmin):
+class UserAdmin(
+    DomainErrorsAsMessagesMixin, ChangesAuditedAdminMixin, AuditedAdminMixin, ScopedAdminMixin, DjangoUserAdmin
+):
     """People who sign in, by email. The MFA secret is never shown; MFA is set up and removed by the user.
 
     Users see themselves and the members of what they manage (``authz``'s ``users`` rules). Adding a user here is
@@ -223,11 +225,33 @@ class UserAdmin(ChangesAuditedAdminMixin, AuditedAdminMixin, ScopedAdminMixin, D
     )
     inlines = (PartnerMembershipInline, OrganizationMembershipInline)
 
+    # Changing and deleting a person go through accounts.services (who may take over whom), which audit them; a
+    # new user (operators only, no membership) is audited here with what it was made as.
+    audited_by_service = frozenset({"update", "delete"})
+
     def get_inlines(self, request, obj):
         return self.inlines if obj else ()
 
     def audit_state(self, obj) -> dict:
         return services.user_state(obj)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        fields = {field.name for field in obj._meta.concrete_fields}
+        changes = {name: getattr(obj, name) for name in form.changed_data if name in fields}
+        adopt_saved(
+            obj,
+            services.change_user(user=obj, changes=changes, actor=request.user, ip=client_ip(request), via="admin"),
+        )
+
+    def delete_model(self, request, obj):
+        services.delete_user(user=obj, actor=request.user, ip=client_ip(request), via="admin")
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            self.delete_model(request, user)
 
     def has_add_permission(self, request):
         return is_operator(request.user)
@@ -242,8 +266,8 @@ class UserAdmin(ChangesAuditedAdminMixin, AuditedAdminMixin, ScopedAdminMixin, D
         return super().has_change_permission(request, obj) and (obj is None or self._may_manage(request, obj))
 
     def has_delete_permission(self, request, obj=None):
-        if obj is not None and obj == request.user and not is_operator(request.user):
-            return False  # as in the API: nobody deletes themself
+        if obj is not None and obj == request.user:
+            return False  # nobody deletes themself, operators included (accounts.services.delete_user)
         return super().has_delete_permission(request, obj) and (obj is None or self._may_manage(request, obj))
 
     def get_fieldsets(self, request, obj=None):

@@ -7,7 +7,7 @@ import datetime as dt
 import functools
 import math
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -23,7 +23,7 @@ from accounts import audit, throttle
 from accounts.auth import issue_api_token, issue_setup_token, verify_second_factor
 from accounts.models import ApiToken, AuditAction, OrganizationUser, PartnerUser, Role, User
 from orgs.models import Organization, Partner, Site
-from rmm.domain_errors import Invalid, Refused
+from rmm.domain_errors import Conflict, Invalid, Refused
 from rmm.errors import TooManyAttempts
 
 
@@ -369,6 +369,57 @@ def invite_user(
         details = audit.changes(None, user_state(user)) | {"membership": target | membership_changes}
         audit.record(action=AuditAction.USER_CREATE, actor_user=actor, target=user, details=details, ip=ip)
     return user
+
+
+# --- people ------------------------------------------------------------------------------------------------------
+
+USER_BEYOND_ACTOR = "This person holds access you could not grant (here or in tenants you do not manage)."
+
+
+def change_user(
+    *, user: User, changes: Mapping[str, Any], actor: User | None = None, ip: str | None = None, via: str | None = None
+) -> User:
+    """Change a person's own fields (``changes``: model field names, e.g. ``name``, ``status``, ``email``) and
+    audit ``user.update`` with what changed. Taking over an account takes over all its access, so ``actor``
+    (None: the operator) must be able to manage the person (:func:`may_manage_user`), else ``Conflict``
+    ``user_beyond_your_authority``."""
+    if actor is not None and not may_manage_user(actor, user):
+        raise Conflict(USER_BEYOND_ACTOR, code="user_beyond_your_authority")
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        before = user_state(locked)
+        for name, value in changes.items():
+            setattr(locked, name, value)
+        locked.save()
+        details = audit.changes(before, user_state(locked))
+        audit.record(
+            action=AuditAction.USER_UPDATE,
+            actor_user=actor,
+            target=locked,
+            details={**details, "via": via} if via else details,
+            ip=ip,
+        )
+    return locked
+
+
+def delete_user(*, user: User, actor: User | None = None, ip: str | None = None, via: str | None = None) -> None:
+    """Delete a person (their memberships and tokens go with them), audited with who they were. Nobody deletes
+    themself, operators included (another operator can: an installation is never left without its last one by
+    a slip); nobody deletes a person they could not manage (``Conflict``, as :func:`change_user`)."""
+    if actor is not None and actor.pk == user.pk:
+        raise Conflict("You cannot delete yourself.", code="cannot_delete_self")
+    if actor is not None and not may_manage_user(actor, user):
+        raise Conflict(USER_BEYOND_ACTOR, code="user_beyond_your_authority")
+    with transaction.atomic():
+        details = audit.changes(user_state(user), None)
+        audit.record(
+            action=AuditAction.USER_DELETE,
+            actor_user=actor,
+            target=user,
+            details={**details, "via": via} if via else details,
+            ip=ip,
+        )
+        user.delete()
 
 
 # --- what an audit row says about people and memberships ---------------------------------------------------------

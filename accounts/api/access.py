@@ -14,7 +14,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.response import Response
 
-from accounts import audit, services
+from accounts import services
 from accounts.api.serializers import (
     AuditLogSerializer,
     InviteSerializer,
@@ -226,30 +226,18 @@ class UserViewSet(
         return "users:invite" if (action or self.action) == "create" else super().permission_for(action)
 
     def perform_update(self, serializer):
-        if not services.may_manage_user(self.request.user, serializer.instance):
-            raise ApiError(
-                409,
-                "user_beyond_your_authority",
-                "This person holds access you could not grant (here or in tenants you do not manage).",
-            )
-        before = services.user_state(serializer.instance)
         with transaction.atomic():
-            user = serializer.save()
+            user = services.change_user(
+                user=serializer.instance,
+                changes=serializer.validated_data,
+                actor=self.request.user,
+                ip=client_ip(self.request),
+            )
+            serializer.instance = user
             self._require(user)
-            self.audit("update", user, **audit.changes(before, services.user_state(user)))
 
     def perform_destroy(self, instance):
-        if instance == self.request.user:
-            raise ApiError(409, "cannot_delete_self", "You cannot delete yourself.")
-        if not services.may_manage_user(self.request.user, instance):
-            raise ApiError(
-                409,
-                "user_beyond_your_authority",
-                "This person holds access you could not grant (here or in tenants you do not manage).",
-            )
-        with transaction.atomic():
-            self.audit("delete", instance, **audit.changes(services.user_state(instance), None))
-            instance.delete()
+        services.delete_user(user=instance, actor=self.request.user, ip=client_ip(self.request))
 
     def create(self, request, *args, **kwargs):
         body = InviteSerializer(data=request.data, context=self.get_serializer_context())

@@ -49,6 +49,18 @@ def member_of_org_a2(world, make_org_member):
     return lambda email: make_org_member(email, world.org_a2, "Org User")
 
 
+def inline_data(page) -> dict:
+    """What the browser posts for the (read-only) inlines of a change page: management forms and row ids."""
+    data = {}
+    for inline in page.context["inline_admin_formsets"]:
+        formset = inline.formset
+        data.update({f"{formset.management_form.prefix}-{k}": v for k, v in formset.management_form.initial.items()})
+        for n, form in enumerate(formset.initial_forms):
+            data[f"{formset.prefix}-{n}-id"] = form.instance.pk
+            data[f"{formset.prefix}-{n}-{formset.fk.name}"] = formset.instance.pk
+    return data
+
+
 # --- organizations listed with org_access "all" ---------------------------------------------------------------
 
 
@@ -208,3 +220,44 @@ def test_grant_access_writes_the_audit_rows_of_the_apis_membership_writes(world,
     assert {row.details["via"] for row in rows} == {"grant_access"}
     assert org_membership.org_id == world.org_a2.pk
     assert PartnerUser.objects.get(user=person).org_access == "all"
+
+
+# --- people -----------------------------------------------------------------------------------------------------
+
+
+def test_a_person_changed_and_deleted_through_either_door_writes_the_same_actions(world, member_of_org_a2, superuser):
+    api, admin = api_as(superuser), admin_as(superuser)
+    by_api, by_admin = member_of_org_a2("by.api@a.example"), member_of_org_a2("by.admin@a.example")
+
+    mark = AuditLog.objects.count()
+    updated = api.patch(f"/api/v1/users/{by_api.pk}", {"name": "Renamed", "status": "disabled"}, format="json")
+    deleted = api.delete(f"/api/v1/users/{by_api.pk}")
+    assert (updated.status_code, deleted.status_code) == (200, 204)
+    through_api = actions_since(mark)
+
+    mark = AuditLog.objects.count()
+    page = admin.get(admin_url(User, "change", by_admin.pk))
+    changed = admin.post(
+        admin_url(User, "change", by_admin.pk),
+        {"email": by_admin.email, "name": "Renamed", "status": "disabled", "is_staff": "on", **inline_data(page)},
+    )
+    assert User.objects.get(pk=by_admin.pk).name == "Renamed"
+    removed = admin.post(admin_url(User, "delete", by_admin.pk), {"post": "yes"})
+    assert (changed.status_code, removed.status_code) == (302, 302)
+    through_admin = actions_since(mark)
+
+    assert through_api == through_admin == ["user.update", "user.delete"]
+    assert not User.objects.filter(pk__in=[by_api.pk, by_admin.pk]).exists()
+    for entry in AuditLog.objects.filter(action="user.update"):
+        assert entry.details["name"] == {"from": "", "to": "Renamed"}
+        assert entry.details["status"] == {"from": "active", "to": "disabled"}
+
+
+def test_nobody_deletes_themself_through_either_door_operators_included(superuser):
+    api = api_as(superuser).delete(f"/api/v1/users/{superuser.pk}")
+    admin = admin_as(superuser).post(admin_url(User, "delete", superuser.pk), {"post": "yes"})
+
+    assert api.status_code == 409 and api.json()["error"] == "cannot_delete_self"
+    assert admin.status_code == 403
+    assert User.objects.filter(pk=superuser.pk).exists()
+    assert not AuditLog.objects.filter(action="user.delete").exists()
