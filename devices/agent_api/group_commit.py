@@ -121,7 +121,8 @@ class GroupCommitter:
         self._pid: int | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._bounded_connection = None  # the psycopg connection the writer's timeouts were set on
+        # The psycopg connection the writer's timeouts were set on.
+        self._bounded_connection: psycopg.Connection | None = None
         self._batches, self._jobs, self._seconds, self._slowest, self._reported_at = 0, 0, 0.0, 0.0, time.monotonic()
 
     def _ensure_writer(self) -> None:
