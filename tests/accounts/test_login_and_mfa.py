@@ -135,6 +135,7 @@ def test_the_mfa_secret_is_never_shown_again(api, user):
     api.force_authenticate(user)
     assert secret not in api.get("/api/v1/auth/me").content.decode()
     assert_error(api.post("/api/v1/auth/mfa/setup"), 409, "mfa_already_enabled")
+    assert User.objects.get(pk=user.pk).mfa_secret == secret  # the refused set-up replaced nothing
 
 
 def test_login_with_mfa_needs_a_code(api, user):
@@ -210,6 +211,7 @@ def test_the_setup_token_is_accepted_only_by_the_mfa_setup_endpoints(api, forced
 def test_a_forged_setup_token_is_refused(api, forced_user):
     client = APIClient(HTTP_AUTHORIZATION="Bearer rmms_eyJ1IjoiMTIzIn0:forged:signature")
     assert_error(client.post("/api/v1/auth/mfa/setup"), 401, "invalid_token")
+    assert not User.objects.exclude(mfa_secret="").exists()
 
 
 def test_mfa_cannot_be_disabled_while_a_role_forces_it(api, forced_user):
@@ -278,6 +280,7 @@ def test_logout_revokes_the_token_in_use(api, user):
     raw = login(api).json()["token"]
     client = APIClient(HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert client.post("/api/v1/auth/logout").status_code == 204
+    assert ApiToken.objects.get(user=user).revoked_at is not None
     assert_error(client.get("/api/v1/auth/me"), 401, "invalid_token")
 
 
