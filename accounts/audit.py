@@ -17,10 +17,6 @@ from django.db.models import Model
 from accounts.models import AuditAction, AuditLog
 
 
-# Until the devices services name their actions through AuditAction too (issue 11, in progress).
-STRICT = False
-
-
 def noun_of(model: type[Model] | Model) -> str:
     """The noun of a model's audit actions: its class name in snake_case (``EnrollmentKey`` → ``enrollment_key``,
     ``PartnerUser`` → ``partner_user``)."""
@@ -51,7 +47,7 @@ def record(
 ) -> AuditLog:
     """Append one audit row. ``target`` may be a model instance (its model name and pk are recorded, and its
     organization: ``org_id``, or the organization itself)."""
-    if not isinstance(action, AuditAction) and STRICT:
+    if not isinstance(action, AuditAction):
         raise TypeError(f"audit.record takes an AuditAction, not {action!r} (accounts.models.AuditAction).")
     if target is not None:
         target_type = target_type or target._meta.model_name

@@ -35,6 +35,7 @@ from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 
 from accounts import audit, throttle
+from accounts.models import AuditAction
 from devices.agent_api import sql
 from devices.agent_api.errors import AgentError
 from devices.models import Device
@@ -214,7 +215,7 @@ def identity_from_row(row: tuple) -> AgentIdentity:
 def record_certificate_quarantine(identity: AgentIdentity, *, ip: str | None) -> None:
     """The audit row of a quarantine for an expired client certificate (in the caller's transaction)."""
     audit.record(
-        action="device.quarantine",
+        action=AuditAction.DEVICE_QUARANTINE,
         actor_device=Device(id=identity.device_id, org_id=identity.org_id),
         org_id=identity.org_id,
         target_type="device",
