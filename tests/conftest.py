@@ -29,6 +29,9 @@ The personas (each a saved ``accounts.User`` with its membership; requesting one
 | ``superuser``          | none; ``is_superuser``                                                    |
 
 For other shapes use the factories ``make_user``, ``make_partner_member`` and ``make_org_member``.
+
+A module that asks the same world many questions can build it once with ``module_world`` (the world, the roles
+and every persona, in a transaction rolled back at the module's end; each test still runs in its own savepoint).
 """
 
 from __future__ import annotations
