@@ -107,7 +107,7 @@ class GroupViewSet(
                 actor=self.request.user, ip=client_ip(self.request), **serializer.validated_data
             )
             self._require(group)  # a group out of the creator's reach rolls back (403)
-            group.member_count = group.memberships.count()
+            group.member_count = group.memberships.count()  # type: ignore[attr-defined]  # as the list annotates it
         serializer.instance = group
 
     def perform_update(self, serializer):
@@ -119,7 +119,7 @@ class GroupViewSet(
                 ip=client_ip(self.request),
             )
             self._require(group)
-            group.member_count = group.memberships.count()
+            group.member_count = group.memberships.count()  # type: ignore[attr-defined]  # as the list annotates it
         serializer.instance = group
 
     def perform_destroy(self, instance):

@@ -198,7 +198,7 @@ class DeviceViewSet(
     def _inventory(self, kind: str):
         device = self.get_object()
         model, serializer_class, _ordering = INVENTORY[kind]
-        page = self.paginate_queryset(model.objects.filter(device_id=device.pk, org_id=device.org_id))
+        page = self.paginate_queryset(model._default_manager.filter(device_id=device.pk, org_id=device.org_id))
         return self.get_paginated_response(serializer_class(page, many=True).data)
 
     @_inventory_schema("disks")

@@ -51,7 +51,7 @@ class OrganizationSerializer(CamelCaseModelSerializer):
         read_only_fields = ["id", "created_at", "updated_at"]
         # Uniqueness is checked in validate() against the right field; DRF's own validator would make
         # partnerId required and answer with a vague non-field error.
-        validators = []
+        validators: list[object] = []
 
     def validate(self, attrs):
         if self.instance is not None and "partner" in attrs and attrs["partner"] != self.instance.partner:
@@ -59,9 +59,9 @@ class OrganizationSerializer(CamelCaseModelSerializer):
         partner = attrs.get("partner") or getattr(self.instance, "partner", None)
         slug = attrs.get("slug")
         if partner is not None and slug is not None:
-            clash = Organization.objects.filter(partner=partner, slug=slug).exclude(
-                pk=getattr(self.instance, "pk", None)
-            )
+            clash = Organization.objects.filter(partner=partner, slug=slug)
+            if self.instance is not None:
+                clash = clash.exclude(pk=self.instance.pk)
             if clash.exists():
                 raise serializers.ValidationError(
                     {"slug": ["This partner already has an organization with that slug."]}
@@ -76,7 +76,7 @@ class SiteSerializer(CamelCaseModelSerializer):
         model = Site
         fields = ["id", "org_id", "name", "timezone", "address", "contact", "settings", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
-        validators = []  # (org, name) uniqueness is checked in validate(), naming the field
+        validators: list[object] = []  # (org, name) uniqueness is checked in validate(), naming the field
 
     def validate(self, attrs):
         if self.instance is not None and "org" in attrs and attrs["org"] != self.instance.org:
@@ -84,7 +84,9 @@ class SiteSerializer(CamelCaseModelSerializer):
         org = attrs.get("org") or getattr(self.instance, "org", None)
         name = attrs.get("name")
         if org is not None and name is not None:
-            clash = Site.objects.filter(org=org, name=name).exclude(pk=getattr(self.instance, "pk", None))
+            clash = Site.objects.filter(org=org, name=name)
+            if self.instance is not None:
+                clash = clash.exclude(pk=self.instance.pk)
             if clash.exists():
                 raise serializers.ValidationError({"name": ["This organization already has a site of that name."]})
         return attrs

@@ -46,7 +46,7 @@ class OrganizationFilter(django_filters.FilterSet):
 
     class Meta:
         model = Organization
-        fields = []
+        fields: list[str] = []
 
 
 @extend_schema_view(
@@ -110,7 +110,7 @@ class SiteFilter(django_filters.FilterSet):
 
     class Meta:
         model = Site
-        fields = []
+        fields: list[str] = []
 
 
 @extend_schema_view(
