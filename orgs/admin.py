@@ -22,6 +22,7 @@ from orgs.services import (
     create_enrollment_key,
     create_organization,
     delete_organization,
+    delete_site,
     revoke_enrollment_keys,
 )
 from rmm import authz
@@ -211,11 +212,20 @@ class OrganizationAdmin(DomainErrorsAsMessagesMixin, AuditedAdminMixin, ScopedAd
 
 
 @admin.register(Site)
-class SiteAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+class SiteAdmin(DomainErrorsAsMessagesMixin, AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     """Locations of an organization; devices and enrollment keys belong to a site. The organization dropdown offers
-    the organizations where the user may write sites (whole-organization reach)."""
+    the organizations where the user may write sites (whole-organization reach). Deleting one goes through
+    ``orgs.services.delete_site`` (``site_not_empty``), which audits it."""
 
     resource = "sites"
+    audited_by_service = frozenset({"delete"})
+
+    def delete_model(self, request, obj):
+        delete_site(site=obj, actor=request.user, ip=client_ip(request), via="admin")
+
+    def delete_queryset(self, request, queryset):
+        for site in queryset:
+            self.delete_model(request, site)
 
     list_display = ("name", "org", "timezone", "created_at")
     list_filter = ("org",)

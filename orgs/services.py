@@ -92,6 +92,23 @@ def delete_organization(*, organization: Organization, actor=None, ip: str | Non
         locked.delete()
 
 
+def delete_site(*, site: Site, actor=None, ip: str | None = None, via: str = "api") -> None:
+    """Delete a site without devices; ``Conflict`` (``site_not_empty``) while devices sit in it. Its enrollment keys
+    and groups go with it."""
+    with transaction.atomic():
+        locked = Site.objects.select_for_update().get(pk=site.pk)
+        if locked.devices.exists():
+            raise Conflict("Move or decommission the site's devices first.", code="site_not_empty")
+        audit.record(
+            action=AuditAction.SITE_DELETE,
+            actor_user=actor,
+            target=locked,
+            details={"object": str(locked), "via": via},
+            ip=ip,
+        )
+        locked.delete()
+
+
 def revoke_enrollment_keys(*, keys: QuerySet[EnrollmentKey], actor_user=None, ip: str | None = None) -> int:
     """Revoke every key of ``keys`` not revoked yet (an earlier revocation time is kept), writing one audit row
     per key revoked; answers how many were revoked."""

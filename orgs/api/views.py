@@ -20,7 +20,13 @@ from orgs.api.serializers import (
     SiteSerializer,
 )
 from orgs.models import EnrollmentKey, Organization, Partner, Site
-from orgs.services import create_enrollment_key, create_organization, delete_organization, revoke_enrollment_keys
+from orgs.services import (
+    create_enrollment_key,
+    create_organization,
+    delete_organization,
+    delete_site,
+    revoke_enrollment_keys,
+)
 from rmm import authz
 from rmm.api import ScopedViewSet
 from rmm.errors import ApiError
@@ -132,9 +138,7 @@ class SiteViewSet(
     filterset_class = SiteFilter
 
     def perform_destroy(self, instance):
-        if instance.devices.exists():
-            raise ApiError(409, "site_not_empty", "Move or decommission the site's devices first.")
-        super().perform_destroy(instance)
+        delete_site(site=instance, actor=self.request.user, ip=client_ip(self.request))
 
 
 @extend_schema_view(create=extend_schema(responses={201: EnrollmentKeyCreatedSerializer}))

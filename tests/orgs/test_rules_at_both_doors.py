@@ -169,6 +169,37 @@ def test_deleting_an_empty_organization_writes_organization_delete_at_both_doors
     assert AuditLog.objects.get(target_id=str(second.pk)).org_id == second.pk
 
 
+def test_a_site_with_devices_is_refused_at_both_doors(world, partner_admin):
+    api = api_as(partner_admin).delete(f"/api/v1/sites/{world.site_a1.pk}")
+    admin = admin_as(partner_admin).post(admin_url(Site, "delete", world.site_a1.pk), {"post": "yes"})
+
+    assert api.status_code == 409 and api.json()["error"] == "site_not_empty"
+    assert admin.status_code == 200  # Django's page: the devices are protected objects
+    assert Site.objects.filter(pk=world.site_a1.pk).exists()
+    assert not AuditLog.objects.filter(action="site.delete").exists()
+
+
+def test_a_site_that_gains_a_device_while_its_deletion_is_confirmed_is_kept_with_a_message(world, partner_admin):
+    """The admin's confirmation page found no devices; one enrolled before the user confirmed: delete_site refuses
+    and the admin says so."""
+    from django.db.models.deletion import Collector
+
+    site = factories.site(world.org_a)
+    factories.device(site)
+
+    def no_protected_objects(self, *args, **kwargs):  # the confirmation page as it looked before the enrollment
+        return None
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Collector, "collect", no_protected_objects)
+        response = admin_as(partner_admin).post(admin_url(Site, "delete", site.pk), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert Site.objects.filter(pk=site.pk).exists()
+    shown = [str(message) for message in response.wsgi_request._messages]
+    assert "Move or decommission the site's devices first." in shown
+
+
 # --- one action name per change, whichever door -----------------------------------------------------------------
 
 
