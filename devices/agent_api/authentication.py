@@ -220,7 +220,11 @@ def record_certificate_quarantine(identity: AgentIdentity, *, ip: str | None) ->
         org_id=identity.org_id,
         target_type="device",
         target_id=str(identity.device_id),
-        details={"reason": MTLS_EXPIRED_REASON, "certificateExpiresAt": identity.mtls_expires_at.isoformat()},
+        details={
+            "reason": MTLS_EXPIRED_REASON,
+            # Always set: judge() quarantines only for an expiry that has passed.
+            "certificateExpiresAt": identity.mtls_expires_at.isoformat() if identity.mtls_expires_at else None,
+        },
         ip=ip,
     )
 
@@ -237,6 +241,8 @@ def authenticate(request, agent_id: str) -> AgentIdentity:
     identity = identity_from_row(row) if row else None
     now = timezone.now()
     verdict = judge(identity, token_hash, presented_certificate(request), now)
+    if identity is None:  # judged "invalid_token"
+        raise refusal(verdict)
     if verdict == OK:
         return identity
     if verdict == QUARANTINE_NOW:

@@ -41,6 +41,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import psycopg
 from django.conf import settings
@@ -93,7 +94,10 @@ class _Ticket:
         self.taken = False  # set by the writer, under the queue's lock, when it takes the job into a batch
 
 
-class GroupCommitter:
+JobT = TypeVar("JobT")
+
+
+class GroupCommitter(Generic[JobT]):
     """A queue and the thread that drains it in batches; started lazily in each (forked) process.
 
     ``process_batch(jobs)`` writes jobs; when it raises, ``settled(job)`` tells which of them it had committed
@@ -104,11 +108,11 @@ class GroupCommitter:
 
     def __init__(
         self,
-        process_batch: Callable[[list], None],
+        process_batch: Callable[[list[JobT]], None],
         *,
         name: str,
-        settled: Callable[[object], bool] = lambda job: False,
-        describe: Callable[[object], str] = repr,
+        settled: Callable[[JobT], bool] = lambda job: False,
+        describe: Callable[[JobT], str] = repr,
         timeout_ms: Callable[[], int] | None = None,
     ) -> None:
         self._process_batch = process_batch
