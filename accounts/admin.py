@@ -23,7 +23,6 @@ from django.forms.models import BaseInlineFormSet
 from accounts import audit, services
 from accounts.models import (
     ApiToken,
-    AuditAction,
     AuditLog,
     MfaRecoveryCode,
     OrganizationUser,
@@ -83,7 +82,7 @@ class AdminLoginForm(AdminAuthenticationForm):
         user.backend = "django.contrib.auth.backends.ModelBackend"
         self.confirm_login_allowed(user)  # staff only (and not disabled)
         self.user_cache = user
-        audit.record(action=AuditAction.USER_LOGIN, actor_user=user, target=user, ip=ip, details={"via": "admin"})
+        services.record_sign_in(user=user, ip=ip, via="admin")
         return self.cleaned_data
 
     def _refusal_error(self, refusal: services.LoginRefused) -> forms.ValidationError:

@@ -20,7 +20,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts import audit, throttle
-from accounts.auth import issue_api_token, issue_setup_token, verify_second_factor
+from accounts.auth import (
+    begin_mfa_setup,
+    disable_mfa,
+    enable_mfa,
+    issue_api_token,
+    issue_setup_token,
+    new_recovery_codes,
+    verify_second_factor,
+)
 from accounts.models import ApiToken, AuditAction, OrganizationUser, PartnerUser, Role, User
 from orgs.models import Organization, Partner, Site
 from rmm.domain_errors import Conflict, Invalid, Refused
@@ -136,6 +144,79 @@ def login(*, email: str, password: str, totp: str | None, ip: str | None) -> Log
         action=AuditAction.USER_LOGIN, actor_user=user, target=user, ip=ip, details={"token": token.key_prefix}
     )
     return Login(user=user, token=raw, token_row=token)
+
+
+def record_sign_in(*, user: User, ip: str | None, via: str) -> None:
+    """The audit row of a sign-in through a door other than the API's login (which :func:`login` records)."""
+    audit.record(action=AuditAction.USER_LOGIN, actor_user=user, target=user, ip=ip, details={"via": via})
+
+
+# --- personal API tokens and the second factor -----------------------------------------------------------------
+
+
+def create_api_token(
+    *, user: User, name: str, lifetime: dt.timedelta | None, ip: str | None = None
+) -> tuple[str, ApiToken]:
+    """A personal API token of ``user`` (the raw token, to show once, and its row), audited."""
+    with transaction.atomic():
+        raw, token = issue_api_token(user=user, name=name, lifetime=lifetime)
+        audit.record(action=AuditAction.API_TOKEN_CREATE, actor_user=user, target=token, ip=ip)
+    return raw, token
+
+
+def revoke_api_token(*, token: ApiToken, actor: User | None, ip: str | None = None) -> None:
+    """End a personal API token (an earlier revocation time is kept), audited."""
+    with transaction.atomic():
+        ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        audit.record(action=AuditAction.API_TOKEN_REVOKE, actor_user=actor, target=token, ip=ip)
+
+
+WRONG_CODE = "The code is wrong or was already used."
+
+
+def _wrong_code() -> Invalid:
+    return Invalid(WRONG_CODE, code="invalid_totp", fields={"totp": ["Wrong code."]})
+
+
+def start_mfa_setup(*, user: User) -> tuple[str, str]:
+    """A new authenticator secret and its otpauth:// URI; MFA stays off until :func:`turn_on_mfa`."""
+    if user.mfa_enabled:
+        raise Conflict("Multi-factor sign-in is already on; disable it first.", code="mfa_already_enabled")
+    return begin_mfa_setup(user)
+
+
+def turn_on_mfa(*, user: User, code: str, ip: str | None = None) -> list[str]:
+    """Turn multi-factor sign-in on with a first authenticator code; answers ten one-time recovery codes."""
+    if user.mfa_enabled:
+        raise Conflict("Multi-factor sign-in is already on.", code="mfa_already_enabled")
+    if not user.mfa_secret:
+        raise Conflict("Call POST /api/v1/auth/mfa/setup first.", code="mfa_setup_required")
+    codes = enable_mfa(user, code)
+    if codes is None:
+        raise _wrong_code()
+    audit.record(action=AuditAction.USER_MFA_ENABLE, actor_user=user, target=user, ip=ip)
+    return codes
+
+
+def turn_off_mfa(*, user: User, code: str, ip: str | None = None) -> None:
+    """Turn multi-factor sign-in off with a current code; refused while a role of the user forces it."""
+    if not user.mfa_enabled:
+        raise Conflict("Multi-factor sign-in is not on.", code="mfa_not_enabled")
+    if role_forces_mfa(user):
+        raise Refused("A role you hold requires multi-factor sign-in.", code="mfa_required_by_role")
+    if not disable_mfa(user, code):
+        raise _wrong_code()
+    audit.record(action=AuditAction.USER_MFA_DISABLE, actor_user=user, target=user, ip=ip)
+
+
+def renew_recovery_codes(*, user: User, code: str, ip: str | None = None) -> list[str]:
+    """Ten new recovery codes for a current code; the old ones stop working."""
+    if not user.mfa_enabled:
+        raise Conflict("Multi-factor sign-in is not on.", code="mfa_not_enabled")
+    if not verify_second_factor(user, code):
+        raise _wrong_code()
+    audit.record(action=AuditAction.USER_MFA_RECOVERY_CODES, actor_user=user, target=user, ip=ip)
+    return new_recovery_codes(user)
 
 
 # --- memberships ---------------------------------------------------------------------------------------------
@@ -335,6 +416,7 @@ def invite_user(
     sites: Iterable[Site] = (),
     actor: User | None = None,
     ip: str | None = None,
+    via: str | None = None,
 ) -> User:
     """A new person together with their first membership, of ``partner`` or of ``org``: active with ``password``
     (which must pass the password validators), invited (no usable password) without. One audit row,
@@ -367,6 +449,8 @@ def invite_user(
             )
         membership_changes = audit.changes(None, membership_state(membership))
         details = audit.changes(None, user_state(user)) | {"membership": target | membership_changes}
+        if via:
+            details["via"] = via
         audit.record(action=AuditAction.USER_CREATE, actor_user=actor, target=user, details=details, ip=ip)
     return user
 

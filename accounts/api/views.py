@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import audit, auth, services
+from accounts import auth, services
 from accounts.api.serializers import (
     ApiTokenCreatedSerializer,
     ApiTokenSerializer,
@@ -25,7 +24,7 @@ from accounts.api.serializers import (
     RecoveryCodesSerializer,
     TotpSerializer,
 )
-from accounts.models import ApiToken, AuditAction
+from accounts.models import ApiToken
 from rmm.errors import ApiError
 from rmm.net import client_ip
 from rmm.openapi import error_answer
@@ -88,10 +87,7 @@ class LogoutView(APIView):
     @extend_schema(request=None, responses={204: None})
     def post(self, request):
         if isinstance(request.auth, ApiToken):
-            ApiToken.objects.filter(pk=request.auth.pk).update(revoked_at=timezone.now())
-            audit.record(
-                action=AuditAction.API_TOKEN_REVOKE, actor_user=request.user, target=request.auth, ip=client_ip(request)
-            )
+            services.revoke_api_token(token=request.auth, actor=request.user, ip=client_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -122,9 +118,7 @@ class MfaSetupView(_MfaView):
         responses={200: MfaSetupAnswerSerializer, 409: error_answer("`mfa_already_enabled`.")},
     )
     def post(self, request):
-        if request.user.mfa_enabled:
-            raise ApiError(409, "mfa_already_enabled", "Multi-factor sign-in is already on; disable it first.")
-        secret, uri = auth.begin_mfa_setup(request.user)
+        secret, uri = services.start_mfa_setup(user=request.user)
         return Response({"secret": secret, "otpauthUri": uri})
 
 
@@ -141,16 +135,7 @@ class MfaEnableView(_MfaView):
         },
     )
     def post(self, request):
-        if request.user.mfa_enabled:
-            raise ApiError(409, "mfa_already_enabled", "Multi-factor sign-in is already on.")
-        if not request.user.mfa_secret:
-            raise ApiError(409, "mfa_setup_required", "Call POST /api/v1/auth/mfa/setup first.")
-        codes = auth.enable_mfa(request.user, self.totp(request))
-        if codes is None:
-            raise ApiError(400, "invalid_totp", "The code is wrong or was already used.", {"totp": ["Wrong code."]})
-        audit.record(
-            action=AuditAction.USER_MFA_ENABLE, actor_user=request.user, target=request.user, ip=client_ip(request)
-        )
+        codes = services.turn_on_mfa(user=request.user, code=self.totp(request), ip=client_ip(request))
         return Response({"mfaEnabled": True, "recoveryCodes": codes})
 
 
@@ -170,15 +155,7 @@ class MfaDisableView(_MfaView):
         },
     )
     def post(self, request):
-        if not request.user.mfa_enabled:
-            raise ApiError(409, "mfa_not_enabled", "Multi-factor sign-in is not on.")
-        if services.role_forces_mfa(request.user):
-            raise ApiError(403, "mfa_required_by_role", "A role you hold requires multi-factor sign-in.")
-        if not auth.disable_mfa(request.user, self.totp(request)):
-            raise ApiError(400, "invalid_totp", "The code is wrong or was already used.", {"totp": ["Wrong code."]})
-        audit.record(
-            action=AuditAction.USER_MFA_DISABLE, actor_user=request.user, target=request.user, ip=client_ip(request)
-        )
+        services.turn_off_mfa(user=request.user, code=self.totp(request), ip=client_ip(request))
         return Response({"mfaEnabled": False})
 
 
@@ -197,12 +174,8 @@ class MfaRecoveryCodesView(_MfaView):
         },
     )
     def post(self, request):
-        if not request.user.mfa_enabled:
-            raise ApiError(409, "mfa_not_enabled", "Multi-factor sign-in is not on.")
-        if not auth.verify_second_factor(request.user, self.totp(request)):
-            raise ApiError(400, "invalid_totp", "The code is wrong or was already used.", {"totp": ["Wrong code."]})
-        audit.record(action=AuditAction.USER_MFA_RECOVERY_CODES, actor_user=request.user, target=request.user)
-        return Response({"recoveryCodes": auth.new_recovery_codes(request.user)})
+        codes = services.renew_recovery_codes(user=request.user, code=self.totp(request), ip=client_ip(request))
+        return Response({"recoveryCodes": codes})
 
 
 @extend_schema_view(create=extend_schema(responses={201: ApiTokenCreatedSerializer}))
@@ -225,17 +198,13 @@ class ApiTokenViewSet(
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         days = body.validated_data.get("expires_in_days")
-        raw, token = auth.issue_api_token(
-            user=request.user, name=body.validated_data["name"], lifetime=dt.timedelta(days=days) if days else None
+        raw, token = services.create_api_token(
+            user=request.user,
+            name=body.validated_data["name"],
+            lifetime=dt.timedelta(days=days) if days else None,
+            ip=client_ip(request),
         )
-        audit.record(action=AuditAction.API_TOKEN_CREATE, actor_user=request.user, target=token, ip=client_ip(request))
         return Response({**self.get_serializer(token).data, "token": raw}, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance):
-        ApiToken.objects.filter(pk=instance.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-        audit.record(
-            action=AuditAction.API_TOKEN_REVOKE,
-            actor_user=self.request.user,
-            target=instance,
-            ip=client_ip(self.request),
-        )
+        services.revoke_api_token(token=instance, actor=self.request.user, ip=client_ip(self.request))
