@@ -111,11 +111,52 @@ def _api_routes() -> dict[str, set[str]]:
     return routes
 
 
+def _agent_routes() -> dict[str, set[str]]:
+    """Every route of the agent protocol (api/v1/agents/), as a document path → its HTTP methods; the inventory
+    route is one path per kind, since each kind has its own body."""
+    from devices.agent_api import schemas, urls, views
+
+    routes: dict[str, set[str]] = {}
+    for pattern in urls.urlpatterns:
+        text = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", str(pattern.pattern))
+        path = "/api/v1/agents/" + text.removeprefix("^").removesuffix("$").removesuffix("/?")
+        callback = pattern.callback
+        if callback is views.unknown:
+            continue
+        if callback is views.inventory:
+            routes.update({path.replace("{kind}", kind): {"put"} for kind in schemas.INVENTORY_KINDS})
+        elif callback is views.heartbeat:
+            routes[path] = {"post"}
+        else:
+            routes[path] = {name for name in HTTP_METHODS if hasattr(callback.view_class, name)}
+    return routes
+
+
+def _documented(document: dict, *, agent: bool) -> dict[str, set[str]]:
+    return {
+        path: {method for method, operation in operations.items() if method in HTTP_METHODS}
+        for path, operations in document["paths"].items()
+        if any(("agent" in operation.get("tags", [])) == agent for operation in operations.values())
+    }
+
+
 def test_every_technician_api_route_is_in_the_schema_and_nothing_else(document):
     routes = _api_routes()
     assert len(routes) > 40  # the walk above found the routers
-    documented = {path: {m for m in operations if m in HTTP_METHODS} for path, operations in document["paths"].items()}
-    assert documented == routes
+    assert _documented(document, agent=False) == routes
+
+
+def test_every_agent_route_is_in_the_schema_under_the_agent_tag(document):
+    routes = _agent_routes()
+    assert "/api/v1/agents/{agent_id}/heartbeat" in routes and "/api/v1/agents/{agent_id}/software" in routes
+    assert _documented(document, agent=True) == routes
+    security = {
+        path: [scheme for requirement in operation.get("security", []) for scheme in requirement]
+        for path, operations in document["paths"].items()
+        for operation in operations.values()
+        if path in routes
+    }
+    assert {path for path, schemes in security.items() if schemes != ["agentToken"]} == {"/api/v1/agents/enroll"}
 
 
 def test_field_names_in_the_schema_are_camel_case(document):

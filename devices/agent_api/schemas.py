@@ -634,3 +634,64 @@ def read_inventory_items(kind: str, data: dict) -> list[AgentBody]:
     if problems:
         raise invalid_fields(problems)
     return validated
+
+
+# ---- answers ----------------------------------------------------------------------------------------------------
+# What the agent receives: built as plain dicts by the views, declared here for the OpenAPI document, against which
+# the tests validate real answers (tests/agent/test_answers_match_the_document.py).
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid")
+
+
+class Configuration(Answer):
+    """The agent's configuration (the enrollment answer's ``config``, and GET /{agentId}/config)."""
+
+    heartbeat_interval_seconds: int
+    metrics_collection_interval_seconds: int
+
+
+class EnrollmentAnswer(Answer):
+    """201 of POST /enroll: the token is shown this once; only its hash is stored."""
+
+    agent_id: str
+    device_id: str = Field(json_schema_extra={"format": "uuid"})
+    auth_token: str
+    org_id: str = Field(json_schema_extra={"format": "uuid"})
+    site_id: str = Field(json_schema_extra={"format": "uuid"})
+    config: Configuration
+
+
+class Command(Answer):
+    """A command handed out to the agent (now ``sent``); ``payload`` depends on ``type`` (agent-api.md)."""
+
+    id: str = Field(json_schema_extra={"format": "uuid"})
+    type: str
+    payload: dict[str, Any] | None
+
+
+class CommandsAnswer(Answer):
+    """200 of GET /{agentId}/commands: up to 10 pending commands, oldest first."""
+
+    commands: list[Command]
+
+
+class HeartbeatAnswer(CommandsAnswer):
+    """200 of POST /{agentId}/heartbeat: the commands claimed by this check-in, and whether to rotate the token."""
+
+    config_update: Configuration | None
+    rotate_token: bool
+
+
+class CommandResultAnswer(Answer):
+    """200 of POST /{agentId}/commands/{commandId}/result: the command's final status."""
+
+    id: str = Field(json_schema_extra={"format": "uuid"})
+    status: str
+
+
+class TokenAnswer(Answer):
+    """200 of POST /{agentId}/rotate-token: the new token; the old one keeps working for 5 minutes."""
+
+    auth_token: str

@@ -39,6 +39,7 @@ from devices.agent_api.heartbeat import read_heartbeat, write_heartbeat
 from devices.services import commands, enrollment, ingest
 from rmm.errors import TooManyAttempts
 from rmm.net import client_ip
+from rmm.openapi import agent_operation
 
 logger = logging.getLogger("devices.agent_api")
 
@@ -103,6 +104,13 @@ class EnrollView(AgentView):
 
     authentication_classes: list = []
 
+    @agent_operation(
+        "Enroll with an enrollment key",
+        request=schemas.Enrollment,
+        responses={201: schemas.EnrollmentAnswer},
+        errors=(400, 401, 403, 413, 429),
+        path=(),
+    )
     def post(self, request):
         body = schemas.validate(schemas.Enrollment, schemas.read_json_object(request))
         facts = enrollment.EnrollFacts(
@@ -136,6 +144,7 @@ class EnrollView(AgentView):
 class ClaimCommandsView(AgentView):
     """GET /{agentId}/commands → {commands}: claims like the heartbeat does."""
 
+    @agent_operation("Claim the commands waiting", responses={200: schemas.CommandsAnswer}, errors=(401, 403, 429))
     def get(self, request, agent_id: str):
         identity = request.user
         now = timezone.now()
@@ -152,6 +161,13 @@ class ClaimCommandsView(AgentView):
 class CommandResultView(AgentView):
     """POST /{agentId}/commands/{commandId}/result → 200 {id, status}; idempotent."""
 
+    @agent_operation(
+        "Report a command's result",
+        request=schemas.CommandResult,
+        responses={200: schemas.CommandResultAnswer},
+        errors=(400, 401, 403, 404, 409, 413, 429),
+        path=("agent_id", "command_id"),
+    )
     def post(self, request, agent_id: str, command_id: str):
         body = schemas.validate(schemas.CommandResult, schemas.read_json_object(request))
         not_found = AgentError(404, "command_not_found", "This agent has no such command.")
@@ -175,6 +191,7 @@ class CommandResultView(AgentView):
 class RotateTokenView(AgentView):
     """POST /{agentId}/rotate-token → {authToken}; the old token works 5 more minutes."""
 
+    @agent_operation("Rotate the agent's token", responses={200: schemas.TokenAnswer}, errors=(401, 403, 429))
     def post(self, request, agent_id: str):
         identity = request.user
         token = enrollment.rotate_agent_token(
@@ -186,6 +203,7 @@ class RotateTokenView(AgentView):
 class ConfigView(AgentView):
     """GET /{agentId}/config → the configuration object of the enrollment answer."""
 
+    @agent_operation("The agent's configuration", responses={200: schemas.Configuration}, errors=(401, 403, 429))
     def get(self, request, agent_id: str):
         return Response(enrollment.agent_config())
 
@@ -253,7 +271,7 @@ def heartbeat(request, agent_id: str):
     write_heartbeat(job)
     if job.verdict == "busy":
         raise WriterUnavailable("the device kept changing under its heartbeat")
-    if job.verdict != OK:
+    if job.verdict != OK or job.identity is None:  # an OK job always has its identity
         raise refusal(job.verdict)
     answer = {"commands": job.commands, "configUpdate": None, "rotateToken": job.rotate_token}
     return commands_answer(request, answer, device_id=job.identity.device_id, sent_at=job.claimed_at, agent_id=agent_id)
