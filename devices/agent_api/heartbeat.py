@@ -135,6 +135,8 @@ def _attempt_batch(jobs: list[HeartbeatJob], now: dt.datetime) -> list[Heartbeat
         identity = identities.get(job.agent_id)
         verdict = judge(identity, job.token_hash, job.certificate, now)
         job.identity, job.verdict, job.commands = identity, verdict, []
+        if identity is None:  # judged "invalid_token": nothing to write
+            continue
         if verdict == OK:
             device_id = identity.device_id
             facts = (job.ip, job.hostname, job.os_version, job.os_build, job.agent_version)
@@ -165,7 +167,7 @@ def _attempt_batch(jobs: list[HeartbeatJob], now: dt.datetime) -> list[Heartbeat
             with transaction.atomic():
                 written, claimed = sql.write_heartbeats(cursor, now=now, touches=ordered, samples=samples)
                 for device_id, job in quarantined_now.items():
-                    if device_id in written:
+                    if device_id in written and job.identity is not None:  # always set on a quarantined job
                         record_certificate_quarantine(job.identity, ip=job.ip)
         else:
             written, claimed = sql.write_heartbeats(cursor, now=now, touches=ordered, samples=samples)
