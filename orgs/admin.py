@@ -130,7 +130,8 @@ class OrganizationForm(forms.ModelForm):
         fields = ("partner", "name", "slug", "type", "status", "max_devices", "settings")
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         partner = cleaned.get("partner")
         if self.instance._state.adding and partner is not None:
             try:
