@@ -379,7 +379,7 @@ class RoleForm(ActorFormMixin, forms.ModelForm):
 
 
 @admin.register(Role)
-class RoleAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+class RoleAdmin(DomainErrorsAsMessagesMixin, AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     """Named permission sets; built-in roles (no partner, ``is_system``) are read-only.
 
     Everyone reads the built-in roles and the custom roles of the partners they work in; a partner's custom roles
@@ -389,6 +389,9 @@ class RoleAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
 
     resource = "users"
     form = RoleForm
+    # A role is saved with its permissions, by accounts.services (define_role, change_role, delete_role), which
+    # check the rules again and audit it: save_related, once the inline's rows are known, not save_model.
+    audited_by_service = frozenset({"create", "update", "delete"})
     list_display = ("name", "scope", "partner", "is_system", "force_mfa")
     list_filter = ("scope", "is_system", "force_mfa", "partner")
     list_select_related = ("partner",)
@@ -399,6 +402,44 @@ class RoleAdmin(AuditedAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
 
     def get_form(self, request, obj=None, **kwargs):
         return with_actor(super().get_form(request, obj, **kwargs), request)
+
+    def save_model(self, request, obj, form, change):
+        pass  # saved with its permissions in save_related
+
+    def save_related(self, request, form, formsets, change):
+        obj = form.instance
+        kept = [
+            row.cleaned_data["permission"]
+            for formset in formsets
+            for row in formset.forms
+            if row.cleaned_data.get("permission") and not row.cleaned_data.get("DELETE")
+        ]
+        where = {"actor": request.user, "ip": client_ip(request), "via": "admin"}
+        if change:
+            fields = {field.name for field in obj._meta.concrete_fields}
+            changes = {name: getattr(obj, name) for name in form.changed_data if name in fields}
+            unchanged = {permission.pk for permission in kept} == set(obj.permissions.values_list("pk", flat=True))
+            saved = services.change_role(role=obj, changes=changes, permissions=None if unchanged else kept, **where)
+        else:
+            saved = services.define_role(
+                partner=obj.partner,
+                name=obj.name,
+                scope=obj.scope,
+                force_mfa=obj.force_mfa,
+                description=obj.description,
+                permissions=kept,
+                **where,
+            )
+        adopt_saved(obj, saved)
+        for formset in formsets:  # Django's change message reads what the inline saved: the service saved it
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+
+    def delete_model(self, request, obj):
+        services.delete_role(role=obj, actor=request.user, ip=client_ip(request), via="admin")
+
+    def delete_queryset(self, request, queryset):
+        for role in queryset:
+            self.delete_model(request, role)
 
     def get_readonly_fields(self, request, obj=None):
         # A role's members' memberships belong to its partner: moving it would break or widen them.

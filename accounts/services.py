@@ -29,7 +29,7 @@ from accounts.auth import (
     new_recovery_codes,
     verify_second_factor,
 )
-from accounts.models import ApiToken, AuditAction, OrganizationUser, PartnerUser, Role, User
+from accounts.models import ApiToken, AuditAction, OrganizationUser, PartnerUser, Permission, Role, User
 from orgs.models import Organization, Partner, Site
 from rmm.domain_errors import Conflict, Invalid, Refused
 from rmm.errors import TooManyAttempts
@@ -504,6 +504,101 @@ def delete_user(*, user: User, actor: User | None = None, ip: str | None = None,
             ip=ip,
         )
         user.delete()
+
+
+# --- roles -------------------------------------------------------------------------------------------------------
+#
+# Built-in roles (no partner, or ``is_system``) come from fixtures and are the same on every installation: read-only.
+# A partner's custom roles are defined, changed and deleted at partner level (``users:write``) and grant only what
+# their maker holds there (``check_can_define_role``).
+
+
+def _require_partner_level(actor: User | None, partner: Partner | None) -> None:
+    from rmm import authz
+
+    if _is_operator(actor):
+        return
+    if partner is None or not authz.has_partner_permission(actor, partner, "users:write"):
+        raise Refused("Roles are managed at partner level (users:write).", code="permission_denied")
+
+
+def _audit_role(role: Role, action: AuditAction, details: dict, *, actor, ip, via) -> None:
+    audit.record(
+        action=action, actor_user=actor, target=role, details={**details, "via": via} if via else details, ip=ip
+    )
+
+
+def define_role(
+    *,
+    partner: Partner | None,
+    name: str,
+    scope: str,
+    permissions: Iterable[Permission] = (),
+    force_mfa: bool = False,
+    description: str = "",
+    actor: User | None = None,
+    ip: str | None = None,
+    via: str | None = None,
+) -> Role:
+    """A new custom role of ``partner`` with ``permissions`` (only operators define roles of no partner, which are
+    then built-in), audited as ``role.create``."""
+    permissions = list(permissions)
+    if partner is None and not _is_operator(actor):
+        raise Invalid.field("partnerId", "A custom role belongs to a partner.")
+    _require_partner_level(actor, partner)
+    check_can_define_role(actor, partner_id=getattr(partner, "pk", None), permissions=[str(p) for p in permissions])
+    with transaction.atomic():
+        role = Role.objects.create(
+            partner=partner, name=name, scope=scope, force_mfa=force_mfa, description=description
+        )
+        role.permissions.set(permissions)
+        _audit_role(role, AuditAction.ROLE_CREATE, {}, actor=actor, ip=ip, via=via)
+    return role
+
+
+def change_role(
+    *,
+    role: Role,
+    changes: Mapping[str, Any],
+    permissions: Iterable[Permission] | None = None,
+    actor: User | None = None,
+    ip: str | None = None,
+    via: str | None = None,
+) -> Role:
+    """Change a custom role's own fields (``changes``: model field names) and, unless None, its permissions,
+    audited as ``role.update`` naming what changed. Members already hold the role wherever they hold it, so the
+    new permissions must be grantable to each of them (``check_can_define_role``)."""
+    if role.is_system or role.partner_id is None:
+        raise Refused("Built-in roles cannot be changed.", code="system_role_read_only")
+    _require_partner_level(actor, role.partner)
+    if "partner" in changes and changes["partner"] != role.partner:
+        raise Invalid.field("partnerId", "A role cannot move to another partner.")
+    if permissions is not None:
+        permissions = list(permissions)
+        names = [str(p) for p in permissions]
+        check_can_define_role(actor, partner_id=role.partner_id, permissions=names, role=role)
+    with transaction.atomic():
+        locked = Role.objects.select_for_update().get(pk=role.pk)
+        for name, value in changes.items():
+            setattr(locked, name, value)
+        locked.save()
+        if permissions is not None:
+            locked.permissions.set(permissions)
+        changed = sorted([*changes, *(["permissions"] if permissions is not None else [])])
+        _audit_role(locked, AuditAction.ROLE_UPDATE, {"changed": changed}, actor=actor, ip=ip, via=via)
+    return locked
+
+
+def delete_role(*, role: Role, actor: User | None = None, ip: str | None = None, via: str | None = None) -> None:
+    """Delete a custom role nobody holds (``Conflict`` ``role_in_use`` otherwise), audited as ``role.delete``."""
+    if role.is_system or role.partner_id is None:
+        raise Refused("Built-in roles cannot be deleted.", code="system_role_read_only")
+    _require_partner_level(actor, role.partner)
+    with transaction.atomic():
+        if role.partner_memberships.exists() or role.org_memberships.exists():
+            raise Conflict("Members hold this role; give them another role first.", code="role_in_use")
+        _audit_role(role, AuditAction.ROLE_DELETE, {}, actor=actor, ip=ip, via=via)
+        role.delete()
 
 
 # --- what an audit row says about people and memberships ---------------------------------------------------------

@@ -73,34 +73,30 @@ class RoleViewSet(_CrudViewSet):
     queryset = Role.objects.prefetch_related("permissions").order_by("name", "id")
     serializer_class = RoleSerializer
 
-    def _require_partner_level(self, partner) -> None:
-        if not authz.has_partner_permission(self.request.user, partner, "users:write"):
-            raise ApiError(403, "permission_denied", "Roles are managed at partner level (users:write).")
-
     def perform_create(self, serializer):
-        partner = serializer.validated_data["partner"]
-        self._require_partner_level(partner)
-        names = [str(p) for p in serializer.validated_data.get("permissions", [])]
-        services.check_can_define_role(self.request.user, partner_id=partner.pk, permissions=names)
-        super().perform_create(serializer)
+        with transaction.atomic():
+            role = services.define_role(
+                **serializer.validated_data, actor=self.request.user, ip=client_ip(self.request)
+            )
+            serializer.instance = role
+            self._require(role)
 
     def perform_update(self, serializer):
-        role = serializer.instance
-        if role.is_system or role.partner_id is None:
-            raise ApiError(403, "system_role_read_only", "Built-in roles cannot be changed.")
-        self._require_partner_level(role.partner)
-        if "permissions" in serializer.validated_data:
-            names = [str(p) for p in serializer.validated_data["permissions"]]
-            services.check_can_define_role(self.request.user, partner_id=role.partner_id, permissions=names, role=role)
-        super().perform_update(serializer)
+        data = dict(serializer.validated_data)
+        permissions = data.pop("permissions", None)
+        with transaction.atomic():
+            role = services.change_role(
+                role=serializer.instance,
+                changes=data,
+                permissions=permissions,
+                actor=self.request.user,
+                ip=client_ip(self.request),
+            )
+            serializer.instance = role
+            self._require(role)
 
     def perform_destroy(self, instance):
-        if instance.is_system or instance.partner_id is None:
-            raise ApiError(403, "system_role_read_only", "Built-in roles cannot be deleted.")
-        self._require_partner_level(instance.partner)
-        if instance.partner_memberships.exists() or instance.org_memberships.exists():
-            raise ApiError(409, "role_in_use", "Members hold this role; give them another role first.")
-        super().perform_destroy(instance)
+        services.delete_role(role=instance, actor=self.request.user, ip=client_ip(self.request))
 
 
 _MEMBER_403 = error_answer(f"`permission_denied`, or {_ESCALATION}")

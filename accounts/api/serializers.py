@@ -160,13 +160,6 @@ class RoleSerializer(CamelCaseModelSerializer):
             raise serializers.ValidationError({"partnerId": ["A role cannot move to another partner."]})
         return attrs
 
-    def save(self, **kwargs):
-        permissions = self.validated_data.pop("permissions", None)
-        role = super().save(**kwargs)
-        if permissions is not None:
-            role.permissions.set(permissions)
-        return role
-
 
 class _InReachManyField(serializers.ManyRelatedField):
     """Reads back only the related objects inside the requester's reach (``authz.in_reach``)."""

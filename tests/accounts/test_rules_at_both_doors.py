@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from accounts.models import AuditLog, OrganizationUser, PartnerUser, User
+from accounts.models import AuditLog, OrganizationUser, PartnerUser, Role, User
 
 pytestmark = pytest.mark.django_db
 
@@ -261,3 +261,59 @@ def test_nobody_deletes_themself_through_either_door_operators_included(superuse
     assert admin.status_code == 403
     assert User.objects.filter(pk=superuser.pk).exists()
     assert not AuditLog.objects.filter(action="user.delete").exists()
+
+
+# --- roles ------------------------------------------------------------------------------------------------------
+
+
+def role_form(partner, name: str, perms: list, initial: int = 0) -> dict:
+    data = {
+        "name": name,
+        "scope": "partner",
+        "partner": partner.pk,
+        "description": "",
+        "role_permissions-TOTAL_FORMS": str(len(perms)),
+        "role_permissions-INITIAL_FORMS": str(initial),
+    }
+    data.update({f"role_permissions-{n}-permission": perm.pk for n, perm in enumerate(perms)})
+    return data
+
+
+def test_a_role_defined_changed_and_deleted_through_either_door_writes_the_same_actions(
+    world, permissions, partner_admin
+):
+    api, admin = api_as(partner_admin), admin_as(partner_admin)
+
+    mark = AuditLog.objects.count()
+    body = {"name": "Readers", "scope": "partner", "partnerId": str(world.partner_a.pk), "permissions": []}
+    created = api.post("/api/v1/roles", body, format="json")
+    row = created.json()["id"]
+    updated = api.patch(f"/api/v1/roles/{row}", {"name": "Readers 2"}, format="json")
+    deleted = api.delete(f"/api/v1/roles/{row}")
+    assert (created.status_code, updated.status_code, deleted.status_code) == (201, 200, 204)
+    through_api = actions_since(mark)
+
+    mark = AuditLog.objects.count()
+    added = admin.post(admin_url(Role, "add"), role_form(world.partner_a, "Readers", []))
+    role = Role.objects.get(partner=world.partner_a, name="Readers")
+    changed = admin.post(admin_url(Role, "change", role.pk), role_form(world.partner_a, "Readers 2", []))
+    assert Role.objects.get(pk=role.pk).name == "Readers 2"
+    removed = admin.post(admin_url(Role, "delete", role.pk), {"post": "yes"})
+    assert (added.status_code, changed.status_code, removed.status_code) == (302, 302, 302)
+    through_admin = actions_since(mark)
+
+    assert through_api == through_admin == ["role.create", "role.update", "role.delete"]
+    assert [entry.details["changed"] for entry in AuditLog.objects.filter(action="role.update")] == [["name"], ["name"]]
+
+
+def test_a_role_that_members_hold_is_not_deleted_through_either_door(world, roles, permissions, partner_admin):
+    role = Role.objects.create(partner=world.partner_a, name="Held", scope="organization")
+    OrganizationUser.objects.create(org=world.org_a, user=partner_admin, role=role)
+
+    api = api_as(partner_admin).delete(f"/api/v1/roles/{role.pk}")
+    admin = admin_as(partner_admin).post(admin_url(Role, "delete", role.pk), {"post": "yes"})
+
+    assert api.status_code == 409 and api.json()["error"] == "role_in_use"
+    assert admin.status_code == 200  # Django's page: the memberships are protected objects
+    assert Role.objects.filter(pk=role.pk).exists()
+    assert not AuditLog.objects.filter(action="role.delete").exists()
