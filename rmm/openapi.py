@@ -230,21 +230,25 @@ ENROLLMENT_ERRORS = {
 }
 
 
-def oas30(node):
+def oas30(node, definitions: dict):
     """A JSON Schema as pydantic writes it (draft 2020-12) in OpenAPI 3.0's dialect: ``nullable`` instead of a
-    ``null`` type, ``enum`` instead of ``const``, one ``example``, ``anyOf`` instead of a list of types."""
+    ``null`` type, ``enum`` instead of ``const``, one ``example``, ``anyOf`` instead of a list of types.
+
+    A nullable reference to another model is written out in place (``definitions``: pydantic's ``$defs``):
+    OpenAPI 3.0 validators refuse null through ``allOf: [$ref]`` whatever ``nullable`` says beside it."""
     if isinstance(node, list):
-        return [oas30(item) for item in node]
+        return [oas30(item, definitions) for item in node]
     if not isinstance(node, dict):
         return node
-    node = {key: oas30(value) for key, value in node.items()}
+    node = {key: oas30(value, definitions) for key, value in node.items()}
     options = node.get("anyOf")
     if options and {"type": "null"} in options:
         rest = [option for option in node.pop("anyOf") if option != {"type": "null"}]
         if len(rest) > 1:
             node["anyOf"] = rest
         elif "$ref" in rest[0]:
-            node["allOf"] = rest
+            name = rest[0]["$ref"].rsplit("/", 1)[-1].removeprefix("Agent")
+            node = {**oas30(definitions[name], definitions), **node}
         else:
             node = {**rest[0], **node}
         node["nullable"] = True
@@ -270,9 +274,10 @@ def agent_component(model, direction: str, register) -> tuple[str, dict]:
     schema = model.model_json_schema(
         ref_template="#/components/schemas/Agent{model}", mode=mode, schema_generator=_WithoutFieldTitles
     )
-    for name, definition in schema.pop("$defs", {}).items():
-        register(f"Agent{name}", oas30(definition))
-    return f"Agent{model.__name__}", oas30(schema)
+    definitions = schema.pop("$defs", {})
+    for name, definition in definitions.items():
+        register(f"Agent{name}", oas30(definition, definitions))
+    return f"Agent{model.__name__}", oas30(schema, definitions)
 
 
 class AgentBodyExtension(OpenApiSerializerExtension):

@@ -31,6 +31,7 @@ import time
 from typing import Annotated, Any, ClassVar, Literal
 
 from django.core.exceptions import RequestDataTooBig
+from drf_spectacular.plumbing import list_hash
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -428,7 +429,11 @@ class Enrollment(NullIsAbsent):
 
     enrollment_key: Text(256, blank=False)
     hostname: Text(255, blank=False)
-    os_type: Literal[tuple(Device.OsType.values)]  # type: ignore[valid-type]
+    # The technician API's osType enum in the OpenAPI document (drf-spectacular merges enums by this id).
+    os_type: Annotated[
+        Literal[tuple(Device.OsType.values)],  # type: ignore[valid-type]
+        Field(json_schema_extra={"x-spec-enum-id": list_hash(Device.OsType.choices)}),
+    ]
     os_version: Text(100)
     os_build: Text(100) = ""
     architecture: Text(20)

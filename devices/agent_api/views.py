@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import MethodNotAllowed
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -66,15 +67,16 @@ class AgentView(APIView):
     (``AgentTokenAuthentication``; ``request.user`` is the device's ``AgentIdentity``), CSRF exempt (bearer tokens,
     no cookies), and every answer other than success in the shared error shape (``rmm.errors``).
 
-    Bodies are read from the raw bytes by ``schemas.read_json_object`` (not DRF's parsers), which refuses what
-    PostgreSQL could not store before anything is parsed into a schema. A wrong method is answered 405 before the
-    token is looked at, and an agent id no device can have 401 without a lookup.
+    Bodies are read from the raw bytes by ``schemas.read_json_object`` (``request.data`` and DRF's parsers are never
+    used), which refuses what PostgreSQL could not store before anything is parsed into a schema. A wrong method is
+    answered 405 before the token is looked at, and an agent id no device can have 401 without a lookup.
     """
 
     authentication_classes = [AgentTokenAuthentication]
     permission_classes: list = []
     throttle_classes: list = []  # refused tokens are counted per address instead (refusal_answer)
-    parser_classes: list = []
+    # Never run (bodies are read by schemas.read_json_object); it tells the OpenAPI document the bodies are JSON.
+    parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JsonOnly
     versioning_class = None
