@@ -175,9 +175,8 @@ class InReachRelatedField(ScopedRelatedField):
 
     @classmethod
     def many_init(cls, *args, **kwargs):
-        list_kwargs = {"child_relation": cls(*args, **kwargs)}
-        list_kwargs.update({key: value for key, value in kwargs.items() if key in MANY_RELATION_KWARGS})
-        return _InReachManyField(**list_kwargs)
+        many = {key: value for key, value in kwargs.items() if key in MANY_RELATION_KWARGS}
+        return _InReachManyField(child_relation=cls(*args, **kwargs), **many)
 
 
 class PartnerUserSerializer(CamelCaseModelSerializer):
