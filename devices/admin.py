@@ -48,6 +48,7 @@ from devices.models import (
     DeviceSoftware,
     DeviceTelemetry,
 )
+from devices.models.telemetry import METRICS as TELEMETRY_METRICS
 from devices.services import commands as command_service
 from devices.services import groups as group_service
 from devices.services import status as device_status
@@ -182,20 +183,20 @@ def _mb(value: int | None) -> str:
     return MISSING if value is None else f"{value:,} MB"
 
 
+def _gb(value: float | None) -> str:
+    return MISSING if value is None else f"{value:,.1f} GB"
+
+
+_SHOWN_AS = {"percent": _percent, "MB": _mb, "GB": _gb, "bytes": _bytes, "count": lambda v: MISSING if v is None else v}
+
+
 def _telemetry_row(sample: DeviceTelemetry) -> tuple:
-    return (
-        localize(timezone.localtime(sample.ts)),
-        _percent(sample.cpu_percent),
-        _percent(sample.ram_percent),
-        _mb(sample.ram_used_mb),
-        _percent(sample.disk_percent),
-        _bytes(sample.network_in_bytes),
-        _bytes(sample.network_out_bytes),
-        MISSING if sample.process_count is None else sample.process_count,
-    )
+    """The sample's time and every metric of the one table of metrics (devices.models.telemetry.METRICS)."""
+    shown = (_SHOWN_AS[metric.unit](getattr(sample, metric.column)) for metric in TELEMETRY_METRICS)
+    return (localize(timezone.localtime(sample.ts)), *shown)
 
 
-TELEMETRY_HEADERS = ("time", "CPU", "RAM", "RAM used", "disk", "network in", "network out", "processes")
+TELEMETRY_HEADERS = ("time", *(metric.label for metric in TELEMETRY_METRICS))
 
 
 def _telemetry_url(**params) -> str:

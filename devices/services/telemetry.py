@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection, transaction
 
+from devices.models.telemetry import METRICS as TELEMETRY_METRICS
+
 BUCKETS = {"5m": 300, "1h": 3600}
 ROLLUP_LOOKBACK = dt.timedelta(hours=2)
 # "auto" keeps a chart at about 1,000 points or fewer: raw samples (one a minute) up to ~16 hours, 5-minute
@@ -25,17 +27,10 @@ ROLLUP_LOOKBACK = dt.timedelta(hours=2)
 AUTO_RAW_UNTIL = dt.timedelta(hours=16)
 AUTO_5M_UNTIL = dt.timedelta(hours=83)
 
-METRICS = [
-    ("cpu_percent", "cpuPercent"),
-    ("ram_percent", "ramPercent"),
-    ("ram_used_mb", "ramUsedMb"),
-    ("disk_percent", "diskPercent"),
-    ("disk_used_gb", "diskUsedGb"),
-    ("network_in_bytes", "networkInBytes"),
-    ("network_out_bytes", "networkOutBytes"),
-    ("process_count", "processCount"),
-]
-MAXED = [("cpu_percent", "cpuPercentMax"), ("ram_percent", "ramPercentMax"), ("disk_percent", "diskPercentMax")]
+# (column, name in the API) of every metric, from the one table of metrics; the percentages also get their maximum
+# per bucket (the rollup table's *_max columns).
+METRICS = [(metric.column, metric.wire) for metric in TELEMETRY_METRICS]
+MAXED = [(metric.column, f"{metric.wire}Max") for metric in TELEMETRY_METRICS if metric.unit == "percent"]
 
 _AGGREGATES = ", ".join(
     [f"avg({column})" for column, _ in METRICS] + [f"max({column})" for column, _ in MAXED]
