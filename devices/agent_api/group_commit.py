@@ -6,9 +6,9 @@ two statements (``devices.agent_api.heartbeat.process_heartbeats``), and only af
 the waiting requests, so a 200 still means the telemetry is durable. What arrives while one batch is written is
 the next batch.
 
-Measured reason (bench/RESULTS.md): per heartbeat, a batch of one costs PostgreSQL ~500 µs of CPU and Python
-~200 µs (round trips, commit, psycopg); a batch of ten ~70 µs and ~40 µs. Waiting 5 ms for the batch to fill took
-the whole machine from 1.88 to 1.30 busy cores at 2,000 heartbeats/s, with p99 going from 40 to 27 ms.
+Why: per heartbeat, a batch of ten costs PostgreSQL and Python a fifth or less of what a batch of one does, and a
+few milliseconds of linger to fill batches is the cheapest way to get there (bench/RESULTS.md, "How the hot path
+got there", has the figures).
 
 An answer never contradicts what was stored (issue 10, item 5):
 

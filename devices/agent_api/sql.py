@@ -1,24 +1,21 @@
-"""The plain SQL of the agent hot path: authentication lookups, the heartbeat write and the command claim.
+"""The plain SQL of the agent path: authentication lookups, the heartbeat write and the command claim.
 
-Why plain SQL, and why this shape (measured on the 2-core benchmark machine with server, PostgreSQL and load
-generator on it; bench/RESULTS.md has the commands and every figure): a DRF view + serializer + ORM check-in does
-under 400/s, and even one autocommit write per heartbeat without batching topped out at ~860/s with PostgreSQL
-using most of a core. So a heartbeat is a handful of Python checks plus two statements per *batch* of heartbeats
-(``devices.agent_api.group_commit`` batches the heartbeats of one server process):
+Plain SQL because a DRF view + serializer + ORM check-in measured under 400 heartbeats/s on the benchmark machine,
+a fifth of what this path does (bench/RESULTS.md, "How the hot path got there"). A heartbeat is a handful of Python
+checks plus two statements per *batch* of heartbeats (``devices.agent_api.group_commit`` batches one process's):
 
 1. ``IDENTITIES``: the batch's devices with their tenant's status, one indexed read. The token check itself is
    done in Python with ``hmac.compare_digest`` (the spec asks for a constant-time comparison).
 2. ``HEARTBEAT_WRITE``: one statement with data-modifying CTEs that updates every device, inserts every telemetry
-   sample (metrics and backlogs) and claims every device's pending commands (FOR UPDATE SKIP LOCKED), taking the
-   whole batch as arrays (``unnest``). One statement is atomic and, in autocommit, durable when it returns.
+   sample (metrics and backlogs) and claims every device's pending commands (``_claim``), taking the whole batch as
+   arrays (``unnest``). One statement is atomic and, in autocommit, durable when it returns.
 
 No lock is held between the two: the write re-checks the token hash and status the judgement saw and skips a
-device that changed in between (its heartbeat is judged again). The first version locked the devices in step 1
-(FOR NO KEY UPDATE inside a transaction); under load the writer's transaction then sat "idle in transaction"
-while the event loop served other requests, and p99 at 2,000/s went from ~30 ms to over 100 ms.
+device that changed in between (its heartbeat is judged again), because a transaction held open across them sits
+idle while the event loop serves other requests, holding row locks (RESULTS.md has what that did to p99).
 
-The statements are prepared (``raw_cursor``): Django turns psycopg's statement preparation off, and re-planning
-these CTE statements for every batch doubled PostgreSQL's CPU per heartbeat (137 → 70 µs at batches of 10).
+The statements are prepared (``raw_cursor``): re-planning these CTE statements for every batch doubled
+PostgreSQL's CPU per heartbeat.
 """
 
 from __future__ import annotations
