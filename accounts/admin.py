@@ -13,6 +13,9 @@ API's do. The sign-in form of the admin (``AdminLoginForm``) applies the API's s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import cast
+
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -40,6 +43,7 @@ from rmm.admin import (
     AuditedAdminMixin,
     BigTableAdminMixin,
     DomainErrorsAsMessagesMixin,
+    ModelAdminMixinBase,
     ReadOnlyAdminMixin,
     ReadOnlyInlineMixin,
     ScopedAdminMixin,
@@ -79,7 +83,7 @@ class AdminLoginForm(AdminAuthenticationForm):
         except services.LoginRefused as refusal:
             raise self._refusal_error(refusal) from None
         # Django's login() records which backend authenticated the user; check_credentials did the password check.
-        user.backend = "django.contrib.auth.backends.ModelBackend"
+        user.backend = "django.contrib.auth.backends.ModelBackend"  # type: ignore[attr-defined]  # read by login()
         self.confirm_login_allowed(user)  # staff only (and not disabled)
         self.user_cache = user
         services.record_sign_in(user=user, ip=ip, via="admin")
@@ -126,7 +130,7 @@ class ActorFormMixin:
             raise forms.ValidationError(exc.message, code=exc.code) from None
 
 
-class ChangesAuditedAdminMixin:
+class ChangesAuditedAdminMixin(ModelAdminMixinBase):
     """Audit rows that say what changed (``audit.changes``) between ``audit_state(obj)`` as the page loaded the
     object and as it was saved, the same details the API's audit rows of people and memberships hold."""
 
@@ -363,15 +367,17 @@ class RoleForm(ActorFormMixin, forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if not is_operator(self.actor):
-            if "scope" in self.fields:
-                self.fields["scope"].choices = [
-                    (value, label) for value, label in self.fields["scope"].choices if value != Role.Scope.SYSTEM
-                ]
+            scope_field = self.fields.get("scope")
+            if isinstance(scope_field, forms.ChoiceField):
+                # A ChoiceField keeps its choices as a list of (value, label) pairs.
+                choices = cast("list[tuple[str, str]]", scope_field.choices)
+                scope_field.choices = [(value, label) for value, label in choices if value != Role.Scope.SYSTEM]
             if "partner" in self.fields:
                 self.fields["partner"].required = True
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         partner = cleaned.get("partner") if "partner" in self.fields else self.instance.partner
         if partner is not None and not is_operator(self.actor):
             self.check_grant((), partner_id=partner.pk)
@@ -400,8 +406,8 @@ class RoleAdmin(DomainErrorsAsMessagesMixin, AuditedAdminMixin, ScopedAdminMixin
     readonly_fields = ("is_system", "id", "created_at", "updated_at")
     inlines = (RolePermissionInline,)
 
-    def get_form(self, request, obj=None, **kwargs):
-        return with_actor(super().get_form(request, obj, **kwargs), request)
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        return with_actor(super().get_form(request, obj, change=change, **kwargs), request)
 
     def save_model(self, request, obj, form, change):
         pass  # saved with its permissions in save_related
@@ -489,7 +495,8 @@ class PartnerUserForm(ActorFormMixin, forms.ModelForm):
     def clean(self):
         """The service's rules (``check_partner_membership``, ``check_can_grant``) before saving, as form errors;
         saving goes through ``grant_partner_access``, which checks them again."""
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         partner = cleaned.get("partner") if "partner" in self.fields else self.instance.partner
         role, org_access = cleaned.get("role"), cleaned.get("org_access")
         selected = list(cleaned.get("selected_organizations") or ())
@@ -515,7 +522,7 @@ class MembershipAdminMixin(DomainErrorsAsMessagesMixin):
     again and write the audit row (the API's ``partner_user.*`` / ``organization_user.*``, saying what changed)."""
 
     resource = "users"
-    choice_permissions = {"user": "users:read", "role": "users:read"}
+    choice_permissions: Mapping[str, str] = {"user": "users:read", "role": "users:read"}
     scope_field = ""
     audited_by_service = frozenset({"create", "update", "delete"})
 
@@ -536,8 +543,8 @@ class MembershipAdminMixin(DomainErrorsAsMessagesMixin):
         for membership in queryset:
             self.delete_model(request, membership)
 
-    def get_form(self, request, obj=None, **kwargs):
-        return with_actor(super().get_form(request, obj, **kwargs), request)
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        return with_actor(super().get_form(request, obj, change=change, **kwargs), request)
 
     def get_readonly_fields(self, request, obj=None):
         readonly = super().get_readonly_fields(request, obj)
@@ -628,7 +635,8 @@ class OrganizationUserForm(ActorFormMixin, forms.ModelForm):
     def clean(self):
         """The service's rules (``check_organization_membership``, ``check_can_grant``) before saving, as form
         errors; saving goes through ``grant_organization_access``, which checks them again."""
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         org = cleaned.get("org") if "org" in self.fields else self.instance.org
         role = cleaned.get("role")
         sites = list(cleaned.get("sites") or ())

@@ -47,11 +47,12 @@ from rmm.net import client_ip
 from rmm.parsing import OutOfRange, parse_datetime, text_problem
 
 if TYPE_CHECKING:
-    # What the mixins below are mixed into, so the type checker sees the admin's own methods through them.
-    _ModelAdmin = admin.ModelAdmin[Any]
-    _InlineModelAdmin = admin.options.InlineModelAdmin[Any, Any]
+    # What admin mixins (here and in the apps' admin modules) are mixed into, so the type checker sees the admin's
+    # own methods through them; at run time a mixin's base is object.
+    ModelAdminMixinBase = admin.ModelAdmin[Any]
+    InlineAdminMixinBase = admin.options.InlineModelAdmin[Any, Any]
 else:
-    _ModelAdmin = _InlineModelAdmin = object
+    ModelAdminMixinBase = InlineAdminMixinBase = object
 
 # A page view receives the request and the site (for ``each_context``) and answers a response.
 PageView = Callable[[HttpRequest, "RmmAdminSite"], HttpResponse]
@@ -246,7 +247,7 @@ def domain_error_message(error) -> str:
     return " ".join(problems) if problems else error.message
 
 
-class DomainErrorsAsMessagesMixin(_ModelAdmin):
+class DomainErrorsAsMessagesMixin(ModelAdminMixinBase):
     """A ModelAdmin that turns a domain error raised while saving, deleting or running an action into an error
     message instead of a crash. The admin's transaction is rolled back first, so nothing of the refused change is
     kept; the user lands back on the page they came from. Rules that can be checked before saving are better
@@ -339,7 +340,7 @@ class InputCheckingChangeList(ChangeList):
         return lookup_params
 
 
-class ScopedAdminMixin(_ModelAdmin):
+class ScopedAdminMixin(ModelAdminMixinBase):
     """A ModelAdmin whose every answer comes from the authorization module, as the API's ``ScopedViewSet``.
 
     - ``get_queryset``: ``authz.visible(user, "<resource>:<view verb>", …)``, so lists, change pages (an object
@@ -487,7 +488,7 @@ class ScopedAdminMixin(_ModelAdmin):
         super().delete_queryset(request, queryset)
 
 
-class SuperuserOnlyAdminMixin(_ModelAdmin):
+class SuperuserOnlyAdminMixin(ModelAdminMixinBase):
     """A ModelAdmin for operators only (secrets' bookkeeping, the sign-in throttle, raw role grants): other staff
     users neither see it in the index nor open any of its pages."""
 
@@ -527,7 +528,7 @@ class SuperuserOnlyAdminMixin(_ModelAdmin):
         return is_operator(request.user) and super().has_delete_permission(request, obj)
 
 
-class ScopedInlineMixin(_InlineModelAdmin):
+class ScopedInlineMixin(InlineAdminMixinBase):
     """An inline answers as its parent's admin does: it is shown when the parent may be viewed, editable when the
     parent may be changed, and its rows are narrowed with the parent admin's view permission (a user's page lists
     only the memberships the viewer reaches). ``scope_rows = False`` for rows the authorization module does not
@@ -615,7 +616,7 @@ class EstimatedCountPaginator(Paginator):
         return super().count
 
 
-class BigTableAdminMixin(_ModelAdmin):
+class BigTableAdminMixin(ModelAdminMixinBase):
     """For tables that grow with the number of devices: no full-table counts, no facet counts."""
 
     paginator = EstimatedCountPaginator
@@ -625,7 +626,7 @@ class BigTableAdminMixin(_ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
 
 
-class ReadOnlyAdminMixin(_ModelAdmin):
+class ReadOnlyAdminMixin(ModelAdminMixinBase):
     """A model admin that only shows rows: no add, change or delete, whatever the user's permissions."""
 
     def has_add_permission(self, request, obj=None):
@@ -638,7 +639,7 @@ class ReadOnlyAdminMixin(_ModelAdmin):
         return False
 
 
-class AuditedAdminMixin(_ModelAdmin):
+class AuditedAdminMixin(ModelAdminMixinBase):
     """Writes an ``audit_log`` row for every add, change and delete made through a model admin, next to Django's own
     ``LogEntry``: the spec wants one audit row per state-changing call, whichever door it came through.
 
@@ -763,7 +764,7 @@ class CappedInlineFormSet(BaseInlineFormSet):
         return self._capped_queryset
 
 
-class ReadOnlyInlineMixin(_InlineModelAdmin):
+class ReadOnlyInlineMixin(InlineAdminMixinBase):
     """An inline whose rows cannot be added, changed or deleted, with every field shown read-only."""
 
     extra = 0
