@@ -38,7 +38,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    GetPydanticSchema,
     PlainValidator,
     Strict,
     StringConstraints,
@@ -50,7 +49,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from devices.agent_api.errors import AgentError, invalid_fields, too_many_items
 from devices.models import Device
@@ -150,9 +149,10 @@ def agent_id_is_well_formed(agent_id: str) -> bool:
 # Each checks in pydantic-core (Rust) where it can; the few Python validators run only for fields that are present.
 
 
-def Text(max_length: int | None = None, *, blank: bool = True):
-    """A string of at most ``max_length`` characters; ``blank=False`` refuses one that is empty or all spaces."""
-    return Annotated[str, Strict(), StringConstraints(max_length=max_length, pattern=None if blank else r"\S")]
+def Text(max_length: int | None = None, *, blank: bool = True) -> StringConstraints:
+    """``Annotated[str, Text(255)]``: a string of at most ``max_length`` characters; ``blank=False`` refuses one that
+    is empty or all spaces."""
+    return StringConstraints(strict=True, max_length=max_length, pattern=None if blank else r"\S")
 
 
 def _range_message(minimum, maximum) -> str:
@@ -163,50 +163,58 @@ def _range_message(minimum, maximum) -> str:
     return f"Must be between {minimum} and {maximum}."
 
 
-def _number(*, whole: bool, minimum, maximum, message: str | None):
-    """A JSON number in [minimum, maximum], as a chain of pydantic-core steps, each with this protocol's message:
-    the type (never a bool or a string), then (whole numbers) 12.0 taken as 12 for agents whose language has one
-    number type, then the range."""
+class _InRange:
+    """A JSON number in [minimum, maximum] (``Annotated[int, WholeNumber()]``, ``Annotated[float, Number()]``), as a
+    chain of pydantic-core steps, each with this protocol's message: the type (never a bool or a string), then (whole
+    numbers) 12.0 taken as 12 for agents whose language has one number type, then the range."""
 
-    def refused_as(schema, kind: str, default: str):
-        return core_schema.custom_error_schema(schema, custom_error_type=kind, custom_error_message=message or default)
+    def __init__(self, *, whole: bool, minimum, maximum, message: str | None) -> None:
+        self.whole, self.minimum, self.maximum, self.message = whole, minimum, maximum, message
 
-    if whole:
-        typed = core_schema.union_schema(
-            [core_schema.int_schema(strict=True), core_schema.float_schema(strict=True, allow_inf_nan=False)]
+    def _refused_as(self, schema, kind: str, default: str):
+        return core_schema.custom_error_schema(
+            schema, custom_error_type=kind, custom_error_message=self.message or default
         )
-        steps = [
-            refused_as(typed, "whole_number", "Must be a whole number."),
-            refused_as(core_schema.int_schema(), "whole_number", "Must be a whole number."),
-        ]
-        in_range = core_schema.int_schema(ge=minimum, le=maximum)
-    else:
-        steps = [
-            refused_as(core_schema.float_schema(strict=True), "number", "Must be a number."),
-            refused_as(core_schema.float_schema(allow_inf_nan=False), "not_finite", "Must be a finite number."),
-        ]
-        in_range = core_schema.float_schema(ge=minimum, le=maximum)
-    steps.append(refused_as(in_range, "out_of_range", _range_message(minimum, maximum)))
-    json_schema: dict[str, Any] = {"type": "integer" if whole else "number"}
-    if minimum is not None:
-        json_schema["minimum"] = minimum
-    if maximum is not None:
-        json_schema["maximum"] = maximum
-    return Annotated[
-        int if whole else float,
-        GetPydanticSchema(lambda _type, _handler: core_schema.chain_schema(steps)),
-        WithJsonSchema(json_schema),
-    ]
+
+    def __get_pydantic_core_schema__(self, source, handler):
+        if self.whole:
+            typed = core_schema.union_schema(
+                [core_schema.int_schema(strict=True), core_schema.float_schema(strict=True, allow_inf_nan=False)]
+            )
+            steps = [
+                self._refused_as(typed, "whole_number", "Must be a whole number."),
+                self._refused_as(core_schema.int_schema(), "whole_number", "Must be a whole number."),
+            ]
+            in_range: core_schema.CoreSchema = core_schema.int_schema(ge=self.minimum, le=self.maximum)
+        else:
+            steps = [
+                self._refused_as(core_schema.float_schema(strict=True), "number", "Must be a number."),
+                self._refused_as(
+                    core_schema.float_schema(allow_inf_nan=False), "not_finite", "Must be a finite number."
+                ),
+            ]
+            in_range = core_schema.float_schema(ge=self.minimum, le=self.maximum)
+        steps.append(self._refused_as(in_range, "out_of_range", _range_message(self.minimum, self.maximum)))
+        return core_schema.chain_schema(steps)
+
+    def __get_pydantic_json_schema__(self, schema, handler) -> dict[str, Any]:
+        json_schema: dict[str, Any] = {"type": "integer" if self.whole else "number"}
+        if self.minimum is not None:
+            json_schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            json_schema["maximum"] = self.maximum
+        return json_schema
 
 
-def WholeNumber(minimum: int | None = 0, maximum: int = BIGINT_MAX, *, message: str | None = None):
-    """An integer in [minimum, maximum] (by default a bigint's non-negative range); 12.0 is taken as 12."""
-    return _number(whole=True, minimum=minimum, maximum=maximum, message=message)
+def WholeNumber(minimum: int | None = 0, maximum: int = BIGINT_MAX, *, message: str | None = None) -> _InRange:
+    """``Annotated[int, WholeNumber()]``: an integer in [minimum, maximum] (by default a bigint's non-negative
+    range); 12.0 is taken as 12."""
+    return _InRange(whole=True, minimum=minimum, maximum=maximum, message=message)
 
 
-def Number(minimum: float | None = 0, maximum: float | None = None, *, message: str | None = None):
-    """A finite number in [minimum, maximum]."""
-    return _number(whole=False, minimum=minimum, maximum=maximum, message=message)
+def Number(minimum: float | None = 0, maximum: float | None = None, *, message: str | None = None) -> _InRange:
+    """``Annotated[float, Number()]``: a finite number in [minimum, maximum]."""
+    return _InRange(whole=False, minimum=minimum, maximum=maximum, message=message)
 
 
 Bool = Annotated[bool, Strict()]
@@ -267,7 +275,7 @@ def _ip(value: str) -> str:
 IpAddress = Annotated[str, Strict(), StringConstraints(max_length=45), AfterValidator(_ip)]
 
 
-def ip_version(address: str) -> str:
+def ip_version(address: str) -> Literal["ipv4", "ipv6"]:
     return "ipv6" if ":" in address else "ipv4"
 
 
@@ -324,29 +332,27 @@ class NullIsAbsent(AgentBody):
 
 def _metric_type(metric):
     if metric.whole:
-        return WholeNumber(metric.minimum, metric.maximum)
-    return Number(metric.minimum, metric.maximum)
+        return Annotated[int, WholeNumber(metric.minimum, metric.maximum)]
+    return Annotated[float, Number(metric.minimum, metric.maximum)]
 
 
 # One sample's metrics, built from the one table of metrics (devices.models.telemetry.METRICS).
-Metrics = create_model(
+Metrics = create_model(  # type: ignore[call-overload]  # fields from a table: mypy cannot see them
     "Metrics",
     __base__=AgentBody,
     __doc__="One sample of the device's metrics; a metric the agent does not collect is left out.",
     **{metric.column: (_metric_type(metric) | None, Field(None, alias=metric.wire)) for metric in METRICS},
 )
-BacklogSample = create_model(
-    "BacklogSample",
-    __base__=Metrics,
-    __doc__="A sample the agent could not send when it was taken, with its own time.",
-    timestamp=(Timestamp, ...),
-)
 
 
-def metric_values(sample: BaseModel | None) -> tuple | None:
+class BacklogSample(Metrics):
+    """A sample the agent could not send when it was taken, with its own time."""
+
+    timestamp: Timestamp
+
+
+def metric_values(sample: BaseModel) -> tuple:
     """A sample's metrics in column order (None where the agent sent none), as the heartbeat SQL takes them."""
-    if sample is None:
-        return None
     return tuple(getattr(sample, metric.column) for metric in METRICS)
 
 
@@ -356,13 +362,13 @@ BACKLOG_LIMIT = 1000
 class Heartbeat(AgentBody):
     """POST /{agentId}/heartbeat. ``hostname``, ``osVersion`` and ``osBuild`` left out mean "unchanged"."""
 
-    agent_version: Text(20, blank=False)
+    agent_version: Annotated[str, Text(20, blank=False)]
     status: Literal["ok", "warning", "error"] | None = None  # the agent's own health: checked, not stored
-    hostname: Text(255, blank=False) | None = None
-    os_version: Text(100, blank=False) | None = None
-    os_build: Text(100, blank=False) | None = None
+    hostname: Annotated[str, Text(255, blank=False)] | None = None
+    os_version: Annotated[str, Text(100, blank=False)] | None = None
+    os_build: Annotated[str, Text(100, blank=False)] | None = None
     # Reported but not stored (no column): checked so an agent learns about a malformed value.
-    uptime: Number(0, message="Must be a number of seconds, at least 0.") | None = None
+    uptime: Annotated[float, Number(0, message="Must be a number of seconds, at least 0.")] | None = None
     last_user: Annotated[str, Strict()] | None = None
     pending_reboot: Bool | None = None
     metrics: Metrics | None = None
@@ -372,16 +378,16 @@ class Heartbeat(AgentBody):
 class Hardware(NullIsAbsent):
     """PUT /{agentId}/hardware, and enrollment's ``hardwareInfo``: the device_hardware columns."""
 
-    cpu_model: Text(255) = ""
-    cpu_cores: WholeNumber(maximum=INT_MAX) | None = None
-    cpu_threads: WholeNumber(maximum=INT_MAX) | None = None
-    ram_total_mb: WholeNumber() | None = None
-    disk_total_gb: Number() | None = None
-    gpu_model: Text(255) = ""
-    serial_number: Text(255) = ""
-    manufacturer: Text(255) = ""
-    model: Text(255) = ""
-    bios_version: Text(255) = ""
+    cpu_model: Annotated[str, Text(255)] = ""
+    cpu_cores: Annotated[int, WholeNumber(maximum=INT_MAX)] | None = None
+    cpu_threads: Annotated[int, WholeNumber(maximum=INT_MAX)] | None = None
+    ram_total_mb: Annotated[int, WholeNumber()] | None = None
+    disk_total_gb: Annotated[float, Number()] | None = None
+    gpu_model: Annotated[str, Text(255)] = ""
+    serial_number: Annotated[str, Text(255)] = ""
+    manufacturer: Annotated[str, Text(255)] = ""
+    model: Annotated[str, Text(255)] = ""
+    bios_version: Annotated[str, Text(255)] = ""
 
 
 NETWORK_LIMIT = 100
@@ -390,8 +396,8 @@ NETWORK_LIMIT = 100
 class NetworkAdapter(NullIsAbsent):
     """One network adapter (PUT /{agentId}/network); ``ipType`` is worked out from the address when left out."""
 
-    interface_name: Text(255, blank=False)
-    mac_address: Text(17) = ""
+    interface_name: Annotated[str, Text(255, blank=False)]
+    mac_address: Annotated[str, Text(17)] = ""
     ip_address: IpAddress = ""
     ip_type: Literal["ipv4", "ipv6"] | None = None
     is_primary: Bool = False
@@ -407,8 +413,8 @@ class NetworkAdapter(NullIsAbsent):
 class EnrollmentInterface(NullIsAbsent):
     """One interface of enrollment's ``networkInfo``."""
 
-    name: Text(255, blank=False)
-    mac: Text(17) = ""
+    name: Annotated[str, Text(255, blank=False)]
+    mac: Annotated[str, Text(17)] = ""
     ip: IpAddress = ""
     is_primary: Bool = False
 
@@ -427,64 +433,64 @@ class EnrollmentInterface(NullIsAbsent):
 class Enrollment(NullIsAbsent):
     """POST /enroll: the enrollment key and what the agent says about its machine."""
 
-    enrollment_key: Text(256, blank=False)
-    hostname: Text(255, blank=False)
+    enrollment_key: Annotated[str, Text(256, blank=False)]
+    hostname: Annotated[str, Text(255, blank=False)]
     # The technician API's osType enum in the OpenAPI document (drf-spectacular merges enums by this id).
-    os_type: Annotated[
-        Literal[tuple(Device.OsType.values)],  # type: ignore[valid-type]
+    os_type: Annotated[  # type: ignore[valid-type]
+        Literal[tuple(Device.OsType.values)],
         Field(json_schema_extra={"x-spec-enum-id": list_hash(Device.OsType.choices)}),
     ]
-    os_version: Text(100)
-    os_build: Text(100) = ""
-    architecture: Text(20)
-    agent_version: Text(20, blank=False)
+    os_version: Annotated[str, Text(100)]
+    os_build: Annotated[str, Text(100)] = ""
+    architecture: Annotated[str, Text(20)]
+    agent_version: Annotated[str, Text(20, blank=False)]
     hardware_info: Hardware | None = None
     network_info: Annotated[list[EnrollmentInterface], Field(max_length=NETWORK_LIMIT)] = []
 
 
 class Software(NullIsAbsent):
-    name: Text(512, blank=False)
-    version: Text(255) = ""
-    publisher: Text(512) = ""
+    name: Annotated[str, Text(512, blank=False)]
+    version: Annotated[str, Text(255)] = ""
+    publisher: Annotated[str, Text(512)] = ""
     install_date: Date = None
-    install_location: Text() = ""
+    install_location: Annotated[str, Text()] = ""
 
 
 class Disk(NullIsAbsent):
-    mount_point: Text(1024, blank=False)
-    device: Text(1024) = ""
-    fs_type: Text(50) = ""
-    total_gb: Number() | None = None
-    used_gb: Number() | None = None
-    free_gb: Number() | None = None
-    used_percent: Number(0, 100) | None = None
+    mount_point: Annotated[str, Text(1024, blank=False)]
+    device: Annotated[str, Text(1024)] = ""
+    fs_type: Annotated[str, Text(50)] = ""
+    total_gb: Annotated[float, Number()] | None = None
+    used_gb: Annotated[float, Number()] | None = None
+    free_gb: Annotated[float, Number()] | None = None
+    used_percent: Annotated[float, Number(0, 100)] | None = None
     health: Literal[tuple(DeviceDiskHealth.values)] = DeviceDiskHealth.UNKNOWN.value  # type: ignore[valid-type]
 
 
 class Connection(NullIsAbsent):
     protocol: Literal[tuple(DeviceNetworkConnectionProtocol.values)]  # type: ignore[valid-type]
-    local_addr: Text(45, blank=False)
-    local_port: WholeNumber(maximum=65535)
-    remote_addr: Text(45) = ""
-    remote_port: WholeNumber(maximum=65535) | None = None
-    state: Text(20) = ""
-    pid: WholeNumber(maximum=INT_MAX) | None = None
-    process_name: Text(255) = ""
+    local_addr: Annotated[str, Text(45, blank=False)]
+    local_port: Annotated[int, WholeNumber(maximum=65535)]
+    remote_addr: Annotated[str, Text(45)] = ""
+    remote_port: Annotated[int, WholeNumber(maximum=65535)] | None = None
+    state: Annotated[str, Text(20)] = ""
+    pid: Annotated[int, WholeNumber(maximum=INT_MAX)] | None = None
+    process_name: Annotated[str, Text(255)] = ""
 
 
 class RegistryEntry(NullIsAbsent):
-    registry_path: Text(1024, blank=False)
-    value_name: Text(512)  # "" is the registry's default value of a key, so a blank name is a real one
+    registry_path: Annotated[str, Text(1024, blank=False)]
+    value_name: Annotated[str, Text(512)]  # "" is the registry's default value of a key, so a blank name is a real one
     value_data: CollectedValue = ""
-    value_type: Text(50) = ""
+    value_type: Annotated[str, Text(50)] = ""
     collected_at: Timestamp | None = None  # the upload's time when left out
 
     identity: ClassVar[tuple[str, str]] = ("registry_path", "value_name")
 
 
 class ConfigEntry(NullIsAbsent):
-    file_path: Text(1024, blank=False)
-    config_key: Text(512, blank=False)
+    file_path: Annotated[str, Text(1024, blank=False)]
+    config_key: Annotated[str, Text(512, blank=False)]
     config_value: CollectedValue = ""
     collected_at: Timestamp | None = None
 
@@ -496,11 +502,11 @@ class InventoryList:
 
     def __init__(self, key: str, item: type[AgentBody], limit: int) -> None:
         self.key, self.item, self.limit = key, item, limit
-        self.items = TypeAdapter(list[item])
-        self.body = create_model(
+        self.items = TypeAdapter(list[item])  # type: ignore[valid-type]
+        self.body = create_model(  # type: ignore[call-overload]
             f"{item.__name__}Upload",
             __base__=NullIsAbsent,
-            **{key: (Annotated[list[item], Field(max_length=limit)], ...)},
+            **{key: (Annotated[list[item], Field(max_length=limit)], ...)},  # type: ignore[valid-type]
         )
 
 
@@ -520,10 +526,10 @@ class CommandResult(NullIsAbsent):
     """POST /{agentId}/commands/{commandId}/result."""
 
     status: Literal["completed", "failed", "timeout"]
-    exit_code: WholeNumber(-(2**63), BIGINT_MAX) | None = None
+    exit_code: Annotated[int, WholeNumber(-(2**63), BIGINT_MAX)] | None = None
     stdout: Stream | None = None
     stderr: Stream | None = None
-    duration_ms: WholeNumber() | None = None
+    duration_ms: Annotated[int, WholeNumber()] | None = None
     error: Stream | None = None
 
     def result(self) -> dict:
@@ -557,7 +563,7 @@ def path_of(loc: tuple) -> str:
     return path
 
 
-def message_of(error: dict) -> str:
+def message_of(error: ErrorDetails) -> str:
     kind = error["type"]
     if error["input"] is None and error["loc"] and isinstance(error["loc"][-1], str):
         return MESSAGES["missing"]  # null in a field that needs a value (a null list item is not an object)
