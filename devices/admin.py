@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from typing import Any, ClassVar, cast
 from urllib.parse import urlencode
 
 from django import forms
@@ -61,6 +62,7 @@ from rmm.admin import (
     DomainErrorsAsMessagesMixin,
     ReadOnlyAdminMixin,
     ReadOnlyInlineMixin,
+    RmmAdminSite,
     ScopedAdminMixin,
     ScopedInlineMixin,
     add_domain_error,
@@ -220,11 +222,13 @@ class DeviceForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if "site" in self.fields and self.instance.org_id:
-            self.fields["site"].queryset = self.fields["site"].queryset.filter(org_id=self.instance.org_id)
+        site_field = self.fields.get("site")
+        if isinstance(site_field, forms.ModelChoiceField) and site_field.queryset is not None and self.instance.org_id:
+            site_field.queryset = site_field.queryset.filter(org_id=self.instance.org_id)
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         # Before _post_clean: self.instance still holds the device as stored.
         if self.instance.pk is not None:
             try:
@@ -420,8 +424,8 @@ class DeviceRowAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, ScopedAdminMixin, a
 
     resource = "devices"
 
-    list_filter = ("org", DeviceFilter)
-    list_select_related = ("device", "org")
+    list_filter: ClassVar[tuple[Any, ...]] = ("org", DeviceFilter)
+    list_select_related: ClassVar[tuple[str, ...]] = ("device", "org")
 
     def get_readonly_fields(self, request, obj=None):
         return self.fields
@@ -581,13 +585,15 @@ class DeviceGroupForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "type" in self.fields:
             self.fields["type"].required = False  # static unless said otherwise
-        if "parent" in self.fields and self.instance.pk:
+        parent_field = self.fields.get("parent")
+        if isinstance(parent_field, forms.ModelChoiceField) and parent_field.queryset is not None and self.instance.pk:
             # A group's parent is another group of its organization.
-            parents = self.fields["parent"].queryset.filter(org_id=self.instance.org_id).exclude(pk=self.instance.pk)
-            self.fields["parent"].queryset = parents
+            parents = parent_field.queryset.filter(org_id=self.instance.org_id).exclude(pk=self.instance.pk)
+            parent_field.queryset = parents
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if self.errors:
             return cleaned  # the service's rules need every field's value
         # Before _post_clean: self.instance still holds the group as stored (or a new, unsaved one).
@@ -818,7 +824,7 @@ def _telemetry_samples(
             before=last.ts.isoformat(),
             before_device=None if device else last.device_id,
         )
-    elif device is None:
+    elif window_start is not None:  # no device chosen
         # This window is exhausted; the next page is the window before it.
         older_url = _telemetry_url(before=window_start.isoformat())
     return samples, older_url, window_start
@@ -836,7 +842,8 @@ def telemetry_page(request, site) -> TemplateResponse:
     hold ``devices:read`` somewhere (``register_page``).
     """
     form = TelemetryQueryForm(request.GET)
-    samples, older_url, window_start, device, before = [], None, None, None, None
+    samples: list[DeviceTelemetry] = []
+    older_url, window_start, device, before = None, None, None, None
     status = 200
     if not form.is_valid():
         status = 400
@@ -873,4 +880,4 @@ def telemetry_page(request, site) -> TemplateResponse:
     return TemplateResponse(request, "admin/devices/devicetelemetry/telemetry_list.html", context, status=status)
 
 
-admin.site.register_page(DeviceTelemetry, telemetry_page, permission=TELEMETRY_PERMISSION)
+cast(RmmAdminSite, admin.site).register_page(DeviceTelemetry, telemetry_page, permission=TELEMETRY_PERMISSION)
