@@ -293,3 +293,20 @@ def test_a_device_group_created_changed_and_deleted_through_either_door_writes_t
     through_admin = actions_since(mark)
 
     assert through_api == through_admin == ["device_group.create", "device_group.update", "device_group.delete"]
+
+
+def test_the_audit_log_filter_finds_a_groups_rows_from_both_doors_under_one_name(world, partner_admin):
+    """The issue's symptom: ?action=devicegroup.* found the API's rows and missed the admin's."""
+    formset = {"memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}
+    api = api_as(partner_admin).post("/api/v1/groups", {"orgId": str(world.org_a.pk), "name": "By API"}, format="json")
+    admin = admin_as(partner_admin).post(
+        admin_url(DeviceGroup, "add"),
+        {"org": world.org_a.pk, "type": "static", "filter_rules": "null", "name": "By admin", **formset},
+    )
+    assert (api.status_code, admin.status_code) == (201, 302)
+
+    listed = api_as(partner_admin).get("/api/v1/audit-log", {"action": "device_group.*"})
+
+    assert listed.status_code == 200
+    by_admin = DeviceGroup.objects.get(name="By admin")
+    assert {row["targetId"] for row in listed.json()["results"]} == {api.json()["id"], str(by_admin.pk)}
