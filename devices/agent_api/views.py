@@ -85,7 +85,9 @@ class AgentView(APIView):
 
     @property
     def allowed_methods(self) -> list[str]:
-        return [method.upper() for method in self.http_method_names if method != "options" and hasattr(self, method)]
+        # Neither OPTIONS (no metadata to offer) nor the HEAD Django derives from GET: a HEAD of GET .../commands
+        # would claim commands into an answer without a body.
+        return [m.upper() for m in self.http_method_names if m not in ("options", "head") and hasattr(self, m)]
 
     def initial(self, request, *args, **kwargs):
         if request.method not in self.allowed_methods:
