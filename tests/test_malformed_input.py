@@ -347,11 +347,13 @@ def _writable_fields(serializer, prefix=""):
 
 
 def _request_bodies() -> set[str]:
-    """The serializers the OpenAPI document names as request bodies ("PatchedGroupRequest" → "Group")."""
+    """The serializers the OpenAPI document names as request bodies of the technician API ("PatchedGroupRequest" →
+    "Group"). The agent protocol's bodies are pydantic schemas, not serializers: tests/agent/ checks how they read."""
     document = json.loads(OpenApiJsonRenderer().render(SchemaGenerator().get_schema(request=None, public=True)))
     return {
         content["schema"]["$ref"].rsplit("/", 1)[1].removeprefix("Patched").removesuffix("Request")
-        for operations in document["paths"].values()
+        for path, operations in document["paths"].items()
+        if not path.startswith("/api/v1/agents/")
         for operation in operations.values()
         if isinstance(operation, dict) and "requestBody" in operation
         for content in operation["requestBody"]["content"].values()
