@@ -49,15 +49,12 @@ from devices.models import (
 )
 from devices.services import credentials
 from orgs.models import EnrollmentKey, Organization, Partner, Site
+from tests.doors import admin_url
 
 OUR_APPS = ("orgs", "accounts", "devices")
 EMPTY_JSON_FIELDS = {"address": "{}", "contact": "{}", "settings": "{}"}
 # The management form of the (read-only, empty) members inline on a new group's page.
 MEMBER_FORMSET = {"memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}
-
-
-def admin_url(model, view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
 
 
 def sha256_hex(text: str) -> str:

@@ -29,6 +29,7 @@ from accounts.models import (
 from devices.models import Device, DeviceGroup, DeviceHardware, DeviceTelemetry
 from orgs.models import EnrollmentKey, Organization, Partner, Site
 from rmm.admin import ScopedAdminMixin, ScopedInlineMixin, ScopedRelatedFieldListFilter, SuperuserOnlyAdminMixin
+from tests.doors import admin_url, inline_data
 
 pytestmark = pytest.mark.django_db
 
@@ -36,10 +37,6 @@ OUR_APPS = ("orgs", "accounts", "devices")
 PASSWORD = "correct horse battery staple"
 EMPTY_JSON_FIELDS = {"address": "{}", "contact": "{}", "settings": "{}"}
 MEMBER_FORMSET = {"memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}
-
-
-def admin_url(model, view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
 
 
 @pytest.fixture
@@ -64,18 +61,6 @@ def options(html: str, name: str) -> set[str]:
     select = re.search(rf'<select name="{name}"[^>]*>(.*?)</select>', html, re.S)
     assert select is not None, f"no <select name={name}>"
     return {value for value in re.findall(r'<option value="([^"]*)"', select.group(1)) if value}
-
-
-def inline_data(page) -> dict:
-    """What the browser posts for the (read-only) inlines of a change page: management forms and row ids."""
-    data = {}
-    for inline in page.context["inline_admin_formsets"]:
-        formset = inline.formset
-        data.update({f"{formset.management_form.prefix}-{k}": v for k, v in formset.management_form.initial.items()})
-        for n, form in enumerate(formset.initial_forms):
-            data[f"{formset.prefix}-{n}-id"] = form.instance.pk
-            data[f"{formset.prefix}-{n}-{formset.fk.name}"] = formset.instance.pk
-    return data
 
 
 def device_form_data(page, device: Device, **changes) -> dict:

@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from accounts import services
 from accounts.models import AuditLog, OrganizationUser, PartnerUser, Role, RolePermission, User
 from rmm import authz
+from tests.doors import admin_url
 
 pytestmark = pytest.mark.django_db
 
@@ -322,10 +323,6 @@ def test_grant_access_records_what_it_changed(world, roles, org_a_technician):
 
 
 # --- the admin ----------------------------------------------------------------------------------------------------
-
-
-def admin_url(model, view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
 
 
 @pytest.fixture

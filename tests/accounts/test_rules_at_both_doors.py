@@ -6,59 +6,19 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import call_command
-from django.test import Client
-from django.urls import reverse
-from rest_framework.test import APIClient
 
 from accounts.models import AuditLog, OrganizationUser, PartnerUser, Role, User
+from tests.doors import actions_since, admin_as, admin_url, api_as, form_errors, inline_data
 
 pytestmark = pytest.mark.django_db
 
 SELECTED_ONLY = "Organizations can only be listed with org_access 'selected'."
 
 
-def api_as(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-def admin_as(user) -> Client:
-    User.objects.filter(pk=user.pk).update(is_staff=True)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def admin_url(model, view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
-
-
-def actions_since(mark: int) -> list[str]:
-    return [entry.action for entry in AuditLog.objects.order_by("created_at", "pk")[mark:]]
-
-
-def form_errors(response) -> list[str]:
-    assert response.status_code == 200, response.status_code
-    return [message for messages in response.context["adminform"].form.errors.values() for message in messages]
-
-
 @pytest.fixture
 def member_of_org_a2(world, make_org_member):
     """``member_of_org_a2(email)``: a person in partner A's reach (an Org User of org A2), to be granted more."""
     return lambda email: make_org_member(email, world.org_a2, "Org User")
-
-
-def inline_data(page) -> dict:
-    """What the browser posts for the (read-only) inlines of a change page: management forms and row ids."""
-    data = {}
-    for inline in page.context["inline_admin_formsets"]:
-        formset = inline.formset
-        data.update({f"{formset.management_form.prefix}-{k}": v for k, v in formset.management_form.initial.items()})
-        for n, form in enumerate(formset.initial_forms):
-            data[f"{formset.prefix}-{n}-id"] = form.instance.pk
-            data[f"{formset.prefix}-{n}-{formset.fk.name}"] = formset.instance.pk
-    return data
 
 
 # --- organizations listed with org_access "all" ---------------------------------------------------------------
@@ -122,7 +82,7 @@ def test_a_selected_membership_changed_to_all_keeping_its_organizations_is_refus
     )
 
     assert api.status_code == 400 and api.json()["message"] == SELECTED_ONLY
-    assert SELECTED_ONLY in form_errors(admin)
+    assert SELECTED_ONLY in [message for messages in form_errors(admin).values() for message in messages]
     membership.refresh_from_db()
     assert membership.org_access == "selected"
     assert list(membership.selected_organizations.all()) == [world.org_a]

@@ -11,60 +11,18 @@ import datetime as dt
 
 import pytest
 from django.contrib.messages import get_messages
-from django.urls import reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from accounts.models import AuditLog, User
 from devices.models import Device, DeviceCommand, DeviceGroup
 from devices.services.commands import queue_command
 from devices.services.groups import CYCLE_MESSAGE
 from devices.services.status import DECOMMISSIONED_MESSAGE
+from tests.doors import admin_as, admin_url, api_as, form_errors, post_change_form
 
 pytestmark = pytest.mark.django_db
 
 DOORS = ("api", "admin")
-
-
-def admin_url(model, view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
-
-
-def api_client(user: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-def admin_client(client, user: User):
-    User.objects.filter(pk=user.pk).update(is_staff=True)
-    client.force_login(user)
-    return client
-
-
-def inline_data(page) -> dict:
-    """What the browser posts for the (read-only) inlines of a change page: management forms and row ids."""
-    data = {}
-    for inline in page.context["inline_admin_formsets"]:
-        formset = inline.formset
-        data.update({f"{formset.management_form.prefix}-{k}": v for k, v in formset.management_form.initial.items()})
-        for n, form in enumerate(formset.initial_forms):
-            data[f"{formset.prefix}-{n}-id"] = form.instance.pk
-            data[f"{formset.prefix}-{n}-{formset.fk.name}"] = formset.instance.pk
-    return data
-
-
-def post_change_form(client, obj, fields: dict):
-    """GET the admin's change page of ``obj``, then POST it back with ``fields`` as the browser would."""
-    url = admin_url(type(obj), "change", obj.pk)
-    page = client.get(url)
-    assert page.status_code == 200
-    return client.post(url, fields | inline_data(page))
-
-
-def form_errors(response) -> dict:
-    assert response.status_code == 200, "the admin saved instead of showing the form again"
-    return response.context["adminform"].form.errors
 
 
 # --- a group may not be its own ancestor --------------------------------------------------------------------------
@@ -87,7 +45,7 @@ def group_fields(group: DeviceGroup, **changes) -> dict:
 def test_a_group_under_its_own_subgroup_is_refused_with_400_through_the_api(chain, partner_admin):
     a1, a2 = chain
 
-    response = api_client(partner_admin).patch(f"/api/v1/groups/{a1.pk}", {"parentId": str(a2.pk)}, format="json")
+    response = api_as(partner_admin).patch(f"/api/v1/groups/{a1.pk}", {"parentId": str(a2.pk)}, format="json")
 
     assert response.status_code == 400
     assert response.json()["error"] == "validation_error"
@@ -100,7 +58,7 @@ def test_a_group_under_its_own_subgroup_is_refused_with_400_through_the_api(chai
 def test_a_group_under_its_own_subgroup_is_a_form_error_in_the_admin_and_nothing_is_saved(client, chain, partner_admin):
     a1, a2 = chain
 
-    response = post_change_form(admin_client(client, partner_admin), a1, group_fields(a1, parent=a2.pk))
+    response = post_change_form(admin_as(partner_admin, client), a1, group_fields(a1, parent=a2.pk))
 
     assert form_errors(response)["parent"] == [CYCLE_MESSAGE]
     a1.refresh_from_db()
@@ -112,7 +70,7 @@ def test_a_longer_cycle_is_refused_too(world, chain, partner_admin):
     a1, a2 = chain
     a3 = DeviceGroup.objects.create(org=world.org_a, name="A3", parent=a2)
 
-    response = api_client(partner_admin).patch(f"/api/v1/groups/{a1.pk}", {"parentId": str(a3.pk)}, format="json")
+    response = api_as(partner_admin).patch(f"/api/v1/groups/{a1.pk}", {"parentId": str(a3.pk)}, format="json")
 
     assert response.status_code == 400
     assert response.json()["fields"] == {"parentId": [CYCLE_MESSAGE]}
@@ -126,10 +84,10 @@ def test_a_group_moved_under_another_is_saved_and_audited_as_device_group_update
     a3 = DeviceGroup.objects.create(org=world.org_a, name="A3")
 
     if door == "api":
-        response = api_client(partner_admin).patch(f"/api/v1/groups/{a3.pk}", {"parentId": str(a2.pk)}, format="json")
+        response = api_as(partner_admin).patch(f"/api/v1/groups/{a3.pk}", {"parentId": str(a2.pk)}, format="json")
         assert response.status_code == 200, response.content
     else:
-        response = post_change_form(admin_client(client, partner_admin), a3, group_fields(a3, parent=a2.pk))
+        response = post_change_form(admin_as(partner_admin, client), a3, group_fields(a3, parent=a2.pk))
         assert response.status_code == 302, form_errors(response)
 
     a3.refresh_from_db()
@@ -142,12 +100,12 @@ def test_a_group_moved_under_another_is_saved_and_audited_as_device_group_update
 @pytest.mark.parametrize("door", DOORS)
 def test_a_group_is_created_with_one_device_group_create_row(client, world, partner_admin, door):
     if door == "api":
-        response = api_client(partner_admin).post(
+        response = api_as(partner_admin).post(
             "/api/v1/groups", {"orgId": str(world.org_a.pk), "name": "New"}, format="json"
         )
         assert response.status_code == 201, response.content
     else:
-        response = admin_client(client, partner_admin).post(
+        response = admin_as(partner_admin, client).post(
             admin_url(DeviceGroup, "add"),
             {"org": world.org_a.pk, "name": "New", "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"},
         )
@@ -164,9 +122,9 @@ def test_a_group_is_deleted_with_one_device_group_delete_row(client, world, part
     group = DeviceGroup.objects.create(org=world.org_a, name="Doomed")
 
     if door == "api":
-        assert api_client(partner_admin).delete(f"/api/v1/groups/{group.pk}").status_code == 204
+        assert api_as(partner_admin).delete(f"/api/v1/groups/{group.pk}").status_code == 204
     else:
-        response = admin_client(client, partner_admin).post(admin_url(DeviceGroup, "delete", group.pk), {"post": "yes"})
+        response = admin_as(partner_admin, client).post(admin_url(DeviceGroup, "delete", group.pk), {"post": "yes"})
         assert response.status_code == 302
 
     assert not DeviceGroup.objects.filter(pk=group.pk).exists()
@@ -186,7 +144,7 @@ def test_an_edit_of_a_decommissioned_device_is_refused_with_409_through_the_api(
     device = world.devices[world.site_a1][0]
     Device.objects.filter(pk=device.pk).update(status=Device.Status.DECOMMISSIONED)
 
-    response = api_client(partner_admin).patch(f"/api/v1/devices/{device.pk}", {"displayName": "x"}, format="json")
+    response = api_as(partner_admin).patch(f"/api/v1/devices/{device.pk}", {"displayName": "x"}, format="json")
 
     assert response.status_code == 409
     assert (response.json()["error"], response.json()["message"]) == ("device_decommissioned", DECOMMISSIONED_MESSAGE)
@@ -202,7 +160,7 @@ def test_an_edit_of_a_decommissioned_device_is_a_form_error_in_the_admin_and_not
     Device.objects.filter(pk=device.pk).update(status=Device.Status.DECOMMISSIONED)
     device.refresh_from_db()
 
-    response = post_change_form(admin_client(client, partner_admin), device, device_fields(device, display_name="x"))
+    response = post_change_form(admin_as(partner_admin, client), device, device_fields(device, display_name="x"))
 
     assert form_errors(response)["__all__"] == [DECOMMISSIONED_MESSAGE]
     device.refresh_from_db()
@@ -218,13 +176,13 @@ def test_a_device_edit_is_saved_and_audited_as_device_update(client, world, part
     before = device.updated_at
 
     if door == "api":
-        response = api_client(partner_admin).patch(
+        response = api_as(partner_admin).patch(
             f"/api/v1/devices/{device.pk}", {"displayName": "Reception", "tags": ["b", " a "]}, format="json"
         )
         assert response.status_code == 200, response.content
     else:
         fields = device_fields(device, display_name="Reception", tags="b, a ")
-        response = post_change_form(admin_client(client, partner_admin), device, fields)
+        response = post_change_form(admin_as(partner_admin, client), device, fields)
         assert response.status_code == 302, form_errors(response)
 
     device.refresh_from_db()
@@ -239,8 +197,8 @@ def test_a_device_edit_is_saved_and_audited_as_device_update(client, world, part
 
 def decommission(door: str, client, user: User, device: Device):
     if door == "api":
-        return api_client(user).delete(f"/api/v1/devices/{device.pk}")
-    return admin_client(client, user).post(
+        return api_as(user).delete(f"/api/v1/devices/{device.pk}")
+    return admin_as(user, client).post(
         admin_url(Device, "changelist"), {"action": "decommission", "_selected_action": [str(device.pk)]}
     )
 
@@ -279,8 +237,8 @@ def test_the_admin_offers_decommissioning_only_to_those_who_may_delete_devices(c
 
 def cancel(door: str, client, user: User, command: DeviceCommand):
     if door == "api":
-        return api_client(user).post(f"/api/v1/commands/{command.pk}/cancel")
-    return admin_client(client, user).post(
+        return api_as(user).post(f"/api/v1/commands/{command.pk}/cancel")
+    return admin_as(user, client).post(
         admin_url(DeviceCommand, "changelist"), {"action": "cancel", "_selected_action": [str(command.pk)]}
     )
 
@@ -322,8 +280,8 @@ def test_a_command_already_sent_is_not_cancelled(client, world, partner_admin, d
 
 def set_status(door: str, client, user: User, device: Device, action: str, status: str):
     if door == "api":
-        return api_client(user).patch(f"/api/v1/devices/{device.pk}", {"status": status}, format="json")
-    return admin_client(client, user).post(
+        return api_as(user).patch(f"/api/v1/devices/{device.pk}", {"status": status}, format="json")
+    return admin_as(user, client).post(
         admin_url(Device, "changelist"), {"action": action, "_selected_action": [str(device.pk)]}
     )
 

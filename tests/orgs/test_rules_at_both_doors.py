@@ -7,41 +7,17 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.test import Client
-from django.urls import reverse
-from rest_framework.test import APIClient
 
 from accounts.models import AuditLog, User
 from devices.models import DeviceGroup
 from orgs.models import EnrollmentKey, Organization, Partner, Site
 from tests import factories
 from tests.concurrency import run_concurrently
+from tests.doors import actions_since, admin_as, admin_url, api_as
 
 pytestmark = pytest.mark.django_db
 
 NEW_ORG = {"name": "Initech", "slug": "initech", "type": "customer", "status": "active"}
-
-
-def api_as(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-def admin_as(user) -> Client:
-    User.objects.filter(pk=user.pk).update(is_staff=True)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def admin_url(model, view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
-
-
-def actions_since(mark: int) -> list[str]:
-    """The audit actions written after the row count was ``mark``, oldest first."""
-    return [entry.action for entry in AuditLog.objects.order_by("created_at", "pk")[mark:]]
 
 
 def api_create_org(user, partner: Partner):
