@@ -22,7 +22,7 @@ second, where an ORM round trip per device costs measurable CPU, bench/RESULTS.m
   ``test_a_device_in_maintenance_stays_in_maintenance``) and tests/devices/test_status.py
   (``test_a_heartbeat_changes_only_what_the_lifecycle_lets_it``);
 - an agent whose client certificate expired under the ``quarantine`` policy is quarantined by its request's own
-  SQL (``devices.agent_api.auth``), with the same audit action as ``quarantine``.
+  SQL (``devices.agent_api.authentication``), with the same audit action as ``quarantine``.
 
 Neither of those nor the offline sweep writes audit rows: they are the server's bookkeeping of what agents do, no
 person's action, and at fleet scale they would flood the log.
