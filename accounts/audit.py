@@ -8,19 +8,19 @@ admin and the services all name an action through :func:`action_for`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from django.db.models import Model
 
 from accounts.models import AuditAction, AuditLog
+from rmm.names import snake
 
 
 def noun_of(model: type[Model] | Model) -> str:
     """The noun of a model's audit actions: its class name in snake_case (``EnrollmentKey`` → ``enrollment_key``,
     ``PartnerUser`` → ``partner_user``)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", model._meta.model.__name__).lower()
+    return snake(model._meta.model.__name__)
 
 
 def action_for(model: type[Model] | Model, verb: str) -> AuditAction:

@@ -43,6 +43,7 @@ from django.utils.functional import cached_property
 from django.utils.text import capfirst
 
 from rmm.inputs import JSONFormField
+from rmm.names import snake
 from rmm.net import client_ip
 from rmm.parsing import OutOfRange, parse_datetime, text_problem
 
@@ -219,10 +220,6 @@ def with_actor(form_class: type, request: HttpRequest) -> type:
     return type(form_class.__name__, (form_class,), {"actor": request.user})
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
 def add_domain_error(form, error, *, field_names: Mapping[str, str] | None = None) -> None:
     """The admin's half of the one mapping of domain errors (``rmm/domain_errors.py``; the API's is in
     ``rmm.errors``): put ``error`` on ``form`` as form errors, each named field on its form field when the form has
@@ -231,8 +228,8 @@ def add_domain_error(form, error, *, field_names: Mapping[str, str] | None = Non
     service's check."""
     names = field_names or {}
     for api_name, messages in error.fields.items():
-        stem = _snake(re.sub(r"Ids?$", "", api_name))
-        candidates = (names.get(api_name), _snake(api_name), f"{stem}s", stem)
+        stem = snake(re.sub(r"Ids?$", "", api_name))
+        candidates = (names.get(api_name), snake(api_name), f"{stem}s", stem)
         form_name = next((name for name in candidates if name and name in form.fields), None)
         for message in messages:
             form.add_error(form_name, message)

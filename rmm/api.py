@@ -12,7 +12,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.routers import SimpleRouter
 
 from rmm import authz, inputs
-from rmm.errors import camel
+from rmm.names import camel
 from rmm.net import client_ip
 
 if TYPE_CHECKING:

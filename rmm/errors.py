@@ -25,6 +25,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from rmm import domain_errors
 from rmm.database.availability import is_database_unavailable
+from rmm.names import camel
 
 
 class ApiError(drf.APIException):
@@ -116,13 +117,6 @@ class TooManyAttempts(Exception):
         response = error_response(429, self.code, self.message)
         response["Retry-After"] = str(self.retry_after)
         return response
-
-
-_FIRST_CAP = re.compile(r"_([a-z0-9])")
-
-
-def camel(name: str) -> str:
-    return _FIRST_CAP.sub(lambda m: m.group(1).upper(), name)
 
 
 def flatten_validation_errors(detail, prefix: str = "") -> dict[str, list[str]]:

@@ -69,7 +69,6 @@ class GroupViewSet(
     serializer_class = s.GroupSerializer
     filterset_class = GroupFilter
     pagination_class = KeysetPagination
-    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def permission_for(self, action=None):
         action = action or self.action

@@ -79,7 +79,6 @@ class DeviceViewSet(
     serializer_class = s.DeviceSerializer
     filterset_class = DeviceFilter
     pagination_class = KeysetPagination
-    http_method_names = ["get", "patch", "delete", "post", "head", "options"]
 
     def permission_for(self, action=None):
         if (action or self.action) == "commands":
