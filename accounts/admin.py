@@ -54,6 +54,8 @@ from rmm.admin import (
     is_operator,
     with_actor,
 )
+from rmm.domain_errors import DomainError
+from rmm.errors import TooManyAttempts
 from rmm.net import client_ip
 
 # --- Signing in -----------------------------------------------------------------------------------------------------
@@ -80,7 +82,7 @@ class AdminLoginForm(AdminAuthenticationForm):
             user = services.check_credentials(
                 email=email, password=password, totp=self.cleaned_data.get("totp") or None, ip=ip
             )
-        except services.LoginRefused as refusal:
+        except (DomainError, TooManyAttempts) as refusal:
             raise self._refusal_error(refusal) from None
         # Django's login() records which backend authenticated the user; check_credentials did the password check.
         user.backend = "django.contrib.auth.backends.ModelBackend"  # type: ignore[attr-defined]  # read by login()
@@ -89,7 +91,7 @@ class AdminLoginForm(AdminAuthenticationForm):
         services.record_sign_in(user=user, ip=ip, via="admin")
         return self.cleaned_data
 
-    def _refusal_error(self, refusal: services.LoginRefused) -> forms.ValidationError:
+    def _refusal_error(self, refusal: DomainError | TooManyAttempts) -> forms.ValidationError:
         if refusal.code == "invalid_credentials":
             return self.get_invalid_login_error()
         if refusal.code == "mfa_required":

@@ -31,18 +31,8 @@ from accounts.auth import (
 )
 from accounts.models import ApiToken, AuditAction, OrganizationUser, PartnerUser, Permission, Role, User
 from orgs.models import Organization, Partner, Site
-from rmm.domain_errors import Conflict, Invalid, Refused
+from rmm.domain_errors import Conflict, DomainError, Invalid, Refused, StepRequired, Unauthenticated
 from rmm.errors import TooManyAttempts
-
-
-class LoginRefused(Exception):
-    """Sign-in refused; ``code`` and ``status`` are the API's answer, ``extra`` goes into the body, ``headers`` into
-    the answer (``Retry-After`` of a 429)."""
-
-    def __init__(self, status: int, code: str, message: str, extra: dict | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.extra = status, code, message, extra or {}
-        self.headers = headers or {}
 
 
 @dataclass
@@ -73,10 +63,10 @@ def _password_is_right(user: User | None, password: str) -> TypeGuard[User]:
     return user.check_password(password)
 
 
-def _too_many(refused: TooManyAttempts) -> LoginRefused:
+def _too_many(refused: TooManyAttempts) -> TooManyAttempts:
     minutes = math.ceil(refused.retry_after / 60)
     wait = f"{minutes} minutes" if minutes > 1 else f"{refused.retry_after} seconds"
-    return LoginRefused(429, refused.code, f"Too many failed sign-ins; try again in {wait}.", headers=refused.headers)
+    return TooManyAttempts(refused.retry_after, f"Too many failed sign-ins; try again in {wait}.")
 
 
 # A sign-in refused with one of these codes stays counted as a failed attempt; any other answer withdraws it.
@@ -84,7 +74,9 @@ _FAILED_SIGN_INS = frozenset({"invalid_credentials", "invalid_totp"})
 
 
 def check_credentials(*, email: str, password: str, totp: str | None, ip: str | None) -> User:
-    """The user behind these credentials, or LoginRefused with the spec's answer.
+    """The user behind these credentials. Otherwise raises ``Unauthenticated`` (a wrong password or code, a missing
+    code), ``Refused`` (a disabled account), ``StepRequired`` (the role needs a second factor that is not set up;
+    ``extra`` holds the ``setupToken``) or ``TooManyAttempts``, each with the spec's code.
 
     The attempt is counted by the sign-in throttle (``accounts.throttle.begin_sign_in``) before the password is
     checked, so guessing stops exactly at the limit even under concurrency, and may first wait the email's delay;
@@ -98,7 +90,7 @@ def check_credentials(*, email: str, password: str, totp: str | None, ip: str | 
         raise _too_many(refused) from None
     try:
         user = _judge_credentials(email=email, password=password, totp=totp)
-    except LoginRefused as refused:
+    except (DomainError, TooManyAttempts) as refused:
         if refused.code not in _FAILED_SIGN_INS:
             attempt.withdraw()
         raise
@@ -109,26 +101,25 @@ def check_credentials(*, email: str, password: str, totp: str | None, ip: str | 
 def _judge_credentials(*, email: str, password: str, totp: str | None) -> User:
     user = User.objects.filter(email__iexact=email).first()
     if not _password_is_right(user, password):
-        raise LoginRefused(401, "invalid_credentials", "The email or password is wrong.")
+        raise Unauthenticated("The email or password is wrong.", code="invalid_credentials")
     if user.status == User.Status.DISABLED:
-        raise LoginRefused(403, "account_disabled", "This account is disabled.")
+        raise Refused("This account is disabled.", code="account_disabled")
 
     if not user.mfa_enabled and role_forces_mfa(user):
-        raise LoginRefused(
-            428,
-            "mfa_enrollment_required",
+        raise StepRequired(
             "Your role requires multi-factor sign-in: set it up with the setupToken, then sign in again.",
-            {"setupToken": issue_setup_token(user)},
+            code="mfa_enrollment_required",
+            extra={"setupToken": issue_setup_token(user)},
         )
     if user.mfa_enabled:
         if not totp:
-            raise LoginRefused(401, "mfa_required", "Give the current code of your authenticator app (totp).")
+            raise Unauthenticated("Give the current code of your authenticator app (totp).", code="mfa_required")
         try:
             right = verify_second_factor(user, totp)  # the user's second-factor throttle: 5 wrong codes, then 429
         except TooManyAttempts as refused:
             raise _too_many(refused) from None
         if not right:
-            raise LoginRefused(401, "invalid_totp", "The authenticator code is wrong or was already used.")
+            raise Unauthenticated("The authenticator code is wrong or was already used.", code="invalid_totp")
     return user
 
 

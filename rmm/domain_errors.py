@@ -6,7 +6,8 @@ once: ``rmm.errors.exception_handler`` into the API's error shape (the status co
 
 Every error carries a stable snake_case ``code`` (the API's ``error`` key), a ``message`` for people, and, when the
 problem lies in named input fields, ``fields``: ``{"parentId": ["A group cannot be its own ancestor."]}`` with the
-API's camelCase names (the admin maps them back to its form fields).
+API's camelCase names (the admin maps them back to its form fields). ``extra`` holds further keys of the API's
+answer beside those three (the ``setupToken`` of a sign-in that must first set up its second factor).
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ class DomainError(Exception):
 
     default_code = "error"
 
-    def __init__(self, message: str, *, code: str | None = None, fields: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        fields: dict[str, list[str]] | None = None,
+        extra: dict | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.fields = fields or {}
+        self.extra = extra or {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, code={self.code!r}, fields={self.fields!r})"
@@ -36,6 +45,19 @@ class Invalid(DomainError):
     def field(cls, name: str, message: str, *, code: str | None = None) -> Invalid:
         """The common case: one named field with one problem."""
         return cls(message, code=code, fields={name: [message]})
+
+
+class Unauthenticated(DomainError):
+    """The credentials presented (a password, a second factor, an enrollment key, a token) are wrong, missing or no
+    longer valid. 401."""
+
+    default_code = "not_authenticated"
+
+
+class StepRequired(DomainError):
+    """The caller must take another step first (set up the second factor its role requires), then try again. 428."""
+
+    default_code = "step_required"
 
 
 class NotFound(DomainError):

@@ -69,10 +69,12 @@ class ErrorSerializer(serializers.Serializer):
 # The one mapping of the domain's errors (rmm/domain_errors.py) to statuses; the first class that matches wins.
 DOMAIN_ERROR_STATUS: dict[type[domain_errors.DomainError], int] = {
     domain_errors.Invalid: 400,
+    domain_errors.Unauthenticated: 401,
     domain_errors.Refused: 403,
     domain_errors.LimitReached: 403,
     domain_errors.NotFound: 404,
     domain_errors.Conflict: 409,
+    domain_errors.StepRequired: 428,
 }
 
 
@@ -83,7 +85,7 @@ def domain_error_status(error: domain_errors.DomainError) -> int:
 
 def api_error_from(error: domain_errors.DomainError) -> ApiError:
     """A domain error as the API answers it: its status, code, message and fields."""
-    return ApiError(domain_error_status(error), error.code, error.message, error.fields)
+    return ApiError(domain_error_status(error), error.code, error.message, error.fields, extra=error.extra)
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:

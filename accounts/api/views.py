@@ -25,7 +25,6 @@ from accounts.api.serializers import (
     TotpSerializer,
 )
 from accounts.models import ApiToken
-from rmm.errors import ApiError
 from rmm.net import client_ip
 from rmm.openapi import error_answer
 
@@ -61,17 +60,12 @@ class LoginView(APIView):
     def post(self, request):
         body = LoginSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            result = services.login(
-                email=body.validated_data["email"],
-                password=body.validated_data["password"],
-                totp=body.validated_data.get("totp") or None,
-                ip=client_ip(request),
-            )
-        except services.LoginRefused as refused:
-            raise ApiError(
-                refused.status, refused.code, refused.message, extra=refused.extra, headers=refused.headers
-            ) from None
+        result = services.login(  # its refusals are domain errors, answered by rmm.errors.exception_handler
+            email=body.validated_data["email"],
+            password=body.validated_data["password"],
+            totp=body.validated_data.get("totp") or None,
+            ip=client_ip(request),
+        )
         return Response(
             {
                 "token": result.token,

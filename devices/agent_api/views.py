@@ -40,7 +40,8 @@ from devices.agent_api.errors import AgentError
 from devices.agent_api.group_commit import WriterUnavailable
 from devices.agent_api.heartbeat import read_heartbeat, write_heartbeat
 from devices.services import commands, enrollment, ingest
-from rmm.errors import TooManyAttempts
+from rmm.domain_errors import DomainError
+from rmm.errors import TooManyAttempts, domain_error_status
 from rmm.net import client_ip
 from rmm.openapi import agent_operation
 
@@ -98,6 +99,8 @@ class AgentView(APIView):
         super().initial(request, *args, **kwargs)
 
     def handle_exception(self, exc):
+        if isinstance(exc, DomainError):  # a service said no: its status, in the agent's answer (401 names Bearer)
+            exc = AgentError(domain_error_status(exc), exc.code, exc.message, exc.fields)
         if isinstance(exc, AgentError):
             return refusal_answer(self.request, exc)  # refused tokens are counted per address: 429 past the limit
         if isinstance(exc, WriterUnavailable):
@@ -129,10 +132,7 @@ class EnrollView(AgentView):
             hardware=body.hardware_info,
             interfaces=[interface.adapter() for interface in body.network_info],
         )
-        try:
-            result = enrollment.enroll_device(key=body.enrollment_key, facts=facts, ip=client_ip(request))
-        except enrollment.EnrollmentRefused as refused:
-            raise AgentError(refused.status, refused.code, refused.message) from None
+        result = enrollment.enroll_device(key=body.enrollment_key, facts=facts, ip=client_ip(request))
         device = result.device
         return Response(
             {
@@ -176,21 +176,13 @@ class CommandResultView(AgentView):
     )
     def post(self, request, agent_id: str, command_id: str):
         body = schemas.validate(schemas.CommandResult, schemas.read_json_object(request))
-        not_found = AgentError(404, "command_not_found", "This agent has no such command.")
         try:
             command_uuid = uuid.UUID(command_id)
         except ValueError:
-            raise not_found from None
-        try:
-            recorded = commands.record_result(
-                device_id=request.user.device_id, command_id=command_uuid, status=body.status, result=body.result()
-            )
-        except commands.CommandNotFound:
-            raise not_found from None
-        except commands.CommandAlreadyFinished as finished:
-            raise AgentError(
-                409, "command_already_finished", f"This command already finished with status {finished.args[0]}."
-            ) from None
+            raise commands.CommandNotFound from None
+        recorded = commands.record_result(  # CommandNotFound (404), CommandAlreadyFinished (409)
+            device_id=request.user.device_id, command_id=command_uuid, status=body.status, result=body.result()
+        )
         return Response({"id": str(recorded.command_id), "status": recorded.status})
 
 

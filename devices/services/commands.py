@@ -22,7 +22,7 @@ from django.utils import timezone
 from accounts import audit
 from accounts.models import AuditAction
 from devices.models import Device, DeviceCommand
-from rmm.domain_errors import Conflict, Invalid
+from rmm.domain_errors import Conflict, Invalid, NotFound
 
 SCRIPT_LANGUAGES = ("powershell", "cmd", "bash", "sh", "zsh", "python", "applescript")
 MAX_SCRIPT_TIMEOUT_SECONDS = 24 * 3600
@@ -144,12 +144,19 @@ def check_command(*, type: str, payload, expires_in_seconds: int | None) -> int:
     return expires_in_seconds
 
 
-class CommandNotFound(Exception):
+class CommandNotFound(NotFound):
     """No command of this device has that id (or it was never sent to the agent)."""
 
+    def __init__(self):
+        super().__init__("This agent has no such command.", code="command_not_found")
 
-class CommandAlreadyFinished(Exception):
+
+class CommandAlreadyFinished(Conflict):
     """The command is final with a different result."""
+
+    def __init__(self, status: str):
+        super().__init__(f"This command already finished with status {status}.", code="command_already_finished")
+        self.status = status
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from devices.agent_api.authentication import PREVIOUS_TOKEN_GRACE
 from devices.models import Device
 from devices.services import credentials, ingest
 from orgs.models import EnrollmentKey, Organization, Partner
+from rmm.domain_errors import DomainError, LimitReached, Refused, Unauthenticated
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,6 @@ class Enrollment:
     token: str  # shown to the agent once; only its sha256 is stored
 
 
-class EnrollmentRefused(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
 def agent_config() -> dict:
     """The configuration object of the agent protocol (enrollment answer and GET .../config)."""
     return {
@@ -68,26 +63,24 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _key_refusal(key: EnrollmentKey, now: dt.datetime) -> EnrollmentRefused | None:
+def _key_refusal(key: EnrollmentKey, now: dt.datetime) -> DomainError | None:
     """Why ``key`` cannot enroll a device now, or None."""
     if key.revoked_at is not None:
-        return EnrollmentRefused(
-            401, "enrollment_key_revoked", f"This enrollment key was revoked at {_iso(key.revoked_at)}."
+        return Unauthenticated(
+            f"This enrollment key was revoked at {_iso(key.revoked_at)}.", code="enrollment_key_revoked"
         )
     if key.expires_at is not None and key.expires_at <= now:
-        return EnrollmentRefused(
-            401, "enrollment_key_expired", f"This enrollment key expired at {_iso(key.expires_at)}."
-        )
+        return Unauthenticated(f"This enrollment key expired at {_iso(key.expires_at)}.", code="enrollment_key_expired")
     if key.max_usage is not None and key.usage_count >= key.max_usage:
-        return EnrollmentRefused(
-            401, "enrollment_key_exhausted", f"This enrollment key has enrolled its {key.max_usage} devices already."
+        return Unauthenticated(
+            f"This enrollment key has enrolled its {key.max_usage} devices already.", code="enrollment_key_exhausted"
         )
     return None
 
 
-def _tenant_refusal(org: Organization) -> EnrollmentRefused | None:
+def _tenant_refusal(org: Organization) -> DomainError | None:
     if org.status in Organization.INACTIVE_STATUSES or org.partner.status in Partner.INACTIVE_STATUSES:
-        return EnrollmentRefused(403, "tenant_inactive", "This organization is not active; it cannot enroll devices.")
+        return Refused("This organization is not active; it cannot enroll devices.", code="tenant_inactive")
     return None
 
 
@@ -100,17 +93,15 @@ def _check_device_limits(org: Organization) -> None:
     if org.max_devices is not None:
         limit = Organization.objects.select_for_update(no_key=True).values_list("max_devices", flat=True).get(pk=org.pk)
         if limit is not None and active.filter(org_id=org.pk).count() >= limit:
-            raise EnrollmentRefused(
-                403, "device_limit_reached", f"This organization has reached its limit of {limit} devices."
+            raise LimitReached(
+                f"This organization has reached its limit of {limit} devices.", code="device_limit_reached"
             )
     if org.partner.max_devices is not None:
         limit = (
             Partner.objects.select_for_update(no_key=True).values_list("max_devices", flat=True).get(pk=org.partner_id)
         )
         if limit is not None and active.filter(org__partner_id=org.partner_id).count() >= limit:
-            raise EnrollmentRefused(
-                403, "device_limit_reached", f"This partner has reached its limit of {limit} devices."
-            )
+            raise LimitReached(f"This partner has reached its limit of {limit} devices.", code="device_limit_reached")
 
 
 _CONSUME_KEY = """
@@ -126,14 +117,14 @@ UPDATE enrollment_keys
 def enroll_device(*, key: str, facts: EnrollFacts, ip: str | None = None) -> Enrollment:
     """Create the device of ``facts`` in the key's site and return it with its new agent token.
 
-    Raises ``EnrollmentRefused`` (401 for the key, 403 for the tenant or a device limit), or ``TooManyAttempts``
-    instead of a 401 once ``ip`` is past its limit of refused keys; then nothing is stored.
+    Raises ``Unauthenticated`` for the key, ``Refused`` for an inactive tenant, ``LimitReached`` for a device limit,
+    or ``TooManyAttempts`` instead of ``Unauthenticated`` once ``ip`` is past its limit of refused keys; then nothing
+    is stored.
     """
     try:
         return _enroll_device(key=key, facts=facts, ip=ip)
-    except EnrollmentRefused as refused:
-        if refused.status == 401:  # the key, not the tenant nor a device limit
-            throttle.count_refusal(throttle.Scope.ENROLLMENT, ip)
+    except Unauthenticated:  # the key, not the tenant nor a device limit
+        throttle.count_refusal(throttle.Scope.ENROLLMENT, ip)
         raise
 
 
@@ -145,7 +136,7 @@ def _enroll_device(*, key: str, facts: EnrollFacts, ip: str | None) -> Enrollmen
         .first()
     )
     if enrollment_key is None:
-        raise EnrollmentRefused(401, "enrollment_key_not_found", "No enrollment key matches the one presented.")
+        raise Unauthenticated("No enrollment key matches the one presented.", code="enrollment_key_not_found")
     refused = _key_refusal(enrollment_key, now) or _tenant_refusal(enrollment_key.org)
     if refused:
         raise refused
@@ -158,8 +149,8 @@ def _enroll_device(*, key: str, facts: EnrollFacts, ip: str | None) -> Enrollmen
         if not consumed:
             # Another enrollment took the last use, or the key was revoked meanwhile: say which.
             enrollment_key.refresh_from_db()
-            raise _key_refusal(enrollment_key, timezone.now()) or EnrollmentRefused(
-                401, "enrollment_key_exhausted", "This enrollment key cannot enroll more devices."
+            raise _key_refusal(enrollment_key, timezone.now()) or Unauthenticated(
+                "This enrollment key cannot enroll more devices.", code="enrollment_key_exhausted"
             )
         token = credentials.mint_agent_token()
         device = Device.objects.create(

@@ -37,7 +37,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -51,7 +51,7 @@ from devices.models import Device, DeviceGroup, DeviceGroupMembership, DeviceGro
 from devices.services.commands import check_command
 from orgs.models import Organization, Site
 from rmm import authz
-from rmm.domain_errors import Conflict, Invalid
+from rmm.domain_errors import Conflict, DomainError, Invalid
 
 logger = logging.getLogger("devices.groups")
 
@@ -518,10 +518,10 @@ def preview(*, user, org_id, site_id=None, rule: dict) -> Preview:
 # --- people's changes to membership -----------------------------------------------------------------------------
 
 
-def _refuse(message: str, *, code: str = "validation_error", field: str = "deviceIds", status: int = 400):
-    if status == 409:
-        raise Conflict(message, code=code, fields={field: [message]} if field else None)
-    raise Invalid(message, code=code, fields={field: [message]} if field else None)
+def _refuse(
+    message: str, *, code: str = "validation_error", field: str = "deviceIds", error: type[DomainError] = Invalid
+) -> NoReturn:
+    raise error(message, code=code, fields={field: [message]} if field else None)
 
 
 def _audit_members(action: AuditAction, group: DeviceGroup, device_ids: list, actor, ip: str | None) -> None:
@@ -558,7 +558,7 @@ def add_members(*, group: DeviceGroup, devices: list[Device], actor, ip: str | N
         _refuse(
             "A dynamic group's members come from its rule: change the rule, or pin a member to keep it.",
             code="dynamic_group",
-            status=409,
+            error=Conflict,
         )
     outside = [str(d.pk) for d in devices if d.org_id != group.org_id or (group.site_id and d.site_id != group.site_id)]
     if outside:
@@ -596,7 +596,7 @@ def remove_members(*, group: DeviceGroup, device_ids: list[uuid.UUID], actor, ip
         _refuse(
             "A dynamic group's members come from its rule: change the rule, or unpin a pinned member.",
             code="dynamic_group",
-            status=409,
+            error=Conflict,
         )
     with transaction.atomic():
         memberships = DeviceGroupMembership.objects.filter(group_id=group.pk, device_id__in=device_ids)
@@ -653,7 +653,7 @@ def _require_dynamic(group: DeviceGroup) -> None:
         _refuse(
             "Only members of a dynamic group are pinned; a static group's members stay until removed.",
             code="static_group",
-            status=409,
+            error=Conflict,
         )
 
 

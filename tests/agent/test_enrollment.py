@@ -93,7 +93,9 @@ def test_enrollment_without_hardware_or_network_stores_neither(client, key):
 
 
 def test_an_unknown_key_gets_401_enrollment_key_not_found(client, site):
-    assert_error(enroll(client, "ek_" + "0" * 64), 401, "enrollment_key_not_found")
+    refused = enroll(client, "ek_" + "0" * 64)
+    assert_error(refused, 401, "enrollment_key_not_found")
+    assert refused["WWW-Authenticate"] == "Bearer"
     assert not Device.objects.exists()
 
 
