@@ -64,6 +64,23 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return items
 
 
+def env_seconds_map(name: str) -> dict[str, int]:
+    """``"mark_offline=30, rollup_telemetry=120"`` → ``{"mark_offline": 30, "rollup_telemetry": 120}``; each value a
+    whole number of seconds, at least 1. Which names are allowed is checked by whoever reads the map."""
+    value = _raw(name)
+    if value is None:
+        return {}
+    seconds: dict[str, int] = {}
+    for item in value.split(","):
+        key, equals, number = (part.strip() for part in item.partition("="))
+        if not key or not equals or not number.isdigit() or int(number) < 1:
+            raise ImproperlyConfigured(
+                f"{name}: {item.strip()!r} is not name=seconds (a whole number, at least 1), e.g. mark_offline=30"
+            )
+        seconds[key] = int(number)
+    return seconds
+
+
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = _raw(name)
     if value is None:

@@ -30,6 +30,8 @@
 | GROUP_RULE_TIMEOUT_MS | 10000 | statement timeout of one dynamic group's rule evaluation (preview, refresh) |
 | GROUP_TIME_SWEEP_SECONDS | 60 | how often groups with time-based conditions (lastSeenAt, metrics …) are re-evaluated |
 | GROUP_RECONCILE_SECONDS | 3600 | how often every dynamic group is re-evaluated from scratch (a safety net) |
+| SCHEDULER_ENABLED | true | the server runs its periodic jobs itself (jobs/); off when cron runs the commands instead |
+| SCHEDULER_INTERVALS | (each job's own) | `name=seconds,…` changes jobs' cadences, e.g. `mark_offline=30` |
 | TRUSTED_PROXIES | (none) | proxies whose X-Forwarded-For and client-certificate headers are believed |
 | LOGIN_TOKEN_HOURS | 12 | lifetime of the token the login endpoint issues |
 | THROTTLE_WINDOW_SECONDS | 900 | the sliding window in which the throttles below count (accounts/throttle.py) |
@@ -50,7 +52,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from rmm import embedded_pg
-from rmm.env import env_bool, env_choice, env_int, env_list, env_str, parse_database_url
+from rmm.env import env_bool, env_choice, env_int, env_list, env_seconds_map, env_str, parse_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -114,6 +116,9 @@ COMMAND_TIMEOUT_GRACE_SECONDS = env_int("COMMAND_TIMEOUT_GRACE_SECONDS", 300, mi
 GROUP_RULE_TIMEOUT_MS = env_int("GROUP_RULE_TIMEOUT_MS", 10_000, minimum=100, maximum=600_000)
 GROUP_TIME_SWEEP_SECONDS = env_int("GROUP_TIME_SWEEP_SECONDS", 60, minimum=10)
 GROUP_RECONCILE_SECONDS = env_int("GROUP_RECONCILE_SECONDS", 3600, minimum=60)
+# The scheduler (jobs/): the periodic jobs run inside the server, each by one process at a time across all servers.
+SCHEDULER_ENABLED = env_bool("SCHEDULER_ENABLED", True)
+SCHEDULER_INTERVALS = env_seconds_map("SCHEDULER_INTERVALS")
 # People: the lifetime of the API token POST /api/v1/auth/login issues.
 LOGIN_TOKEN_HOURS = env_int("LOGIN_TOKEN_HOURS", 12, minimum=1, maximum=24 * 90)
 # Throttles on failed credentials (technician-api.md "Authentication"; accounts/throttle.py), in one sliding window.
@@ -133,6 +138,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "jobs",  # before staticfiles: its runserver (which also starts the scheduler) takes the place of theirs
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
