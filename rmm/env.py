@@ -1,18 +1,25 @@
 """Strict parsing of configuration from environment variables.
 
 Every reader names the variable in its error, so a typo in a deployment fails at start-up with a message an
-operator can act on, instead of a server that runs with a silently wrong value.
+operator can act on, instead of a server that runs with a silently wrong value. The entry points (manage.py,
+rmm/wsgi.py, rmm/asgi.py, gunicorn's start in rmm/static_check.py) print such an error as one line
+(``one_line``), never as a traceback.
+
+``read_env_file`` is how ``manage.py`` reads the development environment file ``make run`` leaves (``.env``).
 """
 
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _raw(name: str) -> str | None:
@@ -21,6 +28,39 @@ def _raw(name: str) -> str | None:
         return None
     value = value.strip()
     return value or None
+
+
+def one_line(error: BaseException) -> str:
+    """A configuration error as the single line the entry points print before exiting."""
+    message = " ".join(str(error).split())
+    return f"ImproperlyConfigured: {message}"
+
+
+def read_env_file(path: Path) -> None:
+    """Put the ``NAME=value`` lines of ``path`` into ``os.environ``, without replacing a variable that is already
+    set: the real environment wins. A missing file is nothing to read.
+
+    The format is the common subset of systemd's ``EnvironmentFile`` and docker's ``--env-file``: one ``NAME=value``
+    per line, blank lines and ``#`` comments ignored, an optional ``export`` in front, one pair of matching quotes
+    around the value removed; nothing is expanded.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImproperlyConfigured(f"{path} cannot be read: {exc}") from None
+    for number, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, value = line.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not equals or not _ENV_NAME.fullmatch(name):
+            raise ImproperlyConfigured(f"{path}, line {number}: {raw_line.strip()!r} is not NAME=value.")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ.setdefault(name, value)
 
 
 def env_str(name: str, default: str | None = None) -> str | None:

@@ -54,3 +54,11 @@ def post_worker_init(worker):
     import gc
 
     gc.freeze()
+
+
+def on_starting(server):
+    # Before binding: refuse to start on a wrong setting, and collect the static files if they are missing or older
+    # than the sources, each said in one line (rmm/static_check.py); never a 500 on every admin page.
+    from rmm.static_check import collect_before_start
+
+    collect_before_start()

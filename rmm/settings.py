@@ -3,6 +3,8 @@
 | variable | default | meaning |
 |---|---|---|
 | DATABASE_URL | embedded PostgreSQL in var/ | postgres://user:pass@host:5432/dbname |
+| EMBEDDED_POSTGRES_DIR | var/postgres | the embedded PostgreSQL's cluster, when DATABASE_URL is unset |
+| STATIC_ROOT | var/static | where the admin's and API docs' static files are collected (rmm/static_check.py) |
 | DATABASE_POOL_MAX_SIZE | 10 | most PostgreSQL connections one server process holds (its heartbeat writer included) |
 | DATABASE_POOL_TIMEOUT_SECONDS | 5 | how long a request waits for a free connection before it gets 503 |
 | SECRET_KEY | a fixed development key when DEBUG is on; required otherwise | signs sessions, HMACs enrollment keys |
@@ -64,7 +66,8 @@ if _secret_key is None:
     if not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set SECRET_KEY to a long random string "
-            "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), or DEBUG=1 for development."
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), or DEBUG=1 for development "
+            "(`make run` writes DEBUG=1 to .env, which manage.py reads)."
         )
     _secret_key = _DEV_SECRET_KEY
 elif len(_secret_key) < 32:
@@ -191,8 +194,11 @@ TEMPLATES = [
 
 _database_url = env_str("DATABASE_URL")
 if _database_url is None:
-    _database_url = embedded_pg.start(BASE_DIR)
-DATABASES = {"default": parse_database_url("DATABASE_URL", _database_url)}
+    # Started by the first connection (rmm.database), so commands that need no database never start it.
+    _embedded_dir = Path(env_str("EMBEDDED_POSTGRES_DIR") or BASE_DIR / "var" / "postgres").resolve()
+    DATABASES = {"default": embedded_pg.database_settings(_embedded_dir)}
+else:
+    DATABASES = {"default": parse_database_url("DATABASE_URL", _database_url)}
 # A bounded pool per server process (rmm/database/): under gevent every concurrent request used to open and keep a
 # connection of its own, until PostgreSQL refused them all ("too many clients"). Requests take a connection from
 # the pool and give it back when they end (CONN_MAX_AGE 0); past DATABASE_POOL_MAX_SIZE they wait up to
@@ -240,7 +246,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+# Collected by gunicorn's start when missing or older than the sources (rmm/static_check.py), or by collectstatic.
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "var" / "static").resolve()
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

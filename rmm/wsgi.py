@@ -5,6 +5,9 @@ none, so Django sees it as empty (a chunked agent upload or API write would be r
 decodes the chunks and says so with ``wsgi.input_terminated``: such a body is read here, up to
 DATA_UPLOAD_MAX_MEMORY_SIZE (what Django would accept with a length), and handed to Django with its length. A larger
 one is answered 413 in the error shape before Django runs.
+
+A missing or wrong setting stops the process with one line on stderr (``rmm.env.one_line``), not a traceback;
+under our gunicorn configuration the master has already refused to start with that line (rmm/static_check.py).
 """
 
 from __future__ import annotations
@@ -12,13 +15,24 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.wsgi import get_wsgi_application
+
+from rmm.env import one_line
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rmm.settings")
 
-django_application = get_wsgi_application()
+# gunicorn's arbiter stops (rather than starting the worker again and again) when a worker exits with this status.
+WORKER_BOOT_ERROR = 3
+
+try:
+    django_application = get_wsgi_application()
+except ImproperlyConfigured as error:
+    print(one_line(error), file=sys.stderr, flush=True)
+    raise SystemExit(WORKER_BOOT_ERROR) from None
 
 
 def _is_unsized_chunked(environ) -> bool:

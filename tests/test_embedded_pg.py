@@ -1,9 +1,11 @@
 """The embedded PostgreSQL starts on demand inside the project and stops when its last user exits — also on
-SIGTERM, and even when an earlier user died without saying so."""
+SIGTERM, and even when an earlier user died without saying so. It starts when a process first connects, not when
+the settings are read: ``manage.py check`` and ``--help`` start nothing."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from rmm import embedded_pg
-print(embedded_pg.start(Path({base!r})), flush=True)
+print(embedded_pg.start(Path({base!r}) / "var" / "postgres"), flush=True)
 time.sleep({sleep})
 """
 
@@ -83,4 +85,30 @@ def test_a_user_that_died_without_cleaning_up_does_not_keep_it_running(base):
     second = run_user(base, sleep=0)
     assert second.stdout.readline().startswith("postgresql://")
     assert second.wait(timeout=120) == 0
+    assert wait_until(lambda: not servers_for(base))
+
+
+def manage(base: Path, *args: str) -> subprocess.CompletedProcess:
+    """``manage.py`` as a developer runs it (no DATABASE_URL), with the embedded cluster in ``base``."""
+    env = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "RMM_ENV_FILE"}}
+    env.update(DJANGO_SETTINGS_MODULE="rmm.settings", DEBUG="1", EMBEDDED_POSTGRES_DIR=str(base / "var" / "postgres"))
+    return subprocess.run(  # noqa: S603 - our own manage.py
+        [sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("args", [("check",), ("--help",), ("help", "migrate")])
+def test_commands_that_need_no_database_do_not_start_it(base, args):
+    result = manage(base, *args)
+    assert result.returncode == 0, result.stderr
+    assert not (base / "var" / "postgres").exists()
+    assert not servers_for(base)
+
+
+def test_the_first_query_starts_it_and_the_last_user_stops_it(base):
+    probe = "from django.db import connection; c = connection.cursor(); c.execute('SELECT 6 * 7'); print(c.fetchone())"
+    result = manage(base, "shell", "-c", probe)
+    assert result.returncode == 0, result.stderr
+    assert "(42,)" in result.stdout
+    assert (base / "var" / "postgres" / "PG_VERSION").exists()
     assert wait_until(lambda: not servers_for(base))

@@ -9,6 +9,9 @@ the end of a request gives it back to the pool), with two changes:
   (``availability.closed_by_server``: a zero-timeout poll) and so lets the next statement run on a fresh one.
   Django's own check is a ``SELECT 1`` round trip once per request, and it skips pooled connections altogether;
   code that holds a connection across requests (the heartbeat's group-commit writer) would keep a dead one.
+
+With no ``DATABASE_URL``, the first connection (and ``dbshell``) starts the embedded PostgreSQL
+(``rmm.embedded_pg.ensure_running``), so commands that need no database start nothing.
 """
 
 from __future__ import annotations
@@ -20,15 +23,37 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
+from django.db.backends.postgresql import client as postgresql_client
 
+from rmm import embedded_pg
 from rmm.database.availability import closed_by_server
 from rmm.database.pool import ConnectionPool
 
 
+class DatabaseClient(postgresql_client.DatabaseClient):
+    def runshell(self, parameters):
+        # dbshell connects with psql, not through the wrapper: start the embedded cluster (and find psql) first.
+        embedded_pg.ensure_running(self.connection.settings_dict)
+        super().runshell(parameters)
+
+
 class DatabaseWrapper(postgresql.DatabaseWrapper):
+    client_class = DatabaseClient
     # Django's PostgreSQL backend has these (its pool support), django-stubs does not describe them.
     _connection_pools: dict[str, ConnectionPool]
     _configure_connection: Callable[[psycopg.Connection[Any]], None]
+
+    def get_connection_params(self):
+        # Every connection, pooled or not (the pool is built from these), asks here first: the embedded cluster
+        # starts when the first one is made, not when the settings are read (rmm/embedded_pg.py).
+        embedded_pg.ensure_running(self.settings_dict)
+        return super().get_connection_params()
+
+    def close_pool(self):
+        # Django's builds a pool just to close it (ensure_timezone calls this before any connection): that would
+        # start the embedded cluster for nothing.
+        if self.alias in self._connection_pools:
+            super().close_pool()  # type: ignore[misc]  # Django 5.2 has it; django-stubs does not describe it
 
     @property
     def pool(self):
