@@ -3,7 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-MANAGE := DEBUG=1 $(BIN)/python manage.py
+# manage.py reads DEBUG=1 from $(ENV_FILE) (.env), as the README's own `.venv/bin/python manage.py …` commands do.
+ENV_FILE ?= .env
+MANAGE := RMM_ENV_FILE=$(ENV_FILE) $(BIN)/python manage.py
 
 .PHONY: install run test lint typecheck format
 
@@ -16,7 +18,15 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-run: install
+# The development environment manage.py reads (see manage.py); written once, then it is the developer's to edit.
+$(ENV_FILE):
+	@printf '%s\n' \
+		'# Development settings, read by manage.py (written by `make run`, git-ignored). The real environment wins.' \
+		'# Never used in production: the server (gunicorn) takes its settings from its own environment only.' \
+		'DEBUG=1' > $@
+	@echo "wrote $@ (DEBUG=1 for manage.py)"
+
+run: install $(ENV_FILE)
 	$(MANAGE) migrate --no-input
 	$(MANAGE) loaddata default_roles
 	$(MANAGE) seed_demo

