@@ -62,3 +62,16 @@ def on_starting(server):
     from rmm.static_check import collect_before_start
 
     collect_before_start()
+
+
+def when_ready(server):
+    # The periodic jobs run beside the server, in a process the master starts and restarts (jobs/supervisor.py).
+    from jobs import gunicorn_hooks
+
+    gunicorn_hooks.when_ready(server)
+
+
+def on_exit(server):
+    from jobs import gunicorn_hooks
+
+    gunicorn_hooks.on_exit(server)

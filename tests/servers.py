@@ -69,6 +69,7 @@ def server_environment(database: str, **overrides: str) -> dict[str, str]:
         SECRET_KEY=SECRET_KEY,
         DEBUG="0",
         LOG_LEVEL="WARNING",
+        SCHEDULER_ENABLED="0",  # a test that wants the periodic jobs turns them on (tests/jobs/)
         PYTHONPATH=str(ROOT),
     )
     env.update(overrides)

@@ -48,10 +48,11 @@ from devices.models import (
     DeviceTelemetry,
 )
 from devices.services import credentials
+from jobs.models import JobRun, ScheduledJob
 from orgs.models import EnrollmentKey, Organization, Partner, Site
 from tests.doors import admin_url
 
-OUR_APPS = ("orgs", "accounts", "devices")
+OUR_APPS = ("orgs", "accounts", "devices", "jobs")
 EMPTY_JSON_FIELDS = {"address": "{}", "contact": "{}", "settings": "{}"}
 # The management form of the (read-only, empty) members inline on a new group's page.
 MEMBER_FORMSET = {"memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}
@@ -163,6 +164,8 @@ def schema(db) -> Schema:
     recovery_hash = sha256_hex("recovery code")
     MfaRecoveryCode.objects.create(user=member, code_hash=recovery_hash)
     RecentFailures.objects.create(scope="sign_in_email", subject="tech@example.com", failed_at=[timezone.now()])
+    job = ScheduledJob.objects.create(name="mark_offline", interval_seconds=30, next_run_at=timezone.now())
+    JobRun.objects.create(job=job, scheduled_for=timezone.now(), started_at=timezone.now(), runner="host:1")
 
     devices = [make_device(org_a, site_a, f"ACME-PC-{n}") for n in (1, 2)] + [make_device(org_b, site_b, "GLOBEX-SRV")]
     for device in devices:

@@ -14,7 +14,7 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 
-OUR_APPS = ("orgs", "accounts", "devices")
+OUR_APPS = ("orgs", "accounts", "devices", "jobs")
 
 
 def _check_constraint_names() -> set[str]:

@@ -369,6 +369,7 @@ def test_refused_mfa_setup_tokens_count_with_api_tokens(db, settings):
 # --- housekeeping ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.django_db(transaction=True)  # the scheduler keeps its books on a connection of its own
 def test_the_periodic_job_purges_rows_with_no_failure_in_the_window(client, user, quick_delays):
     from django.core.management import call_command
 

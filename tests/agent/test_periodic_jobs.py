@@ -68,6 +68,7 @@ def test_mark_offline_runs_once_from_the_command_line(capsys):
     assert "devices marked offline: 1" in capsys.readouterr().out
 
 
+@pytest.mark.django_db(transaction=True)  # the scheduler keeps its books on a connection of its own
 def test_run_periodic_runs_every_job_once(capsys):
     factories.device(status="online", last_seen_at=timezone.now() - dt.timedelta(days=1))
     call_command("run_periodic")
