@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
+from django.core.management.base import SystemCheckError
 from django.utils import timezone
 
 from jobs.models import JobRun, Outcome, ScheduledJob
@@ -184,3 +185,11 @@ def test_run_periodic_runs_what_is_due_and_says_when_nothing_is(capsys):
     assert "mark_offline: ok" in first and "telemetry_partitions: ok" in first
     call_command("run_periodic")
     assert "no job is due" in capsys.readouterr().out
+
+
+def test_manage_check_and_the_scheduler_refuse_an_interval_for_no_job(settings):
+    settings.SCHEDULER_INTERVALS = {"mark_ofline": 10}
+    with pytest.raises(SystemCheckError, match=r"jobs\.E001.*names no such job: mark_ofline"):
+        call_command("check")
+    with pytest.raises(CommandError, match="names no such job: mark_ofline"):
+        call_command("run_scheduler")

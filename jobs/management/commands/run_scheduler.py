@@ -10,7 +10,8 @@ import os
 import signal
 import threading
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobs.scheduler import Scheduler
 
@@ -30,5 +31,8 @@ class Command(BaseCommand):
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        scheduler = Scheduler()
+        try:
+            scheduler = Scheduler()
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error)) from None
         scheduler.run_forever(stop, keep_going=(lambda: os.getppid() == parent) if parent else (lambda: True))
