@@ -151,7 +151,7 @@ GROUP_FIELDS = [
 
 class GroupSerializer(CamelCaseModelSerializer):
     """A device group. ``orgId`` may be left out when ``siteId`` is given (the site's organization); neither
-    the organization nor the type changes after creation. ``filterRules`` (filter-rules.md) is required for a
+    the organization nor the type changes after creation. ``filterRules`` (docs/filter-rules.md) is required for a
     dynamic group and refused for a static one; ``fieldsUsed`` is derived from it."""
 
     org_id = ScopedRelatedField(perm="devices:read", source="org", queryset=Organization.objects.all(), required=False)
@@ -163,7 +163,9 @@ class GroupSerializer(CamelCaseModelSerializer):
     )
     type = serializers.ChoiceField(choices=DeviceGroup.Type.choices, required=False)
     filter_rules = JSONField(
-        required=False, allow_null=True, help_text="The rule of a dynamic group (filter-rules.md); null for static."
+        required=False,
+        allow_null=True,
+        help_text="The rule of a dynamic group (docs/filter-rules.md); null for static.",
     )
     fields_used = serializers.ListField(child=serializers.CharField(), read_only=True)
     member_count = serializers.IntegerField(read_only=True, help_text="Members, pinned ones included.")
