@@ -1,8 +1,8 @@
 """Settings the type checker imports: django-stubs' mypy plugin runs ``django.setup()`` to learn the models.
 
-The production settings, given what they refuse to start without, so that type checking needs no database: a
-placeholder ``DATABASE_URL`` (only parsed, never connected to; unset, the settings would start the embedded
-PostgreSQL) and a placeholder ``SECRET_KEY``. Values already in the environment are kept.
+The production settings, given what they refuse to start without: a placeholder ``SECRET_KEY``, and a placeholder
+``DATABASE_URL`` that is only parsed, never connected to (so the check never depends on which database a machine
+has). Values already in the environment are kept.
 """
 
 import os
