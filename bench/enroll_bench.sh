@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Enrollment throughput alone: a fresh database, gunicorn started with rmm/gunicorn.conf.py from TREE (a checkout of
+# the server, by default this one), then bench/sim.py (always this checkout's) enrolls AGENTS agents with one key over
+# CONCURRENCY connections, as bench/run_bench.sh's enrollment phase does. For before/after figures of one change,
+# alternate it between two checkouts within minutes:
+#
+#   git worktree add /tmp/enroll-before <old revision> && ln -s "$PWD/.venv" /tmp/enroll-before/.venv
+#   bench/enroll_bench.sh /tmp/enroll-before; bench/enroll_bench.sh; bench/enroll_bench.sh /tmp/enroll-before; ...
+#
+# It drops and re-creates the database named in BENCH_DATABASE_URL and only ever loads 127.0.0.1.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+TREE=$(cd "${1:-$HERE}" && pwd)
+cd "$TREE"
+
+BENCH_DATABASE_URL=${BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/rmm_enrollbench}
+AGENTS=${AGENTS:-3000}
+CONCURRENCY=${CONCURRENCY:-16}
+PORT=${PORT:-8790}
+OUT=${OUT:-/tmp/enroll-bench}
+PY=.venv/bin/python
+export SCHEDULER_ENABLED=0  # no periodic jobs competing for the two cores
+
+. "$HERE/bench/_common.sh"
+bench_environment rmm_enrollbench
+echo "tree: $TREE ($(git -C "$TREE" rev-parse --short HEAD)$(git -C "$TREE" diff --quiet HEAD -- devices || echo ', devices/ modified'))"
+
+recreate_database rmm_enrollbench
+KEY=$($PY bench/setup_tenant.py | tail -n 1)
+rm -f "$OUT/agents.json"
+
+start_gunicorn "$PORT" "$OUT/gunicorn.log"
+
+echo "== enrollment: $AGENTS agents, $CONCURRENCY at a time"
+$PY "$HERE/bench/sim.py" --url "http://127.0.0.1:$PORT" --key "$KEY" --agents "$AGENTS" \
+  --enroll-concurrency "$CONCURRENCY" --seconds 0 --state "$OUT/agents.json" --json "$OUT/enroll.json"
