@@ -1,0 +1,137 @@
+"""An inventory upload is written as the difference from what is stored (devices.services.ingest): the stored rows
+always equal the upload, rows that did not change are left alone, and the group refresh queue hears of an upload
+only when it changed something."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import Counter
+
+import psycopg
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from devices.models import DeviceRegistryEntry, DeviceSoftware
+from devices.services import groups, ingest
+
+pytestmark = pytest.mark.django_db
+
+SOFTWARE = [
+    {"name": "Mozilla Firefox", "version": "133.0", "publisher": "Mozilla", "installDate": "2024-11-02"},
+    {"name": "7-Zip", "version": "24.08", "publisher": "Igor Pavlov", "installLocation": "C:\\Program Files\\7-Zip"},
+    {"name": "Git", "version": "2.47.1"},
+    {"name": "Git", "version": "2.47.1"},  # a program listed twice (two installs) is two rows
+]
+FIELDS = ("name", "version", "publisher", "install_date", "install_location")
+
+
+def _stored(device_id: str) -> Counter:
+    return Counter(DeviceSoftware.objects.filter(device_id=device_id).values_list(*FIELDS))
+
+
+def _ids(device_id: str) -> dict[uuid.UUID, tuple]:
+    return dict(DeviceSoftware.objects.filter(device_id=device_id).values_list("id", "updated_at"))
+
+
+def _queued(device_id: str) -> list[list[str]]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT changed FROM device_group_refresh_queue WHERE device_id = %s ORDER BY id", [device_id])
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.fixture
+def drained(db):
+    groups.process_refresh_queue()
+
+
+def test_an_unchanged_upload_writes_nothing_and_queues_no_refresh(agent, drained):
+    assert agent.put("software", {"software": SOFTWARE}).status_code == 204
+    before = _ids(agent.device_id)
+    groups.process_refresh_queue()
+
+    response = agent.put("software", {"software": list(reversed(SOFTWARE))})  # the order of a list is not a change
+
+    assert response.status_code == 204
+    assert _ids(agent.device_id) == before  # the same rows, not deleted and written again
+    assert _queued(agent.device_id) == []
+
+
+def test_a_changed_upload_stores_exactly_the_new_list_and_queues_the_refresh(agent, drained):
+    assert agent.put("software", {"software": SOFTWARE}).status_code == 204
+    kept = {id_ for (id_,) in DeviceSoftware.objects.filter(device_id=agent.device_id, name="7-Zip").values_list("id")}
+    groups.process_refresh_queue()
+    upload = [
+        SOFTWARE[0] | {"version": "134.0"},  # a new version: the old row goes, the new one comes
+        SOFTWARE[1],  # unchanged: stays as it was
+        SOFTWARE[2],  # one of the two Git rows goes
+        {"name": "Notepad++", "version": "8.7"},  # new
+        {"name": "Notepad++", "version": "8.7"},
+    ]
+
+    assert agent.put("software", {"software": upload}).status_code == 204
+
+    assert _stored(agent.device_id) == Counter(
+        {
+            ("Mozilla Firefox", "134.0", "Mozilla", dt.date(2024, 11, 2), ""): 1,
+            ("7-Zip", "24.08", "Igor Pavlov", None, "C:\\Program Files\\7-Zip"): 1,
+            ("Git", "2.47.1", "", None, ""): 1,
+            ("Notepad++", "8.7", "", None, ""): 2,
+        }
+    )
+    assert kept <= set(_ids(agent.device_id))
+    assert _queued(agent.device_id) and all(changed == ["software"] for changed in _queued(agent.device_id))
+
+
+@pytest.mark.parametrize("copies", [1, 3, 0, 2])
+def test_repeated_items_are_stored_as_often_as_they_are_sent(agent, copies):
+    assert agent.put("software", {"software": SOFTWARE[:2] * 2}).status_code == 204
+
+    assert agent.put("software", {"software": SOFTWARE[:1] + SOFTWARE[1:2] * copies}).status_code == 204
+
+    assert DeviceSoftware.objects.filter(device_id=agent.device_id, name="Mozilla Firefox").count() == 1
+    assert DeviceSoftware.objects.filter(device_id=agent.device_id, name="7-Zip").count() == copies
+
+
+def test_an_empty_upload_removes_every_row_and_queues_the_refresh(agent, drained):
+    assert agent.put("software", {"software": SOFTWARE}).status_code == 204
+    groups.process_refresh_queue()
+
+    assert agent.put("software", {"software": []}).status_code == 204
+
+    assert not DeviceSoftware.objects.filter(device_id=agent.device_id).exists()
+    assert _queued(agent.device_id) == [["software"]]
+
+
+def test_entries_sent_without_their_time_are_stamped_again_and_those_with_it_are_kept(agent):
+    timed = {
+        "registryPath": "HKLM\\SOFTWARE\\A",
+        "valueName": "x",
+        "valueData": "1",
+        "collectedAt": "2026-11-25T09:00:00Z",
+    }
+    untimed = {"registryPath": "HKLM\\SOFTWARE\\B", "valueName": "y", "valueData": "2"}
+    assert agent.put("registry-state", {"entries": [timed, untimed]}).status_code == 204
+    first = dict(DeviceRegistryEntry.objects.filter(device_id=agent.device_id).values_list("value_name", "id"))
+    stamped = DeviceRegistryEntry.objects.get(device_id=agent.device_id, value_name="y").collected_at
+
+    assert agent.put("registry-state", {"entries": [timed, untimed]}).status_code == 204
+
+    rows = {row.value_name: row for row in DeviceRegistryEntry.objects.filter(device_id=agent.device_id)}
+    assert rows["x"].id == first["x"]
+    assert rows["y"].id != first["y"] and rows["y"].collected_at > stamped  # the time of this upload
+
+
+def test_a_failed_write_leaves_the_stored_rows_as_they_were(agent):
+    assert agent.put("software", {"software": SOFTWARE}).status_code == 204
+    before = _ids(agent.device_id)
+    rows = [("Git", "2.48.0", "", None, ""), ("Vim", "9.1", "", None, "")]
+
+    # Another organization's id: the composite foreign key refuses the new rows after the old ones were deleted.
+    with pytest.raises(psycopg.IntegrityError):  # raised by COPY, which Django does not wrap
+        ingest.replace_inventory(
+            device_id=uuid.UUID(agent.device_id), org_id=uuid.uuid4(), kind="software", rows=rows, now=timezone.now()
+        )
+
+    assert _ids(agent.device_id) == before
