@@ -19,6 +19,8 @@ it as it is.
 from __future__ import annotations
 
 import datetime as dt
+import operator
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -82,7 +84,22 @@ def inventory_rows(kind: str, items) -> list[tuple]:
     """``items`` (objects with the columns of ``kind`` as attributes) as rows for ``replace_inventory``."""
     spec = KINDS[kind]
     columns = (*spec.columns, "collected_at") if spec.stamp == "collected_at" else spec.columns
-    return [tuple(getattr(item, column) for column in columns) for item in items]
+    return list(map(operator.attrgetter(*columns), items))  # every kind has several columns: each a tuple
+
+
+def uuid7_texts(count: int) -> list[str]:
+    """``count`` version-7 UUIDs (``rmm.ids.uuid7``, one clock reading) as 32 hex digits, which COPY reads as uuid.
+
+    ``uuid7()`` costs ~3.4 µs (most of it building a ``uuid.UUID``), 1 ms of a 300-row upload; this ~0.6 µs each.
+    """
+    prefix = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}7"  # 48-bit milliseconds, version 7
+    random = os.urandom(10 * count)
+    texts = []
+    for start in range(0, 10 * count, 10):
+        bits = int.from_bytes(random[start : start + 10])
+        # rand_a (12 bits), then the variant (0b10) over rand_b (62 bits)
+        texts.append(f"{prefix}{bits >> 68:03x}{(bits & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000:016x}")
+    return texts
 
 
 # The first key of the advisory lock an upload takes for its (kind, device): "RMMI". The second is hashtext() of the
@@ -130,8 +147,10 @@ def replace_inventory(
                 new_rows.append(row)
         gone = [id_ for ids in stored.values() for id_ in ids]
         if gone:
+            # One array literal: the client-side binding would quote each of hundreds of ids on its own.
             cursor.execute(
-                sql.SQL("DELETE FROM {} WHERE device_id = %s AND id = ANY(%s)").format(table), [device_id, gone]
+                sql.SQL("DELETE FROM {} WHERE device_id = %s AND id = ANY(%s::uuid[])").format(table),
+                [device_id, "{" + ",".join(map(str, gone)) + "}"],
             )
         if new_rows:
             copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
@@ -144,10 +163,10 @@ def replace_inventory(
             )
             tail = () if own_stamp else (now,)
             with cursor.copy(copy) as stream:
-                for index, row in enumerate(new_rows):
+                for index, (id_, row) in enumerate(zip(uuid7_texts(len(new_rows)), new_rows, strict=True)):
                     if index and index % 1000 == 0:
                         time.sleep(0)  # let other requests run (a gevent yield under gevent workers)
-                    stream.write_row((uuid7(), device_id, org_id, *row, *tail))
+                    stream.write_row((id_, device_id, org_id, *row, *tail))
     return len(gone) + len(new_rows)
 
 

@@ -135,3 +135,13 @@ def test_a_failed_write_leaves_the_stored_rows_as_they_were(agent):
         )
 
     assert _ids(agent.device_id) == before
+
+
+def test_new_rows_get_version_7_ids_of_the_upload_time(agent):
+    started = timezone.now()
+    assert agent.put("software", {"software": SOFTWARE}).status_code == 204
+    ids = list(_ids(agent.device_id))
+    assert len(set(ids)) == len(SOFTWARE)
+    assert all(id_.version == 7 and id_.variant == uuid.RFC_4122 for id_ in ids)
+    millis = {id_.int >> 80 for id_ in ids}  # the first 48 bits: Unix time in milliseconds
+    assert all(abs(ms - started.timestamp() * 1000) < 60_000 for ms in millis)
