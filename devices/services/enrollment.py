@@ -16,6 +16,7 @@ A key refused (unknown, revoked, expired, exhausted) is counted against the call
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -27,6 +28,7 @@ from django.utils import timezone
 from accounts import audit, throttle
 from accounts.models import AuditAction, AuditLog
 from devices.agent_api.authentication import PREVIOUS_TOKEN_GRACE
+from devices.agent_api.sql import raw_cursor
 from devices.models import Device, DeviceHardware, DeviceNetworkInterface
 from devices.services import credentials, ingest
 from orgs.models import EnrollmentKey, Organization, Partner
@@ -139,22 +141,81 @@ _KEY_BY_HASH = f"""k.key_hash = %s
 _KEY_BY_ID = "k.id = %s"
 
 
-def _columns(instance: Model, computed: dict[str, str]) -> tuple[str, str, list]:
-    """``instance``'s columns, their values (each a placeholder cast to the column's type, or the SQL expression
-    ``computed`` gives for the column) and the parameters, as Django would insert the instance."""
-    columns, values, params = [], [], []
-    for model_field in instance._meta.local_concrete_fields:
-        columns.append(connection.ops.quote_name(model_field.column))
-        if model_field.column in computed:
-            values.append(computed[model_field.column])
-        else:
-            values.append(f"%s::{model_field.db_type(connection)}")
-            params.append(model_field.get_db_prep_save(model_field.pre_save(instance, True), connection))
-    return ", ".join(columns), ", ".join(values), params
+# Computed columns: SQL expressions over the CTEs instead of bound values.
+_FROM_KEY = (("org_id", "consumed.org_id"), ("site_id", "consumed.site_id"))
+_OF_DEVICE = (("device_id", "device.id"), ("org_id", "device.org_id"))
+_AUDIT_FROM_KEY = (
+    ("org_id", "consumed.org_id"),
+    ("details", "jsonb_build_object('enrollmentKeyId', consumed.id::text, 'keyPrefix', consumed.key_prefix)"),
+)
 
 
 def _field(model: type[Model], name: str) -> Field:
     return cast(Field, model._meta.get_field(name))
+
+
+@functools.cache
+def _insert_parts(model: type[Model], computed: tuple[tuple[str, str], ...]) -> tuple[str, str, tuple[Field, ...]]:
+    """The column list of ``model``'s INSERT, its value list (a placeholder cast to the column's type, or the SQL
+    expression ``computed`` gives for the column) and the fields whose values are bound, in order."""
+    expressions = dict(computed)
+    columns, values, bound = [], [], []
+    for model_field in model._meta.local_concrete_fields:
+        columns.append(connection.ops.quote_name(model_field.column))
+        if model_field.column in expressions:
+            values.append(expressions[model_field.column])
+        else:
+            values.append(f"%s::{model_field.db_type(connection)}")
+            bound.append(model_field)
+    return ", ".join(columns), ", ".join(values), tuple(bound)
+
+
+def _bound_values(instance: Model, computed: tuple[tuple[str, str], ...]) -> list:
+    """``instance``'s values for ``_insert_parts``, as Django would insert the instance (defaults, auto_now)."""
+    fields = _insert_parts(type(instance), computed)[2]
+    return [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+
+
+def _interface_fields() -> list[Field]:
+    spec = ingest.KINDS["network"]
+    return [_field(DeviceNetworkInterface, column) for column in ("id", *spec.columns, spec.stamp)]
+
+
+@functools.lru_cache(maxsize=512)
+def _statement(key_match: str, with_hardware: bool, interfaces: int) -> str:
+    """The enrollment statement for the key ``key_match`` selects (an SQL condition on ``k``)."""
+    columns, values, _ = _insert_parts(Device, _FROM_KEY)
+    parts = [
+        f"""WITH consumed AS (
+        UPDATE {EnrollmentKey._meta.db_table} k
+           SET usage_count = k.usage_count + 1, updated_at = now()
+         WHERE {key_match}
+           AND {_KEY_USABLE}
+     RETURNING k.id, k.org_id, k.site_id, k.key_prefix
+), device AS (
+        INSERT INTO {Device._meta.db_table} ({columns}) SELECT {values} FROM consumed RETURNING id, org_id
+)"""  # noqa: S608 (table and column names of our models; every value is bound)
+    ]
+    if with_hardware:
+        columns, values, _ = _insert_parts(DeviceHardware, _OF_DEVICE)
+        table = DeviceHardware._meta.db_table
+        parts.append(f", hardware AS (INSERT INTO {table} ({columns}) SELECT {values} FROM device)")  # noqa: S608
+    if interfaces:
+        fields = _interface_fields()
+        row = "(" + ", ".join(f"%s::{field.db_type(connection)}" for field in fields) + ")"
+        columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+        names = ", ".join(f"c{n}" for n in range(len(fields)))
+        rows = ", ".join([row] * interfaces)
+        parts.append(
+            f""", interfaces AS (
+        INSERT INTO {DeviceNetworkInterface._meta.db_table} (device_id, org_id, {columns})
+        SELECT device.id, device.org_id, item.* FROM device CROSS JOIN (VALUES {rows}) AS item ({names})
+)"""  # noqa: S608
+        )
+    columns, values, _ = _insert_parts(AuditLog, _AUDIT_FROM_KEY)
+    parts.append(f", audit AS (INSERT INTO {AuditLog._meta.db_table} ({columns}) SELECT {values} FROM consumed)")  # noqa: S608
+    parts.append("\nSELECT org_id, site_id FROM consumed")
+    return "".join(parts)
 
 
 def _hardware_row(hardware: object, now: dt.datetime) -> DeviceHardware:
@@ -167,25 +228,11 @@ def _hardware_row(hardware: object, now: dt.datetime) -> DeviceHardware:
     return DeviceHardware(updated_at=now, **values)
 
 
-def _interfaces_values(interfaces: list, now: dt.datetime) -> tuple[str, str, list]:
-    """The network interfaces as a VALUES list of typed rows, with its column list."""
-    spec = ingest.KINDS["network"]
-    names = ("id", *spec.columns, spec.stamp)
-    fields = [_field(DeviceNetworkInterface, column) for column in names]
-    row_sql = "(" + ", ".join(f"%s::{field.db_type(connection)}" for field in fields) + ")"
-    params: list = []
-    for row in ingest.inventory_rows("network", interfaces):
-        values = (uuid7(), *row, now)
-        params += [field.get_db_prep_save(value, connection) for field, value in zip(fields, values, strict=True)]
-    columns = ", ".join(connection.ops.quote_name(column) for column in names)
-    return columns, ", ".join([row_sql] * (len(params) // len(fields))), params
-
-
 def _insert_enrollment(
     *, key_match: str, key_params: list, facts: EnrollFacts, ip: str | None, now: dt.datetime
 ) -> Enrollment | None:
-    """Run the enrollment statement for the key ``key_match`` selects (an SQL condition on ``k``); None when it
-    consumed no use of the key (then nothing is written)."""
+    """Run the enrollment statement for the key ``key_match`` selects; None when it consumed no use of the key
+    (then nothing is written)."""
     token = credentials.mint_agent_token()
     device = Device(
         agent_id=credentials.new_agent_id(),
@@ -202,37 +249,14 @@ def _insert_enrollment(
         last_seen_at=now,
         last_seen_ip=ip or "",
     )
-    from_key = {"org_id": "consumed.org_id", "site_id": "consumed.site_id"}
-    of_device = {"device_id": "device.id", "org_id": "device.org_id"}
-    device_columns, device_values, params = _columns(device, from_key)
-    statement = [
-        f"""WITH consumed AS (
-        UPDATE {EnrollmentKey._meta.db_table} k
-           SET usage_count = k.usage_count + 1, updated_at = now()
-         WHERE {key_match}
-           AND {_KEY_USABLE}
-     RETURNING k.id, k.org_id, k.site_id, k.key_prefix
-), device AS (
-        INSERT INTO {Device._meta.db_table} ({device_columns}) SELECT {device_values} FROM consumed RETURNING id, org_id
-)""",  # noqa: S608 (table and column names of our models; every value is bound)
-    ]
-    params = [*key_params, *params]
+    params = [*key_params, *_bound_values(device, _FROM_KEY)]
     if facts.hardware is not None:
-        columns, values, more = _columns(_hardware_row(facts.hardware, now), of_device)
-        statement.append(
-            f", hardware AS (INSERT INTO {DeviceHardware._meta.db_table} ({columns}) SELECT {values} FROM device)"  # noqa: S608
-        )
-        params += more
+        params += _bound_values(_hardware_row(facts.hardware, now), _OF_DEVICE)
     if facts.interfaces:
-        columns, rows, more = _interfaces_values(facts.interfaces, now)
-        names = ", ".join(f"c{n}" for n in range(columns.count(",") + 1))
-        statement.append(
-            f""", interfaces AS (
-        INSERT INTO {DeviceNetworkInterface._meta.db_table} (device_id, org_id, {columns})
-        SELECT device.id, device.org_id, item.* FROM device CROSS JOIN (VALUES {rows}) AS item ({names})
-)"""  # noqa: S608
-        )
-        params += more
+        fields = _interface_fields()
+        for row in ingest.inventory_rows("network", facts.interfaces):
+            values = (uuid7(), *row, now)
+            params += [field.get_db_prep_save(value, connection) for field, value in zip(fields, values, strict=True)]
     entry = AuditLog(
         action=AuditAction.DEVICE_ENROLL,
         actor_device_id=device.pk,
@@ -240,17 +264,15 @@ def _insert_enrollment(
         target_id=str(device.pk),
         ip=ip,
     )
-    details = "jsonb_build_object('enrollmentKeyId', consumed.id::text, 'keyPrefix', consumed.key_prefix)"
-    columns, values, more = _columns(entry, {"org_id": "consumed.org_id", "details": details})
-    statement.append(f", audit AS (INSERT INTO {AuditLog._meta.db_table} ({columns}) SELECT {values} FROM consumed)")  # noqa: S608
-    params += more
-    statement.append("\nSELECT org_id, site_id FROM consumed")
-    with connection.cursor() as cursor:
-        cursor.execute("".join(statement), params)
-        row = cursor.fetchone()
-    if row is None:
+    params += _bound_values(entry, _AUDIT_FROM_KEY)
+    statement = _statement(key_match, facts.hardware is not None, len(facts.interfaces))
+    # Prepared (server-side binding): PostgreSQL parses and plans the statement once per connection.
+    cursor = raw_cursor()
+    cursor.execute(statement, params, prepare=True)
+    placed = cursor.fetchone()
+    if placed is None:
         return None
-    device.org_id, device.site_id = row
+    device.org_id, device.site_id = placed
     device._state.adding = False
     device._state.db = connection.alias
     return Enrollment(device=device, token=token.raw)
