@@ -31,6 +31,28 @@ rm -f "$OUT/agents.json"
 
 start_gunicorn "$PORT" "$OUT/gunicorn.log"
 
+# CPU seconds of this server's workers and of PostgreSQL's backends for this database (the machine may be shared:
+# the figure per enrollment survives other load better than the rate does).
+cpu_seconds() {
+  $PY - "$GUNICORN_PID" <<'PYEOF'
+import sys, psutil
+def cpu(p):
+    t = p.cpu_times()
+    return t.user + t.system
+workers = sum(cpu(c) for c in psutil.Process(int(sys.argv[1])).children())
+backends = sum(cpu(p) for p in psutil.process_iter() if "rmm_enrollbench" in " ".join(p.cmdline()))
+print(f"{workers:.2f} {backends:.2f}")
+PYEOF
+}
+CPU_BEFORE=$(cpu_seconds)
+
 echo "== enrollment: $AGENTS agents, $CONCURRENCY at a time"
 $PY "$HERE/bench/sim.py" --url "http://127.0.0.1:$PORT" --key "$KEY" --agents "$AGENTS" \
   --enroll-concurrency "$CONCURRENCY" --seconds 0 --state "$OUT/agents.json" --json "$OUT/enroll.json"
+
+CPU_AFTER=$(cpu_seconds)
+$PY - "$AGENTS" $CPU_BEFORE $CPU_AFTER <<'PYEOF'
+import sys
+n, w0, b0, w1, b1 = int(sys.argv[1]), *map(float, sys.argv[2:])
+print(f"cpu per enrollment: gunicorn {1000 * (w1 - w0) / n:.2f} ms, postgresql {1000 * (b1 - b0) / n:.2f} ms")
+PYEOF
