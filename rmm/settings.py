@@ -162,7 +162,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "rmm.messages_middleware.MessageMiddleware",  # Django's, storage made only when used (see there)
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+# The agents' requests (/api/v1/agents/…) pass only these (rmm.wsgi.AgentHandler): the others act on browsers'
+# requests alone (sessions, CSRF, users, messages, static files, the CSP of HTML pages).
+AGENT_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

@@ -19,6 +19,7 @@ import sys
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.wsgi import WSGIHandler
 from django.core.wsgi import get_wsgi_application
 
 from rmm.env import one_line
@@ -28,8 +29,27 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rmm.settings")
 # gunicorn's arbiter stops (rather than starting the worker again and again) when a worker exits with this status.
 WORKER_BOOT_ERROR = 3
 
+
+class AgentHandler(WSGIHandler):
+    """Django's WSGI handler for the agents' requests (``/api/v1/agents/…``), with only the middleware that acts on
+    them: ``settings.AGENT_MIDDLEWARE``, the security headers and the host check. The others do nothing for an agent
+    call (sessions, CSRF and users: agents send a bearer token to csrf-exempt views; messages; static files; the CSP
+    of HTML pages) yet each cost every heartbeat its layer: measured in bench/RESULTS.md (issue 13)."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        everyone = settings.MIDDLEWARE
+        settings.MIDDLEWARE = settings.AGENT_MIDDLEWARE
+        try:
+            super().load_middleware(is_async)
+        finally:
+            settings.MIDDLEWARE = everyone
+
+
+AGENT_PATH_PREFIX = "/api/v1/agents/"
+
 try:
     django_application = get_wsgi_application()
+    agent_application = AgentHandler()
 except ImproperlyConfigured as error:
     print(one_line(error), file=sys.stderr, flush=True)
     raise SystemExit(WORKER_BOOT_ERROR) from None
@@ -59,4 +79,6 @@ def application(environ, start_response):
             return _too_large(start_response)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
+    if environ.get("PATH_INFO", "").startswith(AGENT_PATH_PREFIX):
+        return agent_application(environ, start_response)
     return django_application(environ, start_response)
