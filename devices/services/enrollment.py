@@ -20,6 +20,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import cast
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Field, Model
@@ -215,7 +216,10 @@ def _statement(key_match: str, with_hardware: bool, interfaces: int) -> str:
     columns, values, _ = _insert_parts(AuditLog, _AUDIT_FROM_KEY)
     parts.append(f", audit AS (INSERT INTO {AuditLog._meta.db_table} ({columns}) SELECT {values} FROM consumed)")  # noqa: S608
     parts.append("\nSELECT org_id, site_id FROM consumed")
-    return "".join(parts)
+    # Numbered placeholders, sent as they are (psycopg.RawCursor): psycopg parses a %s query again on every
+    # execution when it has more than 50 parameters (this one has ~70), ~0.3 ms of the worker's CPU each time.
+    pieces = "".join(parts).split("%s")
+    return "".join(f"{piece}${n}" for n, piece in enumerate(pieces[:-1], start=1)) + pieces[-1]
 
 
 def _hardware_row(hardware: object, now: dt.datetime) -> DeviceHardware:
@@ -267,7 +271,7 @@ def _insert_enrollment(
     params += _bound_values(entry, _AUDIT_FROM_KEY)
     statement = _statement(key_match, facts.hardware is not None, len(facts.interfaces))
     # Prepared (server-side binding): PostgreSQL parses and plans the statement once per connection.
-    cursor = raw_cursor()
+    cursor = psycopg.RawCursor(raw_cursor().connection)
     cursor.execute(statement, params, prepare=True)
     placed = cursor.fetchone()
     if placed is None:
