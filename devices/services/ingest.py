@@ -4,25 +4,31 @@ Items arrive validated (``devices.agent_api.schemas``), with the columns of thei
 ``inventory_rows`` puts them in the column order of ``KINDS``. Every row carries the device's ``org_id``; the
 composite foreign key (device_id, org_id) → devices makes the database refuse a mismatch.
 
-An upload is written as the difference from what is stored (``replace_inventory``): the device's rows are read
-back, the rows of the upload that are already stored (with the same values, counted with their repeats) stay as
-they are, stored rows the upload no longer has are deleted by id, and only the new rows are written, with
-``COPY ... FROM STDIN`` (psycopg's ``cursor.copy``: a 10,000-row list is one statement streaming rows instead of
-10,000 INSERTs). An agent sends the same list after every scan, and the measured cost of an upload was almost all
-PostgreSQL's (bench/RESULTS.md, issue 13): deleting and inserting 300 software rows costs 300 foreign-key checks and
-300 entries in each of four indexes (a trigram GIN among them), ~10-15 ms, where reading 300 rows back costs ~1 ms.
-An upload that changes nothing therefore writes nothing, and the group-refresh triggers (migration 0006) queue the
-device only when a row really went or came. A kept row keeps its ``updated_at``: the time the agent first reported
-it as it is.
+An upload is written as the difference from what is stored (``replace_inventory``). An agent sends the same list
+after every scan, and the measured cost of an upload was almost all in deleting and re-inserting every row (issue
+13, bench/uploads_bench.sh: for 300 software rows, 300 foreign-key checks and 300 entries in each of four indexes,
+a trigram GIN among them, ~7 ms of PostgreSQL CPU against under 1 ms to read the rows back). So:
+
+- the device's rows are read first, in one statement outside any transaction: when they are the upload (counted
+  with their repeats, in any order), nothing is written and the group-refresh triggers (migration 0006) queue
+  nothing;
+- otherwise, under a per-device advisory lock, the rows are read again, stored rows the upload no longer has are
+  deleted by id, rows it has that are not stored are written with ``COPY ... FROM STDIN`` (psycopg's
+  ``cursor.copy``: one statement streaming rows instead of one INSERT each), and the rest stay as they are. The
+  triggers queue the device once for the DELETE and once for the COPY.
+
+A kept row keeps its id and ``updated_at``: the time the agent first reported it as it is.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import operator
 import os
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -107,6 +113,34 @@ def uuid7_texts(count: int) -> list[str]:
 _UPLOAD_LOCK_NAMESPACE = 0x524D4D49
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """The statements ``replace_inventory`` runs for one kind, composed once."""
+
+    own_stamp: bool  # the rows end with their collected_at
+    values: sql.Composed  # the device's rows, compared columns only
+    rows: sql.Composed  # the same with each row's id first
+    delete: sql.Composed
+    copy: sql.Composed
+
+
+@functools.cache
+def _statements(kind: str) -> _Statements:
+    spec = KINDS[kind]
+    table = sql.Identifier(spec.table)
+    own_stamp = spec.stamp == "collected_at"
+    # The columns compared (collected_at is one), written after id, device_id and org_id (then updated_at, if not).
+    compared = sql.SQL(", ").join(map(sql.Identifier, (*spec.columns, "collected_at") if own_stamp else spec.columns))
+    written = ("id", "device_id", "org_id", *spec.columns, spec.stamp)
+    return _Statements(
+        own_stamp=own_stamp,
+        values=sql.SQL("SELECT {} FROM {} WHERE device_id = %s").format(compared, table),
+        rows=sql.SQL("SELECT id, {} FROM {} WHERE device_id = %s").format(compared, table),
+        delete=sql.SQL("DELETE FROM {} WHERE device_id = %s AND id = ANY(%s::uuid[])").format(table),
+        copy=sql.SQL("COPY {} ({}) FROM STDIN").format(table, sql.SQL(", ").join(map(sql.Identifier, written))),
+    )
+
+
 def replace_inventory(
     *, device_id: uuid.UUID, org_id: uuid.UUID, kind: str, rows: list[tuple], now: dt.datetime
 ) -> int:
@@ -115,24 +149,22 @@ def replace_inventory(
     For ``registry-state`` and ``config-state`` each row ends with its ``collected_at`` (None → ``now``), which is
     compared like the other columns: an entry sent without its own time is always written again.
     """
-    spec = KINDS[kind]
-    table = sql.Identifier(spec.table)
-    own_stamp = spec.stamp == "collected_at"
-    # The columns compared, and written after id, device_id and org_id (then updated_at, unless the row has its stamp).
-    columns = (*spec.columns, "collected_at") if own_stamp else spec.columns
-    wanted = [(*row[:-1], row[-1] or now) for row in rows] if own_stamp else rows
+    statements = _statements(kind)
+    wanted = [(*row[:-1], row[-1] or now) for row in rows] if statements.own_stamp else rows
+    # The common case first, in one statement and without a transaction: the upload is what is stored. Without a
+    # lock this is still exact: an upload of the same device committed after this read comes after this one.
+    with connection.cursor() as cursor:
+        cursor.execute(statements.values, [device_id])
+        if Counter(cursor.fetchall()) == Counter(wanted):
+            return 0
     with transaction.atomic(), connection.cursor() as cursor:
         # Two uploads of one device at once would both read the same stored rows and both add theirs: the second
         # waits for the first, then reads what the first stored.
         cursor.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_UPLOAD_LOCK_NAMESPACE, f"{spec.table} {device_id}"]
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+            [_UPLOAD_LOCK_NAMESPACE, f"{KINDS[kind].table} {device_id}"],
         )
-        cursor.execute(
-            sql.SQL("SELECT id, {} FROM {} WHERE device_id = %s").format(
-                sql.SQL(", ").join(map(sql.Identifier, columns)), table
-            ),
-            [device_id],
-        )
+        cursor.execute(statements.rows, [device_id])
         stored: dict[tuple, list[uuid.UUID]] = {}
         for id_, *values in cursor.fetchall():
             stored.setdefault(tuple(values), []).append(id_)
@@ -148,21 +180,10 @@ def replace_inventory(
         gone = [id_ for ids in stored.values() for id_ in ids]
         if gone:
             # One array literal: the client-side binding would quote each of hundreds of ids on its own.
-            cursor.execute(
-                sql.SQL("DELETE FROM {} WHERE device_id = %s AND id = ANY(%s::uuid[])").format(table),
-                [device_id, "{" + ",".join(map(str, gone)) + "}"],
-            )
+            cursor.execute(statements.delete, [device_id, "{" + ",".join(map(str, gone)) + "}"])
         if new_rows:
-            copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                table,
-                sql.SQL(", ").join(
-                    map(
-                        sql.Identifier, ("id", "device_id", "org_id", *columns, *(() if own_stamp else ("updated_at",)))
-                    )
-                ),
-            )
-            tail = () if own_stamp else (now,)
-            with cursor.copy(copy) as stream:
+            tail = () if statements.own_stamp else (now,)
+            with cursor.copy(statements.copy) as stream:
                 for index, (id_, row) in enumerate(zip(uuid7_texts(len(new_rows)), new_rows, strict=True)):
                     if index and index % 1000 == 0:
                         time.sleep(0)  # let other requests run (a gevent yield under gevent workers)

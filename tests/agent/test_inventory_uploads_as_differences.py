@@ -145,3 +145,21 @@ def test_new_rows_get_version_7_ids_of_the_upload_time(agent):
     assert all(id_.version == 7 and id_.variant == uuid.RFC_4122 for id_ in ids)
     millis = {id_.int >> 80 for id_ in ids}  # the first 48 bits: Unix time in milliseconds
     assert all(abs(ms - started.timestamp() * 1000) < 60_000 for ms in millis)
+
+
+def test_an_unchanged_upload_is_one_read(agent, django_assert_num_queries):
+    assert agent.put("software", {"software": SOFTWARE}).status_code == 204
+    rows = [
+        ("Git", "2.47.1", "", None, ""),
+        ("Mozilla Firefox", "133.0", "Mozilla", dt.date(2024, 11, 2), ""),
+        ("Git", "2.47.1", "", None, ""),
+        ("7-Zip", "24.08", "Igor Pavlov", None, "C:\\Program Files\\7-Zip"),
+    ]
+    device = agent.device
+
+    with django_assert_num_queries(1):  # no transaction, no lock, no write
+        written = ingest.replace_inventory(
+            device_id=device.pk, org_id=device.org_id, kind="software", rows=rows, now=timezone.now()
+        )
+
+    assert written == 0
