@@ -5,6 +5,7 @@ only when it changed something."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from collections import Counter
 
@@ -163,3 +164,28 @@ def test_an_unchanged_upload_is_one_read(agent, django_assert_num_queries):
         )
 
     assert written == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_uploads_of_one_device_leave_exactly_one_of_them(agent):
+    device = agent.device
+    lists = [[(f"Program {n}", f"{version}.0", "", None, "") for n in range(60)] for version in range(3)]
+    lists[1] = lists[0][:30] + lists[1][30:]  # overlapping lists, as two scans a minute apart would be
+
+    def upload(rows: list[tuple], barrier: threading.Barrier) -> None:
+        try:
+            barrier.wait()
+            ingest.replace_inventory(
+                device_id=device.pk, org_id=device.org_id, kind="software", rows=rows, now=timezone.now()
+            )
+        finally:
+            connection.close()
+
+    for _ in range(8):
+        barrier = threading.Barrier(len(lists))
+        threads = [threading.Thread(target=upload, args=(rows, barrier)) for rows in lists]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert _stored(agent.device_id) in [Counter(rows) for rows in lists]
