@@ -1,12 +1,12 @@
 """Enrolling a device with an enrollment key, and the agent credentials that come with it (token rotation).
 
 The key is found by its HMAC (``credentials.hash_enrollment_key``). Its ``usage_count`` is taken with a
-compare-and-set UPDATE in the same transaction as the device insert, so a key with ``max_usage = N`` enrolls
-exactly N devices however many agents race for it. Device limits (organization and partner ``max_devices``) are
-checked with the limited row locked (FOR NO KEY UPDATE), which serializes the enrollments it governs and so keeps
-the count exact too; with no limit nothing is locked and enrollments run in parallel. Both locks are taken at the
-end of the transaction, after the device and its rows are written, so enrollments of one key wait for each other
-only for the last statements and the commit; a refusal there rolls everything back.
+compare-and-set UPDATE in the same statement as the device insert (see "the enrollment statement" below), so a key
+with ``max_usage = N`` enrolls exactly N devices however many agents race for it, and a refused key stores nothing.
+Device limits (organization and partner ``max_devices``) are checked with the limited row locked (FOR NO KEY
+UPDATE) before that statement, in its transaction, which serializes the enrollments it governs and so keeps the
+count exact too; with no limit nothing but the key row is locked, and only while PostgreSQL runs the statement and
+commits.
 
 A key refused (unknown, revoked, expired, exhausted) is counted against the caller's address
 (``accounts.throttle``); past ENROLLMENT_MAX_FAILURES_PER_ADDRESS refusals in the window, the refusal becomes
