@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The agent API benchmark: a fresh database, gunicorn started with rmm/gunicorn.conf.py, then the fleet simulator
 # (python bench/sim.py) enrolls AGENTS agents, drives RATE heartbeats/s for SECONDS (with commands queued meanwhile
-# and answered by the simulated agents), then software uploads of ITEMS items. See bench/README.md.
+# and answered by the simulated agents), then software uploads of ITEMS items, twice (first uploads, then the same
+# lists again). See bench/README.md.
 #
 #   bench/run_bench.sh                     # defaults below
 #   AGENTS=2000 RATE=1000 SECONDS=30 bench/run_bench.sh
@@ -86,6 +87,9 @@ EOF
 echo "== inventory: $UPLOADS software uploads of $ITEMS items"
 $SIM --seconds 0 --inventory-uploads "$UPLOADS" --software-items "$ITEMS" --inventory-concurrency 8 \
   --json "$OUT/inventory.json"
+echo "-- again: the same uploads, each device re-sending the list it sent (what agents do most of the time)"
+$SIM --seconds 0 --inventory-uploads "$UPLOADS" --software-items "$ITEMS" --inventory-concurrency 8 \
+  --json "$OUT/inventory-repeat.json"
 
 echo "== server log (errors only)"
 grep -E "ERROR|Traceback|Exception" "$OUT/gunicorn.log" | head -20 || echo "none"
