@@ -127,10 +127,34 @@ def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, s
     return None
 
 
+# A JSON string (its escapes included), and the bytes that are not brackets.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+
+
 def json_depth_exceeds(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> bool:
     """Whether raw JSON text nests deeper than ``max_depth`` — checked on the bytes before ``json.loads`` runs, so
-    a 5,000-level body is refused without recursion (brackets inside strings are skipped)."""
+    a 5,000-level body is refused without recursion (brackets inside strings are skipped).
+
+    Done in C for nearly every body: the strings are cut out with a regular expression, the brackets that remain
+    are kept alone, and innermost ``[]`` pairs are removed level by level; a body that is not empty after
+    ``max_depth`` levels (too deep, unbalanced, or an unterminated string) is decided by the byte-by-byte walk. For a
+    300-item software upload (52 KB) this took 0.5 ms where the walk took 1.5-1.9 ms (issue 13)."""
     data = raw.encode() if isinstance(raw, str) else raw
+    outside = _JSON_STRING.sub(b"", data)
+    if b'"' not in outside:
+        brackets = outside.translate(_ONE_KIND, _NOT_BRACKETS)
+        for _ in range(max_depth):
+            if not brackets:
+                return False
+            brackets = brackets.replace(b"[]", b"")
+        if not brackets:
+            return False
+    return _walk_exceeds(data, max_depth)
+
+
+def _walk_exceeds(data: bytes, max_depth: int) -> bool:
     depth = 0
     in_string = escaped = False
     for byte in data:
