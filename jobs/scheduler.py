@@ -33,7 +33,7 @@ import psycopg
 from django.db import connections
 from django.db.models.functions import Now
 
-from jobs.models import Outcome
+from jobs.models import Outcome, ScheduledJob
 from jobs.registry import PeriodicJob, all_jobs
 
 logger = logging.getLogger("rmm.jobs")
@@ -97,6 +97,9 @@ class RunResult:
     outcome: str
     report: str
     duration_ms: int
+
+    def __str__(self) -> str:
+        return f"{self.job}: {self.outcome}, {self.report} ({self.duration_ms} ms)"
 
 
 # Every job has its row; a job whose cadence was changed (SCHEDULER_INTERVALS) is due by the new one at once.
@@ -177,8 +180,6 @@ _RUN_NOW = "UPDATE scheduled_jobs SET next_run_at = clock_timestamp() WHERE name
 def run_soon(*, names: Iterable[str]) -> int:
     """Make these jobs due now: a running scheduler runs them within ``LONGEST_NAP_SECONDS`` (the admin's "run
     now"). Answers how many there were."""
-    from jobs.models import ScheduledJob
-
     return ScheduledJob.objects.filter(name__in=list(names)).update(next_run_at=Now())
 
 

@@ -21,4 +21,4 @@ class Command(PeriodicCommand):
         results = self.scheduler.run_all_due()
         if not results:
             return "no job is due"
-        return "\n".join(f"{r.job}: {r.outcome}, {r.report} ({r.duration_ms} ms)" for r in results)
+        return "\n".join(map(str, results))

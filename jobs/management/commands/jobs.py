@@ -65,7 +65,7 @@ class Command(BaseCommand):
         results = Scheduler().run_all_due(force=names)
         ran = {result.job for result in results}
         for result in results:
-            self.stdout.write(f"{result.job}: {result.outcome}, {result.report} ({result.duration_ms} ms)")
+            self.stdout.write(str(result))
         for name in sorted(set(names) - ran):
             self.stdout.write(f"{name}: not run, another process is running it now")
         if any(result.outcome != "ok" for result in results):
