@@ -259,6 +259,11 @@ class AuditAction(models.TextChoices):
     management command, the scheduler, an agent) the action came through. ``accounts.audit.record`` takes only
     these. Rows written before this list existed may hold other names; the column keeps no constraint for them."""
 
+    ALERT_ACKNOWLEDGE = "alert.acknowledge"
+    ALERT_RESOLVE = "alert.resolve"
+    ALERT_RULE_CREATE = "alert_rule.create"
+    ALERT_RULE_UPDATE = "alert_rule.update"
+    ALERT_RULE_DELETE = "alert_rule.delete"
     API_TOKEN_CREATE = "api_token.create"  # noqa: S105 (an action name, not a secret)
     API_TOKEN_REVOKE = "api_token.revoke"  # noqa: S105
     API_TOKEN_DELETE = "api_token.delete"  # noqa: S105 (the admin deletes the row; the API revokes it)
@@ -283,6 +288,13 @@ class AuditAction(models.TextChoices):
     ENROLLMENT_KEY_UPDATE = "enrollment_key.update"
     ENROLLMENT_KEY_REVOKE = "enrollment_key.revoke"
     ENROLLMENT_KEY_DELETE = "enrollment_key.delete"
+    MAINTENANCE_WINDOW_CREATE = "maintenance_window.create"
+    MAINTENANCE_WINDOW_UPDATE = "maintenance_window.update"
+    MAINTENANCE_WINDOW_DELETE = "maintenance_window.delete"
+    NOTIFICATION_CHANNEL_CREATE = "notification_channel.create"
+    NOTIFICATION_CHANNEL_UPDATE = "notification_channel.update"
+    NOTIFICATION_CHANNEL_DELETE = "notification_channel.delete"
+    NOTIFICATION_CHANNEL_TEST = "notification_channel.test"
     ORGANIZATION_CREATE = "organization.create"
     ORGANIZATION_UPDATE = "organization.update"
     ORGANIZATION_DELETE = "organization.delete"

@@ -86,6 +86,7 @@ from accounts.models import (
     User,
     UserStatus,
 )
+from alerts.models import Alert, AlertRule, MaintenanceWindow, Notification, NotificationChannel
 from devices.models import Device
 from orgs.models import Organization, Partner, Site
 
@@ -654,6 +655,13 @@ _SCOPES: dict[type[models.Model], _Scope] = {
     OrganizationUser: _Scope(org="org_id", own="user_id"),
     PartnerUser: _Scope(partner="partner_id", own="user_id"),
     ApiToken: _Scope(own="user_id", own_permission="*:*"),  # personal tokens: their owner manages them
+    # Alerting: rules and channels belong to an organization or (partner-wide) to a partner; a partner-wide row is
+    # reached with partner-level permissions only.
+    AlertRule: _Scope(org="org_id", partner="partner_id"),
+    NotificationChannel: _Scope(org="org_id", partner="partner_id"),
+    Notification: _Scope(org="org_id", partner="partner_id"),
+    Alert: _Scope(org="org_id", site="site_id", device="device_id"),
+    MaintenanceWindow: _Scope(org="org_id", site="site_id"),
 }
 
 

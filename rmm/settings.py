@@ -152,6 +152,7 @@ INSTALLED_APPS = [
     "orgs",
     "accounts",
     "devices",
+    "alerts",
 ]
 
 MIDDLEWARE = [
