@@ -74,6 +74,11 @@ class NotificationChannel(TimeStampedModel):
     def __str__(self) -> str:
         return f"{self.name} ({self.kind})"
 
+    def clean(self) -> None:
+        from alerts.services.channels import validate_channel
+
+        validate_channel(self)
+
 
 class AlertRule(TimeStampedModel):
     """A condition watched on every device in the rule's scope; the alert opens after ``for_minutes``.
@@ -130,6 +135,11 @@ class AlertRule(TimeStampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from alerts.conditions import validate_rule
+
+        validate_rule(self)
 
 
 class AlertStatus(models.TextChoices):
@@ -270,6 +280,11 @@ class MaintenanceWindow(TimeStampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from alerts.services.windows import validate_window
+
+        validate_window(self)
 
 
 class NotificationEvent(models.TextChoices):

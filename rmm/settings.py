@@ -32,6 +32,11 @@
 | GROUP_RULE_TIMEOUT_MS | 10000 | statement timeout of one dynamic group's rule evaluation (preview, refresh) |
 | GROUP_TIME_SWEEP_SECONDS | 60 | how often groups with time-based conditions (lastSeenAt, metrics …) are re-evaluated |
 | GROUP_RECONCILE_SECONDS | 3600 | how often every dynamic group is re-evaluated from scratch (a safety net) |
+| ALERT_EVALUATION_SECONDS | 60 | how often every enabled alert rule is evaluated (the scheduler's evaluate_alerts job) |
+| ALERT_DIGEST_THRESHOLD | 10 | more alerts than this of one rule in one site opened by one pass: one digest per channel instead |
+| NOTIFY_MAX_PER_CHANNEL_PER_MINUTE | 60 | notifications per channel per minute; the overflow goes into one digest the next minute |
+| WEBHOOK_ALLOW_HTTP | false | webhook channels may use plain http:// URLs (otherwise https only) |
+| WEBHOOK_ALLOW_PRIVATE_ADDRESSES | false | webhooks may be delivered to loopback, link-local and private addresses |
 | SCHEDULER_ENABLED | true | the server runs its periodic jobs itself (jobs/); off when cron runs the commands instead |
 | SCHEDULER_INTERVALS | (each job's own) | `name=seconds,…` changes jobs' cadences, e.g. `mark_offline=30` |
 | TRUSTED_PROXIES | (none) | proxies whose X-Forwarded-For and client-certificate headers are believed |
@@ -119,6 +124,12 @@ COMMAND_TIMEOUT_GRACE_SECONDS = env_int("COMMAND_TIMEOUT_GRACE_SECONDS", 300, mi
 GROUP_RULE_TIMEOUT_MS = env_int("GROUP_RULE_TIMEOUT_MS", 10_000, minimum=100, maximum=600_000)
 GROUP_TIME_SWEEP_SECONDS = env_int("GROUP_TIME_SWEEP_SECONDS", 60, minimum=10)
 GROUP_RECONCILE_SECONDS = env_int("GROUP_RECONCILE_SECONDS", 3600, minimum=60)
+# Alerts (alerts/; docs/alerts.md): storm control and where webhooks may be delivered.
+ALERT_EVALUATION_SECONDS = env_int("ALERT_EVALUATION_SECONDS", 60, minimum=10, maximum=3600)
+ALERT_DIGEST_THRESHOLD = env_int("ALERT_DIGEST_THRESHOLD", 10, minimum=1, maximum=10_000)
+NOTIFY_MAX_PER_CHANNEL_PER_MINUTE = env_int("NOTIFY_MAX_PER_CHANNEL_PER_MINUTE", 60, minimum=1, maximum=100_000)
+WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
 # The scheduler (jobs/): the periodic jobs run inside the server, each by one process at a time across all servers.
 SCHEDULER_ENABLED = env_bool("SCHEDULER_ENABLED", True)
 SCHEDULER_INTERVALS = env_seconds_map("SCHEDULER_INTERVALS")
