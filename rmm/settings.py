@@ -32,9 +32,9 @@
 | GROUP_RULE_TIMEOUT_MS | 10000 | statement timeout of one dynamic group's rule evaluation (preview, refresh) |
 | GROUP_TIME_SWEEP_SECONDS | 60 | how often groups with time-based conditions (lastSeenAt, metrics …) are re-evaluated |
 | GROUP_RECONCILE_SECONDS | 3600 | how often every dynamic group is re-evaluated from scratch (a safety net) |
-| ALERT_EVALUATION_SECONDS | 60 | how often every enabled alert rule is evaluated (the scheduler's evaluate_alerts job) |
-| ALERT_DIGEST_THRESHOLD | 10 | more alerts than this of one rule in one site opened by one pass: one digest per channel instead |
-| NOTIFY_MAX_PER_CHANNEL_PER_MINUTE | 60 | notifications per channel per minute; the overflow goes into one digest the next minute |
+| ALERT_EVALUATION_SECONDS | 60 | how often every enabled alert rule is evaluated (job evaluate_alerts) |
+| ALERT_DIGEST_THRESHOLD | 10 | one pass opening more alerts of one rule in one site: one digest instead |
+| NOTIFY_MAX_PER_CHANNEL_PER_MINUTE | 60 | notifications per channel per minute; the overflow: one digest next minute |
 | WEBHOOK_ALLOW_HTTP | false | webhook channels may use plain http:// URLs (otherwise https only) |
 | WEBHOOK_ALLOW_PRIVATE_ADDRESSES | false | webhooks may be delivered to loopback, link-local and private addresses |
 | SCHEDULER_ENABLED | true | the server runs its periodic jobs itself (jobs/); off when cron runs the commands instead |
