@@ -17,3 +17,8 @@ def announce(*, event: NotificationEvent, rule: AlertRule | None, alerts: Sequen
     raised it) to the rule's enabled channels, applying the spec's storm control (digest when one pass opens more
     than ALERT_DIGEST_THRESHOLD alerts of one rule in one site). Must be called inside the caller's transaction."""
     return 0
+
+
+def renotify_due(*, now=None) -> int:
+    """Announce again the open, unacknowledged alerts whose rule's ``renotify_minutes`` have passed."""
+    return 0
