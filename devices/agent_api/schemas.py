@@ -81,6 +81,14 @@ _MAY_HOLD_UNSTORABLE_TEXT = re.compile(rb"\\u0000|\\u[dD][89a-fA-F][0-9a-fA-F]{2
 MAX_TEXT_PROBLEMS = 100
 
 
+def read_body(request) -> bytes:
+    """The request's raw body, or a 413 in the shared error shape when it is over DATA_UPLOAD_MAX_MEMORY_SIZE."""
+    try:
+        return request.body
+    except RequestDataTooBig:
+        raise AgentError(413, "payload_too_large", "The request body is too large.") from None
+
+
 def read_json_object(request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 / 413 in the shared error shape.
 
@@ -88,10 +96,7 @@ def read_json_object(request) -> dict[str, Any]:
     ``json.loads`` would recurse into it), and text PostgreSQL cannot store (NUL, lone surrogates) in any string or
     key, whether or not the endpoint reads that field.
     """
-    try:
-        raw = request.body
-    except RequestDataTooBig:
-        raise AgentError(413, "payload_too_large", "The request body is too large.") from None
+    raw = read_body(request)
     if not raw:
         raise AgentError(400, "invalid_json", "The request body is empty; send a JSON object.")
     # Nesting needs at least as many opening brackets as levels: counting them (in C) spares nearly every body the

@@ -18,12 +18,21 @@ a trigram GIN among them, ~7 ms of PostgreSQL CPU against under 1 ms to read the
   triggers queue the device once for the DELETE and once for the COPY.
 
 A kept row keeps its id and ``updated_at``: the time the agent first reported it as it is.
+
+Before all that, the upload's bytes: most agents re-send the very same body, and the view asks
+:func:`upload_is_stored` first (one indexed read of ``device_inventory_digests``, migration 0009) and answers at
+once when the digest of the body equals the digest stored with the device's last written upload of that kind. That
+spares a re-sent 300-item software upload the JSON parse, the validation of every item and the read-back of 300
+rows (issue 13, bench/uploads_bench.sh; figures in bench/RESULTS.md). ``replace_inventory`` keeps the digest in step
+with the rows, in the same transaction as any change to them; any other writer of these tables must delete the
+device's digest row.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import operator
 import os
 import time
@@ -141,21 +150,75 @@ def _statements(kind: str) -> _Statements:
     )
 
 
+# Bumped whenever what an upload's bytes are turned into changes (validation, the columns of a kind), so a body
+# stored by an older version is read again rather than trusted.
+_DIGEST_VERSION = b"rmm-inventory-1"
+
+
+def upload_digest(kind: str, body: bytes) -> bytes:
+    """The digest that identifies an upload of ``kind`` with exactly these bytes (SHA-256)."""
+    digest = hashlib.sha256(b"%s\0%s\0" % (_DIGEST_VERSION, kind.encode()))
+    digest.update(body)
+    return digest.digest()
+
+
+def upload_is_stored(*, device_id: uuid.UUID, kind: str, digest: bytes) -> bool:
+    """Whether the device's last written upload of ``kind`` had exactly this digest, so its rows are stored as
+    this upload would write them. Read without a lock, like the unchanged-rows check of ``replace_inventory``: an
+    upload of the same device committed after this read comes after this one."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM device_inventory_digests WHERE device_id = %s AND kind = %s AND digest = %s",
+            [device_id, kind, digest],
+        )
+        return cursor.fetchone() is not None
+
+
+def _remember_digest(cursor, *, device_id: uuid.UUID, kind: str, digest: bytes | None) -> None:
+    if digest is None:
+        cursor.execute("DELETE FROM device_inventory_digests WHERE device_id = %s AND kind = %s", [device_id, kind])
+    else:
+        cursor.execute(
+            "INSERT INTO device_inventory_digests (device_id, kind, digest) VALUES (%s, %s, %s) "
+            "ON CONFLICT (device_id, kind) DO UPDATE SET digest = EXCLUDED.digest "
+            "WHERE device_inventory_digests.digest <> EXCLUDED.digest",
+            [device_id, kind, digest],
+        )
+
+
 def replace_inventory(
-    *, device_id: uuid.UUID, org_id: uuid.UUID, kind: str, rows: list[tuple], now: dt.datetime
+    *,
+    device_id: uuid.UUID,
+    org_id: uuid.UUID,
+    kind: str,
+    rows: list[tuple],
+    now: dt.datetime,
+    digest: bytes | None = None,
 ) -> int:
     """Replace the device's rows of ``kind`` with ``rows``; returns how many rows were written (inserted or deleted).
 
     For ``registry-state`` and ``config-state`` each row ends with its ``collected_at`` (None → ``now``), which is
-    compared like the other columns: an entry sent without its own time is always written again.
+    compared like the other columns: an entry sent without its own time is always written again, so such an upload
+    is never remembered by its digest.
+
+    ``digest`` (:func:`upload_digest` of the body the rows came from) is stored with the rows, so the same bytes sent
+    again are answered by :func:`upload_is_stored`.
     """
     statements = _statements(kind)
-    wanted = [(*row[:-1], row[-1] or now) for row in rows] if statements.own_stamp else rows
+    if statements.own_stamp:
+        if any(row[-1] is None for row in rows):
+            digest = None
+        wanted = [(*row[:-1], row[-1] or now) for row in rows]
+    else:
+        wanted = rows
     # The common case first, in one statement and without a transaction: the upload is what is stored. Without a
     # lock this is still exact: an upload of the same device committed after this read comes after this one.
     with connection.cursor() as cursor:
         cursor.execute(statements.values, [device_id])
         if Counter(cursor.fetchall()) == Counter(wanted):
+            # A digest stored before still names these rows; this upload's names them too.
+            if digest is not None:
+                _remember_digest(cursor, device_id=device_id, kind=kind, digest=digest)
             return 0
     with transaction.atomic(), connection.cursor() as cursor:
         # Two uploads of one device at once would both read the same stored rows and both add theirs: the second
@@ -188,6 +251,7 @@ def replace_inventory(
                     if index and index % 1000 == 0:
                         time.sleep(0)  # let other requests run (a gevent yield under gevent workers)
                     stream.write_row((id_, device_id, org_id, *row, *tail))
+        _remember_digest(cursor, device_id=device_id, kind=kind, digest=digest)
     return len(gone) + len(new_rows)
 
 

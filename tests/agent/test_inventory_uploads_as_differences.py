@@ -5,6 +5,7 @@ only when it changed something."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import uuid
 from collections import Counter
@@ -189,3 +190,94 @@ def test_concurrent_uploads_of_one_device_leave_exactly_one_of_them(agent):
         for thread in threads:
             thread.join()
         assert _stored(agent.device_id) in [Counter(rows) for rows in lists]
+
+
+# --- re-sent bytes: answered from the digest of the last written upload --------------------------------------------
+
+
+def _statements_during(call) -> list[str]:
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = call()
+    assert response.status_code == 204
+    return [query["sql"] for query in queries.captured_queries]
+
+
+def test_the_same_bytes_sent_again_are_answered_without_reading_the_rows(agent):
+    body = json.dumps({"software": SOFTWARE})
+    assert agent.put("software", raw=body).status_code == 204
+    before = _ids(agent.device_id)
+
+    statements = _statements_during(lambda: agent.put("software", raw=body))
+
+    assert not [sql for sql in statements if "device_software" in sql]  # not read, not written
+    assert len([sql for sql in statements if "device_inventory_digests" in sql]) == 1
+    assert _ids(agent.device_id) == before
+
+
+def test_the_same_list_in_other_bytes_is_compared_once_then_answered_from_its_digest(agent):
+    assert agent.put("software", {"software": SOFTWARE}).status_code == 204
+    before = _ids(agent.device_id)
+    reordered = json.dumps({"software": list(reversed(SOFTWARE))})
+
+    first = _statements_during(lambda: agent.put("software", raw=reordered))
+    again = _statements_during(lambda: agent.put("software", raw=reordered))
+
+    assert [sql for sql in first if "device_software" in sql]  # compared with the stored rows
+    assert not [sql for sql in again if "device_software" in sql]
+    assert _ids(agent.device_id) == before
+
+
+def test_bytes_sent_before_a_change_are_written_again_when_they_come_back(agent):
+    old = json.dumps({"software": SOFTWARE})
+    new = json.dumps({"software": SOFTWARE[:1]})
+    assert agent.put("software", raw=old).status_code == 204
+    assert agent.put("software", raw=new).status_code == 204
+    assert sum(_stored(agent.device_id).values()) == 1
+
+    assert agent.put("software", raw=old).status_code == 204
+
+    assert sum(_stored(agent.device_id).values()) == len(SOFTWARE)
+
+
+def test_a_digest_is_kept_per_kind(agent):
+    body = json.dumps({"software": SOFTWARE})
+    assert agent.put("software", raw=body).status_code == 204
+    device = agent.device
+    digest = ingest.upload_digest("software", body.encode())
+
+    assert ingest.upload_is_stored(device_id=device.pk, kind="software", digest=digest)
+    assert not ingest.upload_is_stored(device_id=device.pk, kind="disks", digest=digest)
+    assert not ingest.upload_is_stored(
+        device_id=device.pk, kind="software", digest=ingest.upload_digest("disks", body.encode())
+    )
+
+
+def test_a_failed_write_forgets_nothing_and_remembers_nothing(agent):
+    body = json.dumps({"software": SOFTWARE})
+    assert agent.put("software", raw=body).status_code == 204
+    device = agent.device
+    other = ingest.upload_digest("software", b"another body")
+
+    with pytest.raises(psycopg.IntegrityError):
+        ingest.replace_inventory(
+            device_id=device.pk,
+            org_id=uuid.uuid4(),
+            kind="software",
+            rows=[("Vim", "9.1", "", None, "")],
+            now=timezone.now(),
+            digest=other,
+        )
+
+    assert not ingest.upload_is_stored(device_id=device.pk, kind="software", digest=other)
+    assert ingest.upload_is_stored(
+        device_id=device.pk, kind="software", digest=ingest.upload_digest("software", body.encode())
+    )
+
+
+def test_a_bad_body_sent_twice_is_refused_twice(agent):
+    bad = json.dumps({"software": [{"version": "1.0"}]})  # no name
+
+    assert agent.put("software", raw=bad).status_code == 400
+    assert agent.put("software", raw=bad).status_code == 400
