@@ -37,6 +37,9 @@
 | NOTIFY_MAX_PER_CHANNEL_PER_MINUTE | 60 | notifications per channel per minute; the overflow: one digest next minute |
 | WEBHOOK_ALLOW_HTTP | false | webhook channels may use plain http:// URLs (otherwise https only) |
 | WEBHOOK_ALLOW_PRIVATE_ADDRESSES | false | webhooks may be delivered to loopback, link-local and private addresses |
+| EMAIL_URL | console:// if DEBUG, else smtp://localhost:25 | smtp://user:pass@host:port (?tls=1: STARTTLS), smtps://… |
+| DEFAULT_FROM_EMAIL | rmm@localhost | the From of the e-mails the server sends (alert notifications) |
+| RMM_BASE_URL | http://localhost:8000 | the server's address as technicians reach it: links in notifications |
 | SCHEDULER_ENABLED | true | the server runs its periodic jobs itself (jobs/); off when cron runs the commands instead |
 | SCHEDULER_INTERVALS | (each job's own) | `name=seconds,…` changes jobs' cadences, e.g. `mark_offline=30` |
 | TRUSTED_PROXIES | (none) | proxies whose X-Forwarded-For and client-certificate headers are believed |
@@ -55,6 +58,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -130,6 +134,12 @@ ALERT_DIGEST_THRESHOLD = env_int("ALERT_DIGEST_THRESHOLD", 10, minimum=1, maximu
 NOTIFY_MAX_PER_CHANNEL_PER_MINUTE = env_int("NOTIFY_MAX_PER_CHANNEL_PER_MINUTE", 60, minimum=1, maximum=100_000)
 WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)
 WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
+# Where technicians reach this server: the links in notifications (a device's admin page) start with it.
+RMM_BASE_URL = (env_str("RMM_BASE_URL") or "http://localhost:8000").rstrip("/")
+if urlsplit(RMM_BASE_URL).scheme not in {"http", "https"} or not urlsplit(RMM_BASE_URL).hostname:
+    raise ImproperlyConfigured(
+        f"RMM_BASE_URL={RMM_BASE_URL!r} is not an http(s):// address, e.g. https://rmm.example.com"
+    )
 # The scheduler (jobs/): the periodic jobs run inside the server, each by one process at a time across all servers.
 SCHEDULER_ENABLED = env_bool("SCHEDULER_ENABLED", True)
 SCHEDULER_INTERVALS = env_seconds_map("SCHEDULER_INTERVALS")
@@ -234,6 +244,63 @@ if env_str("DATABASE_CONN_MAX_AGE") is not None:
         "DATABASE_CONN_MAX_AGE is no longer read: connections are pooled (DATABASE_POOL_MAX_SIZE, "
         "DATABASE_POOL_TIMEOUT_SECONDS); remove it."
     )
+
+
+def _email_settings(name: str, url: str) -> dict:
+    """``EMAIL_URL`` as Django's e-mail settings: ``console://``, ``smtp://user:password@host:port`` (port 25;
+    ``?tls=1`` for STARTTLS, then port 587) or ``smtps://…`` (TLS from the first byte, port 465)."""
+    parts = urlsplit(url)
+    if parts.scheme == "console":
+        return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+    if parts.scheme not in {"smtp", "smtps"}:
+        raise ImproperlyConfigured(
+            f"{name} must be smtp://user:password@host:port, smtps://… or console:// (got scheme {parts.scheme!r})."
+        )
+    query = dict(parse_qsl(parts.query))
+    unknown = sorted(set(query) - {"tls", "timeout"})
+    if unknown:
+        raise ImproperlyConfigured(f"{name} has unknown options: {', '.join(unknown)} (known: tls, timeout).")
+    tls = query.get("tls", "0").lower()
+    if tls not in {"0", "1", "true", "false"}:
+        raise ImproperlyConfigured(f"{name}: tls={tls!r} is not 1 or 0.")
+    use_tls = parts.scheme == "smtp" and tls in {"1", "true"}
+    timeout = query.get("timeout", "10")
+    if not timeout.isdigit() or not 1 <= int(timeout) <= 300:
+        raise ImproperlyConfigured(f"{name}: timeout={timeout!r} is not a whole number of seconds from 1 to 300.")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} has an invalid port.") from None
+    if not parts.hostname:
+        raise ImproperlyConfigured(f"{name} has no host (smtp://user:password@HOST:port).")
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": parts.hostname,
+        "EMAIL_PORT": port or (465 if parts.scheme == "smtps" else 587 if use_tls else 25),
+        "EMAIL_HOST_USER": unquote(parts.username or ""),
+        "EMAIL_HOST_PASSWORD": unquote(parts.password or ""),
+        "EMAIL_USE_TLS": use_tls,
+        "EMAIL_USE_SSL": parts.scheme == "smtps",
+        "EMAIL_TIMEOUT": int(timeout),
+    }
+
+
+# E-mail (alert notifications): one URL names the backend and the server. Unset, development prints mails on the
+# console and production hands them to the local MTA (smtp://localhost:25), as Django itself would.
+_email = _email_settings("EMAIL_URL", env_str("EMAIL_URL") or ("console://" if DEBUG else "smtp://localhost:25"))
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = _email.get("EMAIL_PORT", 25)
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = _email.get("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "rmm@localhost"
+if "@" not in DEFAULT_FROM_EMAIL:
+    raise ImproperlyConfigured(f"DEFAULT_FROM_EMAIL={DEFAULT_FROM_EMAIL!r} is not an e-mail address.")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 FIXTURE_DIRS = [BASE_DIR / "fixtures"]  # `manage.py loaddata default_roles`
 
