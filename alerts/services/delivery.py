@@ -61,6 +61,7 @@ DEVICE_SHARE = 10  # one device may use at most 1/DEVICE_SHARE of a channel's no
 RATE_WINDOW = dt.timedelta(minutes=1)
 PLAN_LIMIT = 5000  # due rows one pass looks at per channel (the rest of a flood is folded without being read)
 USER_AGENT = "rmm-server (+webhook)"
+RATE_LIMIT_MARK = {"reason": "rate_limit"}  # in the payload of the digest the rate limit writes
 _DUE = (NotificationStatus.PENDING, NotificationStatus.FAILED)
 
 
@@ -180,7 +181,8 @@ def _plan(channel_id: Any, *, now: dt.datetime | None, report: DeliveryReport) -
         overflow = (
             due.filter(attempts=0)
             .exclude(pk__in=chosen)
-            .exclude(payload__reason="rate_limit")
+            # Containment, not payload->'reason' <> …, which is NULL for rows without the key and would drop them.
+            .exclude(payload__contains=RATE_LIMIT_MARK)
             .order_by("created_at", "id")
         )
         report.folded += _fold(channel, overflow, now=clock)
@@ -208,7 +210,7 @@ def _fold(channel: NotificationChannel, overflow, *, now: dt.datetime) -> int:
             event=NotificationEvent.DIGEST,
             status=NotificationStatus.PENDING,
             attempts=0,
-            payload__reason="rate_limit",
+            payload__contains=RATE_LIMIT_MARK,
         )
         .order_by("created_at")
         .first()
