@@ -222,8 +222,9 @@ def request_token_rotation(*, device: Device, actor, ip: str | None = None) -> D
 
 def decommission(*, device: Device, actor, ip: str | None = None) -> Device:
     """Retire the device for good: its agent is refused from now on (403 device_decommissioned) and the device
-    never changes again; its row and history stay. Decommissioning a decommissioned device changes nothing (and
-    writes no audit row), so a repeated DELETE is harmless."""
+    never changes again; its row and history stay, and its active alerts resolve (``device_decommissioned``).
+    Decommissioning a decommissioned device changes nothing (and writes no audit row), so a repeated DELETE is
+    harmless."""
     with transaction.atomic():
         locked = _locked(device)
         if locked.status == Status.DECOMMISSIONED:
@@ -231,6 +232,10 @@ def decommission(*, device: Device, actor, ip: str | None = None) -> Device:
         previous = locked.status
         locked.status = Status.DECOMMISSIONED
         locked.save(update_fields=["status", "updated_at"])
+        # Imported here: alerts depends on devices, not the other way round at import time.
+        from alerts.services.lifecycle import resolve_for_decommission
+
+        resolve_for_decommission(device_ids=[locked.pk])
         audit.record(
             action=AuditAction.DEVICE_DECOMMISSION,
             actor_user=actor,

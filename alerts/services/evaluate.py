@@ -1,0 +1,507 @@
+"""The evaluator: every enabled rule against the devices in its scope, set-wise, every ALERT_EVALUATION_SECONDS.
+
+One pass (:func:`evaluate_all`, the ``evaluate_alerts`` job) does, per rule and in one transaction per rule:
+
+1. the *scope*: the devices of the rule's organization (every organization of its partner for a partner rule),
+   narrowed to its site and device group, without devices decommissioned, quarantined, in maintenance or inside a
+   window that suppresses alerts (``alerts.services.windows.covered_devices_q``);
+2. the *observations*: the condition compiled to SQL (``alerts.conditions.compile_condition``): rows of (device,
+   subject, value, holds), holds NULL meaning no data;
+3. one statement that, from those and the rule's memory (``alert_states``) and active alerts, decides and writes
+   every transition at once: pending states start (``holding_since``), alerts open once the condition has held
+   ``for_minutes`` (``INSERT … ON CONFLICT DO NOTHING`` on the partial unique index, so two evaluators racing open
+   one), outside the cooldown after the last resolve; open alerts get their latest value; a condition that stops
+   holding starts ``clear_since`` and, with ``auto_resolve``, resolves the alert (``condition_cleared``) once it
+   has not held for ``resolve_after_minutes``; devices that left the scope or are suppressed lose their state, so
+   after a window ``for_minutes`` counts afresh and nothing is replayed (their alerts stay as they were);
+4. ``alerts.services.notify.announce`` once for the alerts the statement opened and once for those it resolved, in
+   the same transaction.
+
+Storm control, **site outage**: before the rules, each ``offline`` rule counts per site the watched devices that are
+(or by the next pass will be) silent long enough to alert; when that is at least 80 % of the site's watched devices
+and at least 5, one site-level alert opens (no device, no rule, subject ``site:<id>``) and the per-device offline
+alerts of that site neither open nor notify while it is open. It resolves when no offline rule sees the outage.
+
+Every moment is ``now`` bound as a parameter (the database clock is never read), so tests drive the clock, and a
+second pass at the same ``now`` changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from alerts import conditions
+from alerts.models import Alert, AlertRule, AlertStatus, NotificationEvent, ResolveReason, Severity
+from alerts.services import notify
+from devices.models import Device, DeviceGroupMembership
+from orgs.models import Organization, Site
+
+logger = logging.getLogger(__name__)
+
+PREVIEW_SAMPLE = 50
+SITE_OUTAGE_SHARE = 0.8  # of a site's watched devices
+SITE_OUTAGE_MINIMUM = 5  # devices
+SITE_SUBJECT = "site:{}"
+_UNWATCHED = (Device.Status.DECOMMISSIONED, Device.Status.QUARANTINED, Device.Status.MAINTENANCE)
+_ACTIVE = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+@dataclass
+class EvaluationReport:
+    """What one pass did; ``str()`` is the job's one-line report."""
+
+    rules: int = 0
+    opened: int = 0
+    resolved: int = 0
+    site_alerts_opened: int = 0
+    site_alerts_resolved: int = 0
+    failed_rules: list[uuid.UUID] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = (
+            f"rules: {self.rules}; opened: {self.opened}; resolved: {self.resolved}; "
+            f"site outages opened: {self.site_alerts_opened}, resolved: {self.site_alerts_resolved}"
+        )
+        return text + (f"; failed rules: {len(self.failed_rules)}" if self.failed_rules else "")
+
+
+# --- scope -----------------------------------------------------------------------------------------------------------
+
+
+def _suppressed_q(now: dt.datetime) -> Q:
+    """Devices inside a window that suppresses alerts now, or in maintenance."""
+    from alerts.services.windows import covered_devices_q
+
+    return covered_devices_q(now=now, purpose="alerts")
+
+
+def _org_ids(*, org_id: Any = None, partner_id: Any = None) -> list[Any]:
+    if org_id is not None:
+        return [org_id]
+    return list(Organization.objects.filter(partner_id=partner_id).values_list("pk", flat=True))
+
+
+def _scope(*, org_ids: list[Any], site_id: Any, device_group_id: Any, suppressed: Q) -> tuple[str, list[Any]]:
+    """The SQL (and parameters) of the devices a rule watches: ``id, org_id, site_id``."""
+    devices = Device.objects.filter(org_id__in=org_ids).exclude(status__in=_UNWATCHED)
+    if site_id is not None:
+        devices = devices.filter(site_id=site_id)
+    if device_group_id is not None:
+        devices = devices.filter(
+            Exists(DeviceGroupMembership.objects.filter(group_id=device_group_id, device_id=OuterRef("pk")))
+        )
+    devices = devices.exclude(suppressed)
+    sql, params = devices.order_by().values("id", "org_id", "site_id").query.sql_with_params()
+    return sql, list(params)
+
+
+# --- one rule ----------------------------------------------------------------------------------------------------
+
+# The state machine of one rule, as one statement. Every CTE reads the same snapshot, so the plan is computed from
+# the state before the pass and each row is written at most once. Two evaluators racing: the second's INSERT of an
+# alert meets the first's on the partial unique index (DO NOTHING: it returns no row, so it announces nothing); its
+# UPDATEs re-check the status on the row the first committed; its state upsert keeps the earliest holding_since.
+_RULE_STATEMENT = """
+WITH p AS (
+    SELECT %s::uuid AS rule_id, %s::timestamptz AS now, %s::bool AS absent_is_clear, %s::bool AS auto_resolve,
+           %s::timestamptz AS open_before, %s::timestamptz AS resolve_before, %s::timestamptz AS cooldown_after,
+           %s::uuid[] AS blocked_sites, %s::text AS severity, %s::text AS title, %s::text AS message,
+           %s::int AS decimals
+),
+scope AS MATERIALIZED ({scope}),
+observed (device_id, subject, value, holds) AS MATERIALIZED ({observed}),
+keys AS (
+    SELECT device_id, subject FROM observed
+    UNION SELECT st.device_id, st.subject FROM alert_states st, p WHERE st.rule_id = p.rule_id
+    UNION SELECT a.device_id, a.subject FROM alerts a, p
+           WHERE a.rule_id = p.rule_id AND a.status IN ('open', 'acknowledged')
+),
+plan AS (
+    SELECT k.device_id, k.subject, sc.id IS NOT NULL AS in_scope, sc.org_id, sc.site_id,
+           CASE WHEN sc.id IS NULL THEN NULL
+                WHEN o.device_id IS NOT NULL THEN o.holds
+                WHEN p.absent_is_clear THEN false END AS holds,
+           o.value, st.device_id IS NOT NULL AS has_state, st.holding_since, st.clear_since, st.value AS state_value,
+           a.id AS alert_id
+      FROM keys k CROSS JOIN p
+      LEFT JOIN scope sc ON sc.id = k.device_id
+      LEFT JOIN observed o ON o.device_id = k.device_id AND o.subject = k.subject
+      LEFT JOIN alert_states st ON st.rule_id = p.rule_id AND st.device_id = k.device_id AND st.subject = k.subject
+      LEFT JOIN alerts a ON a.rule_id = p.rule_id AND a.device_id = k.device_id AND a.subject = k.subject
+                        AND a.status IN ('open', 'acknowledged')
+),
+next AS (
+    SELECT plan.*,
+           CASE WHEN holds THEN COALESCE(holding_since, p.now) WHEN NOT holds THEN NULL ELSE holding_since END
+               AS new_holding,
+           CASE WHEN holds THEN NULL WHEN NOT holds THEN COALESCE(clear_since, p.now) ELSE clear_since END
+               AS new_clear,
+           COALESCE(value, state_value) AS new_value
+      FROM plan CROSS JOIN p
+),
+decided AS (
+    SELECT next.*,
+           COALESCE(holds AND alert_id IS NULL AND new_holding <= p.open_before
+                    AND NOT site_id = ANY(p.blocked_sites), false) AS may_open,
+           COALESCE(alert_id IS NOT NULL AND NOT holds AND p.auto_resolve AND new_clear <= p.resolve_before, false)
+               AS resolves
+      FROM next CROSS JOIN p
+),
+opening AS (
+    SELECT d.* FROM decided d CROSS JOIN p
+     WHERE d.may_open
+       AND NOT EXISTS (SELECT 1 FROM alerts r
+                        WHERE r.rule_id = p.rule_id AND r.device_id = d.device_id AND r.subject = d.subject
+                          AND r.status = 'resolved' AND r.resolved_at > p.cooldown_after)
+),
+opened AS (
+    INSERT INTO alerts (id, org_id, site_id, device_id, rule_id, subject, severity, status, title, message, value,
+                        opened_at, last_evaluated_at)
+    SELECT gen_random_uuid(), o.org_id, o.site_id, o.device_id, p.rule_id, o.subject, p.severity, 'open',
+           left(replace(replace(replace(p.title, '{{value}}', t.value_text), '{{subject}}', o.subject),
+                        '{{device}}', t.label), 255),
+           replace(replace(replace(p.message, '{{value}}', t.value_text), '{{subject}}', o.subject),
+                   '{{device}}', t.label),
+           o.value, p.now, p.now
+      FROM opening o CROSS JOIN p JOIN devices dv ON dv.id = o.device_id
+     CROSS JOIN LATERAL (SELECT COALESCE(NULLIF(dv.display_name, ''), dv.hostname) AS label,
+                                COALESCE(round(o.value::numeric, p.decimals)::text, 'no value') AS value_text) t
+     ORDER BY o.device_id, o.subject
+    ON CONFLICT DO NOTHING
+    RETURNING id
+),
+resolved AS (
+    UPDATE alerts a SET status = 'resolved', resolved_at = p.now, resolved_by_id = NULL,
+                        resolve_reason = 'condition_cleared', last_evaluated_at = p.now
+      FROM decided d, p
+     WHERE d.resolves AND a.id = d.alert_id AND a.status IN ('open', 'acknowledged')
+    RETURNING a.id
+),
+refreshed AS (
+    UPDATE alerts a SET value = d.new_value, last_evaluated_at = p.now
+      FROM decided d, p
+     WHERE d.holds IS NOT NULL AND NOT d.resolves AND a.id = d.alert_id AND a.status IN ('open', 'acknowledged')
+       AND (a.value IS DISTINCT FROM d.new_value OR a.last_evaluated_at IS DISTINCT FROM p.now)
+    RETURNING a.id
+),
+dropped AS (
+    DELETE FROM alert_states st USING decided d, p
+     WHERE st.rule_id = p.rule_id AND st.device_id = d.device_id AND st.subject = d.subject AND d.has_state
+       AND (NOT d.in_scope OR (NOT d.holds AND (d.alert_id IS NULL OR d.resolves)))
+    RETURNING 1
+),
+kept AS (
+    INSERT INTO alert_states AS st (rule_id, device_id, subject, holding_since, clear_since, value, updated_at)
+    SELECT p.rule_id, d.device_id, d.subject, d.new_holding, d.new_clear, d.new_value, p.now
+      FROM decided d CROSS JOIN p
+     WHERE d.in_scope AND (d.holds OR (NOT d.holds AND d.alert_id IS NOT NULL AND NOT d.resolves))
+       AND (NOT d.has_state OR d.new_holding IS DISTINCT FROM d.holding_since
+            OR d.new_clear IS DISTINCT FROM d.clear_since OR d.new_value IS DISTINCT FROM d.state_value)
+     ORDER BY d.device_id, d.subject
+    ON CONFLICT (rule_id, device_id, subject) DO UPDATE SET
+        holding_since = CASE WHEN EXCLUDED.holding_since IS NULL THEN NULL
+                             ELSE LEAST(st.holding_since, EXCLUDED.holding_since) END,
+        clear_since = CASE WHEN EXCLUDED.clear_since IS NULL THEN NULL
+                           ELSE LEAST(st.clear_since, EXCLUDED.clear_since) END,
+        value = EXCLUDED.value,
+        updated_at = EXCLUDED.updated_at
+    RETURNING 1
+)
+SELECT ARRAY(SELECT id FROM opened), ARRAY(SELECT id FROM resolved),
+       (SELECT count(*) FROM refreshed), (SELECT count(*) FROM dropped), (SELECT count(*) FROM kept)
+"""
+
+
+@dataclass(frozen=True)
+class RulePass:
+    """What one rule's pass wrote."""
+
+    opened: list[Alert]
+    resolved: list[Alert]
+
+
+def _alerts(ids: Sequence[uuid.UUID]) -> list[Alert]:
+    return list(Alert.objects.filter(pk__in=ids).select_related("device", "site", "org").order_by("opened_at", "id"))
+
+
+def evaluate_rule(rule: AlertRule, *, now: dt.datetime, suppressed: Q, blocked_sites: Sequence[Any] = ()) -> RulePass:
+    """One rule's pass in one transaction (see the module docstring); announces what it opened and resolved."""
+    org_ids = _org_ids(org_id=rule.org_id, partner_id=rule.partner_id)
+    scope_sql, scope_params = _scope(
+        org_ids=org_ids, site_id=rule.site_id, device_group_id=rule.device_group_id, suppressed=suppressed
+    )
+    compiled = conditions.compile_condition(rule.condition, now=now, org_ids=org_ids)
+    text = conditions.describe(rule.condition, rule_name=rule.name)
+    params = [
+        rule.pk,
+        now,
+        compiled.absent_is_clear,
+        rule.auto_resolve,
+        now - dt.timedelta(minutes=rule.for_minutes),
+        now - dt.timedelta(minutes=rule.resolve_after_minutes),
+        now - dt.timedelta(minutes=rule.cooldown_minutes),
+        list(blocked_sites),
+        rule.severity,
+        text.title,
+        text.message,
+        text.decimals,
+        *scope_params,
+        *compiled.params,
+    ]
+    sql = _RULE_STATEMENT.format(scope=scope_sql, observed=compiled.sql)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            opened_ids, resolved_ids, *_counts = cursor.fetchone()
+        opened, resolved = _alerts(opened_ids), _alerts(resolved_ids)
+        if opened:
+            notify.announce(event=NotificationEvent.OPENED, rule=rule, alerts=opened)
+        if resolved:
+            notify.announce(event=NotificationEvent.RESOLVED, rule=rule, alerts=resolved)
+    return RulePass(opened=opened, resolved=resolved)
+
+
+# --- site outages ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _SiteCount:
+    watched: int
+    silent: int
+    rule: AlertRule
+
+
+def _site_counts(rule: AlertRule, *, now: dt.datetime, suppressed: Q) -> dict[Any, _SiteCount]:
+    """Per site the offline rule watches: its watched devices, and those silent long enough to alert by the next
+    pass. Counting one pass ahead matters: heartbeats are spread over a minute, so when a site goes dark its
+    devices cross the limit over two passes, and counting only those past it would let the first half open (and
+    announce) per-device alerts before the outage is seen. At least one device must be past the limit itself."""
+    org_ids = _org_ids(org_id=rule.org_id, partner_id=rule.partner_id)
+    scope_sql, scope_params = _scope(
+        org_ids=org_ids, site_id=rule.site_id, device_group_id=rule.device_group_id, suppressed=suppressed
+    )
+    alerting = now - dt.timedelta(minutes=rule.condition["minutes"] + rule.for_minutes)
+    ahead = alerting + dt.timedelta(seconds=settings.ALERT_EVALUATION_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH scope AS ({scope_sql})
+            SELECT d.site_id, count(*),
+                   count(*) FILTER (WHERE COALESCE(d.last_seen_at, d.created_at) < %s),
+                   count(*) FILTER (WHERE COALESCE(d.last_seen_at, d.created_at) < %s)
+              FROM devices d JOIN scope s ON s.id = d.id
+             GROUP BY d.site_id
+            """,  # noqa: S608 (the scope is SQL Django compiled; values are bound)
+            [*scope_params, ahead, alerting],
+        )
+        return {
+            site_id: _SiteCount(watched=watched, silent=silent if past else 0, rule=rule)
+            for site_id, watched, silent, past in cursor.fetchall()
+        }
+
+
+def _is_outage(count: _SiteCount) -> bool:
+    return count.silent >= SITE_OUTAGE_MINIMUM and count.silent >= SITE_OUTAGE_SHARE * count.watched
+
+
+@dataclass
+class _SiteOutcome:
+    opened: int = 0
+    resolved: int = 0
+    blocked_sites: list[Any] = field(default_factory=list)
+
+
+def _evaluate_site_outages(offline_rules: list[AlertRule], *, now: dt.datetime, suppressed: Q) -> _SiteOutcome:
+    """Open a site-level alert for every site in outage under some offline rule; resolve those no rule sees any
+    more. Answers the sites with an open site alert, whose per-device offline alerts must not open."""
+    outages: dict[Any, _SiteCount] = {}
+    watching: dict[Any, AlertRule] = {}  # a rule that watches the site, for the channels of a resolve
+    for rule in offline_rules:
+        for site_id, count in _site_counts(rule, now=now, suppressed=suppressed).items():
+            watching.setdefault(site_id, rule)
+            if _is_outage(count):
+                known = outages.get(site_id)
+                if (
+                    known is None
+                    or _SEVERITY_RANK[Severity(rule.severity)] > _SEVERITY_RANK[Severity(known.rule.severity)]
+                ):
+                    outages[site_id] = count
+    outcome = _SiteOutcome()
+    with transaction.atomic():
+        active = {
+            alert.site_id: alert
+            for alert in Alert.objects.select_for_update()
+            .filter(rule__isnull=True, device__isnull=True, subject__startswith="site:", status__in=_ACTIVE)
+            .select_related("site", "org")
+        }
+        sites = {site.pk: site for site in Site.objects.filter(pk__in=set(outages)).select_related("org")}
+        for site_id, count in outages.items():
+            share = 100.0 * count.silent / count.watched
+            if site_id in active:
+                Alert.objects.filter(pk=active[site_id].pk).exclude(value=share, last_evaluated_at=now).update(
+                    value=share, last_evaluated_at=now
+                )
+                continue
+            if _site_in_cooldown(site_id, count.rule, now):
+                continue
+            alert = _open_site_alert(sites[site_id], count, now=now)
+            if alert is not None:
+                outcome.opened += 1
+                active[site_id] = alert
+                notify.announce(event=NotificationEvent.OPENED, rule=count.rule, alerts=[alert])
+        for site_id, alert in list(active.items()):
+            if site_id in outages:
+                continue
+            updated = Alert.objects.filter(pk=alert.pk, status__in=_ACTIVE).update(
+                status=AlertStatus.RESOLVED,
+                resolved_at=now,
+                resolved_by=None,
+                resolve_reason=ResolveReason.CONDITION_CLEARED,
+                last_evaluated_at=now,
+            )
+            del active[site_id]
+            if updated:
+                outcome.resolved += 1
+                alert.refresh_from_db()
+                notify.announce(event=NotificationEvent.RESOLVED, rule=watching.get(site_id), alerts=[alert])
+    outcome.blocked_sites = list(active)
+    return outcome
+
+
+def _site_in_cooldown(site_id: Any, rule: AlertRule, now: dt.datetime) -> bool:
+    return Alert.objects.filter(
+        rule__isnull=True,
+        device__isnull=True,
+        subject=SITE_SUBJECT.format(site_id),
+        status=AlertStatus.RESOLVED,
+        resolved_at__gt=now - dt.timedelta(minutes=rule.cooldown_minutes),
+    ).exists()
+
+
+def _open_site_alert(site: Site, count: _SiteCount, *, now: dt.datetime) -> Alert | None:
+    """INSERT … ON CONFLICT DO NOTHING: a racing evaluator that opened it first wins, and this one announces
+    nothing."""
+    minutes = count.rule.condition["minutes"]
+    share = 100.0 * count.silent / count.watched
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO alerts (id, org_id, site_id, device_id, rule_id, subject, severity, status, title, message,
+                                value, opened_at, last_evaluated_at)
+            VALUES (gen_random_uuid(), %s, %s, NULL, NULL, %s, %s, 'open', %s, %s, %s, %s, %s)
+            ON CONFLICT DO NOTHING
+            RETURNING id
+            """,
+            [
+                site.org_id,
+                site.pk,
+                SITE_SUBJECT.format(site.pk),
+                count.rule.severity,
+                f"Site unreachable: {site.name} ({site.org.name})"[:255],
+                f"{count.silent} of the {count.watched} watched devices of site {site.name} ({site.org.name}) have "
+                f"been silent for more than {minutes} minutes. Their own offline alerts are held back while this "
+                "alert is open.",
+                share,
+                now,
+                now,
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Alert.objects.select_related("site", "org").get(pk=row[0])
+
+
+# --- the pass ----------------------------------------------------------------------------------------------------
+
+
+def evaluate_all(*, now: dt.datetime | None = None) -> EvaluationReport:
+    """Evaluate every enabled rule (see the module docstring). A rule whose evaluation fails is logged and
+    reported, and the others still run."""
+    now = now or timezone.now()
+    report = EvaluationReport()
+    suppressed = _suppressed_q(now)
+    rules = list(AlertRule.objects.filter(enabled=True).order_by("created_at", "id"))
+    offline_rules = [rule for rule in rules if rule.condition.get("kind") == "offline"]
+    sites = _evaluate_site_outages(offline_rules, now=now, suppressed=suppressed)
+    report.site_alerts_opened, report.site_alerts_resolved = sites.opened, sites.resolved
+    for rule in rules:
+        blocked = sites.blocked_sites if rule.condition.get("kind") == "offline" else []
+        try:
+            outcome = evaluate_rule(rule, now=now, suppressed=suppressed, blocked_sites=blocked)
+        except Exception:
+            logger.exception("alert rule %s could not be evaluated", rule.pk)
+            report.failed_rules.append(rule.pk)
+            continue
+        report.rules += 1
+        report.opened += len(outcome.opened)
+        report.resolved += len(outcome.resolved)
+    return report
+
+
+# --- preview -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The devices a condition holds for now: how many, and the first ``PREVIEW_SAMPLE`` with the value observed
+    (the worst subject's, for disks)."""
+
+    count: int
+    sample: list[tuple[Device, float | None]]
+
+
+def preview(
+    *,
+    org: Organization,
+    site: Site | None = None,
+    device_group=None,
+    condition: dict,
+    now: dt.datetime | None = None,
+) -> Preview:
+    """What a rule with ``condition`` would alert on now, ``for_minutes`` aside: the same scope and the same SQL
+    as the evaluator. Raises ``ValidationError`` (``{"condition": [...]}``, or ``site`` / ``device_group`` of
+    another organization) on a bad input."""
+    # The rule's own validation: the condition, the site and group of this organization, siteId values of it.
+    conditions.validate_rule(AlertRule(org=org, site=site, device_group=device_group, condition=condition))
+    now = now or timezone.now()
+    scope_sql, scope_params = _scope(
+        org_ids=[org.pk],
+        site_id=site.pk if site else None,
+        device_group_id=device_group.pk if device_group else None,
+        suppressed=_suppressed_q(now),
+    )
+    compiled = conditions.compile_condition(condition, now=now, org_ids=[org.pk])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH scope AS MATERIALIZED ({scope_sql}),
+            observed (device_id, subject, value, holds) AS ({compiled.sql}),
+            holding AS (SELECT DISTINCT ON (device_id) device_id, value FROM observed WHERE holds
+                         ORDER BY device_id, value)
+            SELECT (SELECT count(*) FROM holding),
+                   ARRAY(SELECT ARRAY[h.device_id::text, h.value::text]
+                           FROM holding h JOIN devices d ON d.id = h.device_id
+                          ORDER BY d.hostname, d.id LIMIT %s)
+            """,  # noqa: S608 (compiled SQL; values are bound)
+            [*scope_params, *compiled.params, PREVIEW_SAMPLE],
+        )
+        count, rows = cursor.fetchone()
+    devices = Device.objects.in_bulk([uuid.UUID(device_id) for device_id, _value in rows])
+    sample = [
+        (devices[uuid.UUID(device_id)], None if value is None else float(value))
+        for device_id, value in rows
+        if uuid.UUID(device_id) in devices
+    ]
+    return Preview(count=count, sample=sample)
