@@ -10,12 +10,14 @@ import hmac
 import json
 
 import pytest
+from django.db import transaction
 from django.test import override_settings
 
 from alerts.models import Alert, Notification, NotificationChannel
 from alerts.services.delivery import deliver_due
 from alerts.services.notify import announce
 from tests import factories
+from tests.concurrency import run_concurrently
 from tests.receivers import SmtpReceiver, WebhookReceiver
 
 T0 = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
@@ -57,7 +59,8 @@ def opened(rule, channel, device, *, at=T0) -> Alert:
         title=f"Offline: {device.hostname}",
         value=20.0,
     )
-    announce(event="alert.opened", rule=rule, alerts=[alert])
+    with transaction.atomic():
+        announce(event="alert.opened", rule=rule, alerts=[alert])
     Notification.objects.filter(alert=alert).update(next_attempt_at=at, created_at=at)
     return alert
 
@@ -256,3 +259,16 @@ class TestRateLimit:
         digest = json.loads(receiver.requests[-1].body)
         assert (digest["event"], digest["count"]) == ("alert.digest", 4)
         assert Notification.objects.filter(event="alert.digest").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_deliverers_racing_never_send_a_row_twice(loopback, site, rule):
+    with WebhookReceiver([200], delay=0.05) as receiver:
+        channel = webhook(site, receiver.url)
+        for _ in range(10):
+            opened(rule, channel, factories.device(site))
+        reports = run_concurrently(2, lambda n: deliver_due())
+    assert sum(report.sent for report in reports) == 10
+    assert Notification.objects.filter(status="sent", attempts=1).count() == 10
+    delivered = [request.headers["x-rmm-delivery"] for request in receiver.requests]
+    assert sorted(delivered) == sorted(str(pk) for pk in Notification.objects.values_list("pk", flat=True))

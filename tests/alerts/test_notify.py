@@ -125,6 +125,14 @@ def test_a_rolled_back_alert_change_leaves_no_outbox_row(site, rule):
     assert not Notification.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_announcing_outside_a_transaction_is_refused(site, rule):
+    alert = open_alert(rule, factories.device(site))
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        announce(event="alert.opened", rule=rule, alerts=[alert])
+    assert not Notification.objects.exists()
+
+
 def test_only_alert_events_are_announced(site, rule):
     alert = open_alert(rule, factories.device(site))
     with pytest.raises(ValueError, match="alert event"):
