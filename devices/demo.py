@@ -169,6 +169,7 @@ def seed_demo(
     existing = Partner.objects.filter(slug=DEMO_PARTNER_SLUG).first()
     if existing is not None:
         notes = _ensure_memberships(existing)
+        _set_up_alerting(existing)
         return DemoResult(
             created=False,
             partner=existing,
@@ -202,7 +203,17 @@ def seed_demo(
             else _SoftwareTopUp(rng=random.Random(f"{seed}:software"), target=software_per_device),  # noqa: S311
             progress=progress,
         )
+    alerting = _set_up_alerting(result.partner)
+    result.counts["alert rules"] = alerting.rules
+    result.counts["open alerts"] = alerting.open_alerts
     return result
+
+
+def _set_up_alerting(partner: Partner):
+    """The demo's alert rules (alerts.demo), made once, and one evaluation pass so alerts are open at once."""
+    from alerts.demo import set_up_demo_alerting
+
+    return set_up_demo_alerting(partner=partner, actor=User.objects.filter(email__iexact=ADMIN_EMAIL).first())
 
 
 def new_agent_token_hash() -> str:
@@ -293,6 +304,10 @@ def _create_demo(
             if progress is not None and devices > CHUNK_SIZE:
                 progress(f"  {stop:,} / {devices:,} devices")
 
+    from alerts.demo import make_some_devices_need_attention
+
+    # Before the dynamic groups are evaluated: "Disks over 90 %" then counts the demo's full disks too.
+    make_some_devices_need_attention(now=now, organization_ids=list(fleet.groups))
     _create_rule_groups(organization_ids=list(fleet.groups))
     audit_entries = _write_audit_log(now=now, rng=rng, partner=partner, admin=admin, technician=technician, fleet=fleet)
     result.counts = {

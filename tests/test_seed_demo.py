@@ -13,6 +13,8 @@ from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
 from accounts.models import AuditLog, PartnerUser, User
+from alerts.demo import DEMO_RULES
+from alerts.models import Alert, AlertRule
 from devices.demo import LINUX_SOFTWARE, MACOS_SOFTWARE, WINDOWS_SOFTWARE, synthetic_software_catalog
 from devices.models import (
     Device,
@@ -409,3 +411,33 @@ def test_it_refuses_impossible_options(seed, options, message):
         seed(**options)
 
     assert not Partner.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_gives_every_organization_the_demo_alert_rules_and_opens_alerts_at_once(seed):
+    output = seed(devices=60)
+
+    names = {demo.name for demo in DEMO_RULES}
+    for org in Organization.objects.all():
+        rules = AlertRule.objects.filter(org=org)
+        assert set(rules.values_list("name", flat=True)) == names
+        assert not rules.filter(channels__isnull=False).exists()  # console only: no notification channel
+    firing = set(Alert.objects.filter(status="open").values_list("rule__name", flat=True))
+    assert firing >= names, f"no open alert for {names - firing}"
+    busy = Alert.objects.get(status="open", rule__name="CPU above 90 % for 10 minutes", org__name="Acme Corp")
+    assert busy.value is not None and busy.value > 90
+    assert AuditLog.objects.filter(action="alert_rule.create").count() == 2 * len(DEMO_RULES)
+    assert "open alerts" in output
+
+
+@pytest.mark.django_db
+def test_running_it_twice_keeps_one_set_of_alert_rules(seed):
+    seed()
+    rules = set(AlertRule.objects.values_list("org_id", "name"))
+    # A rule deleted by a person comes back; the others are left as they are.
+    AlertRule.objects.filter(name="Antivirus missing", org__name="Globex").delete()
+
+    seed()
+
+    assert set(AlertRule.objects.values_list("org_id", "name")) == rules
+    assert AlertRule.objects.count() == 2 * len(DEMO_RULES)
