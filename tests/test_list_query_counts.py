@@ -9,18 +9,21 @@ The meta-test at the end fails when a list route of the OpenAPI document has no 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from rest_framework.test import APIClient
 
 from accounts import auth
 from accounts.models import AuditLog, OrganizationUser, PartnerUser, Permission, Role, RolePermission, User
+from alerts.models import Alert, AlertRule, MaintenanceWindow, Notification, NotificationChannel
 from devices.models import (
     Device,
     DeviceCommand,
@@ -195,6 +198,39 @@ def _group_member(g: Grower, n: int) -> None:
     groups.add_members(group=g.group, devices=[Device.objects.get(hostname=f"grown-{n}")], actor=g.user)
 
 
+def _alert_rule(g: Grower, n: int) -> None:
+    rule = AlertRule.objects.create(org=g.world.org_a, name=f"Rule {n}", condition={"kind": "offline", "minutes": 15})
+    rule.channels.set([_email_channel(g, n)])
+
+
+def _email_channel(g: Grower, n: int) -> NotificationChannel:
+    return NotificationChannel.objects.create(
+        org=g.world.org_a, name=f"Ops {n}", kind="email", config={"to": [f"ops{n}@a.example"]}
+    )
+
+
+def _alert(g: Grower, n: int) -> None:
+    rule = AlertRule.objects.create(org=g.world.org_a, name=f"Rule {n}", condition={"kind": "offline", "minutes": 5})
+    Alert.objects.create(
+        org=g.world.org_a, site=g.world.site_a1, device=g.device, rule=rule, severity="warning", title=f"Alert {n}"
+    )
+
+
+def _maintenance_window(g: Grower, n: int) -> None:
+    start = timezone.now() + dt.timedelta(days=n)
+    MaintenanceWindow.objects.create(
+        org=g.world.org_a,
+        site=g.world.site_a1,
+        name=f"Window {n}",
+        starts_at=start,
+        ends_at=start + dt.timedelta(hours=1),
+    )
+
+
+def _notification(g: Grower, n: int) -> None:
+    Notification.objects.create(channel=_email_channel(g, n), org=g.world.org_a, event="channel.test", payload={"n": n})
+
+
 CASES = [
     Case("/api/v1/permissions", "partner_technician", _permission, queries=2),
     Case("/api/v1/roles", "partner_admin", _role, queries=8),
@@ -251,6 +287,11 @@ CASES = [
     Case("/api/v1/groups/{group}/devices", "org_user", _group_member, queries=8),
     # Each grown member is added with a log row ("added", by the persona).
     Case("/api/v1/groups/{group}/membership-log", "org_user", _group_member, queries=8),
+    Case("/api/v1/alert-rules", "org_admin", _alert_rule, queries=8),  # + the rules' channels, one query
+    Case("/api/v1/alerts", "org_user", _alert, queries=7),
+    Case("/api/v1/maintenance-windows", "org_user", _maintenance_window, queries=7),
+    Case("/api/v1/notification-channels", "org_admin", _email_channel, queries=7),
+    Case("/api/v1/notifications", "partner_technician", _notification, queries=7),
 ]
 
 

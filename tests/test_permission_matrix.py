@@ -20,6 +20,7 @@ and make every list row and every write row carry its check.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import re
@@ -35,6 +36,7 @@ from rest_framework.test import APIClient
 
 from accounts import auth
 from accounts.models import ApiToken, AuditLog, OrganizationUser, PartnerUser, Permission, Role, User
+from alerts.models import Alert, AlertRule, MaintenanceWindow, Notification, NotificationChannel
 from devices.models import (
     Device,
     DeviceCommand,
@@ -447,6 +449,90 @@ MATRIX = [
     _row(Call("POST", "/api/v1/groups/{dynamic_a1}/commands", {"type": "reboot"}),
                                                                    401, 201, 201, 201, 403, 201, 403, 404,
          check=Writes(count(DeviceCommand, device_id="device_a1"), lambda before: before + 1)),
+    # --- alerting: rules, alerts, maintenance windows, channels, the outbox -----------------------------------------
+    _row(Call("GET", "/api/v1/alert-rules"),                       401, 200, 200, 200, 200, 200, 200, 200,
+         check=Sees(superuser="rule_a rule_partner_a rule_b", partner_admin="rule_a rule_partner_a",
+                    partner_technician="rule_a rule_partner_a", viewer="rule_a rule_partner_a", org_admin="rule_a",
+                    org_user="", outsider="rule_b")),
+    _row(Call("GET", "/api/v1/alert-rules/{rule_a}"),              401, 200, 200, 200, 200, 200, 404, 404),
+    _row(Call("POST", "/api/v1/alert-rules", {"orgId": "{org_a}", "name": "Matrix",
+                                              "condition": {"kind": "offline", "minutes": 15}}),
+                                                                   401, 201, 201, 403, 403, 201, 403, 400,
+         check=Writes(exists(AlertRule, name="Matrix"), True)),
+    # A partner-wide rule: partner scope only (an Org Admin does not even see the partner).
+    _row(Call("POST", "/api/v1/alert-rules", {"partnerId": "{partner_a}", "name": "Matrix",
+                                              "condition": {"kind": "offline", "minutes": 15}}),
+                                                                   401, 201, 201, 403, 403, 400, 403, 400,
+         check=Writes(exists(AlertRule, name="Matrix"), True)),
+    _row(Call("PATCH", "/api/v1/alert-rules/{rule_a}", {"name": "Renamed"}),
+                                                                   401, 200, 200, 403, 403, 200, 404, 404,
+         check=Writes(field(AlertRule, "rule_a", "name"), "Renamed")),
+    _row(Call("PATCH", "/api/v1/alert-rules/{rule_partner_a}", {"severity": "critical"}),
+                                                                   401, 200, 200, 403, 403, 404, 404, 404,
+         check=Writes(field(AlertRule, "rule_partner_a", "severity"), "critical")),
+    _row(Call("DELETE", "/api/v1/alert-rules/{rule_a}"),           401, 204, 204, 403, 403, 204, 404, 404,
+         check=gone(AlertRule, "rule_a")),
+    _row(Call("POST", "/api/v1/alert-rules/preview", {"orgId": "{org_a}", "condition": {
+        "kind": "rule", "filterRules": {"field": "tags", "operator": "isEmpty"}}}),
+                                                                   401, 200, 200, 200, 200, 200, 403, 400,
+         check=Sees(rows="sample", key="device.id", **dict.fromkeys(
+             ["superuser", "partner_admin", "partner_technician", "viewer", "org_admin"], "a1-1 a1-2 a2-1 a2-2"))),
+    _row(Call("GET", "/api/v1/alerts"),                            401, 200, 200, 200, 200, 200, 200, 200,
+         check=Sees(superuser="alert_a1 alert_a2 alert_b1",
+                    **dict.fromkeys(["partner_admin", "partner_technician", "viewer", "org_admin"],
+                                    "alert_a1 alert_a2"),
+                    org_user="alert_a1", outsider="alert_b1")),
+    _row(Call("GET", "/api/v1/alerts/summary"),                    401, 200, 200, 200, 200, 200, 200, 200,
+         check=Answers(lambda body: body["total"], superuser=3, partner_admin=2, partner_technician=2, viewer=2,
+                       org_admin=2, org_user=1, outsider=1)),
+    _row(Call("GET", "/api/v1/alerts/{alert_a1}"),                 401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("GET", "/api/v1/alerts/{alert_a2}"),                 401, 200, 200, 200, 200, 200, 404, 404),
+    _row(Call("POST", "/api/v1/alerts/{alert_a1}/acknowledge", {"note": "On it."}),
+                                                                   401, 200, 200, 200, 403, 200, 200, 404,
+         check=Writes(field(Alert, "alert_a1", "status"), "acknowledged")),
+    _row(Call("POST", "/api/v1/alerts/{alert_a1}/resolve"),        401, 200, 200, 200, 403, 200, 200, 404,
+         check=Writes(field(Alert, "alert_a1", "status"), "resolved")),
+    _row(Call("GET", "/api/v1/maintenance-windows"),               401, 200, 200, 200, 200, 200, 200, 200,
+         check=Sees(superuser="window_a1 window_a window_b",
+                    **dict.fromkeys(["partner_admin", "partner_technician", "viewer", "org_admin"],
+                                    "window_a1 window_a"),
+                    org_user="window_a1", outsider="window_b")),
+    _row(Call("GET", "/api/v1/maintenance-windows/{window_a1}"),   401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("GET", "/api/v1/maintenance-windows/{window_a}"),    401, 200, 200, 200, 200, 200, 404, 404),
+    _row(Call("POST", "/api/v1/maintenance-windows", {"siteId": "{site_a1}", "name": "Matrix",
+                                                      "startsAt": "2030-01-01T02:00:00Z",
+                                                      "endsAt": "2030-01-01T04:00:00Z"}),
+                                                                   401, 201, 201, 403, 403, 201, 201, 400,
+         check=Writes(exists(MaintenanceWindow, name="Matrix"), True)),
+    _row(Call("PATCH", "/api/v1/maintenance-windows/{window_a1}", {"name": "Renamed"}),
+                                                                   401, 200, 200, 403, 403, 200, 200, 404,
+         check=Writes(field(MaintenanceWindow, "window_a1", "name"), "Renamed")),
+    _row(Call("DELETE", "/api/v1/maintenance-windows/{window_a1}"),
+                                                                   401, 204, 204, 403, 403, 204, 204, 404,
+         check=gone(MaintenanceWindow, "window_a1")),
+    # Channels hold addresses and URLs: alerts:write even to read them.
+    _row(Call("GET", "/api/v1/notification-channels"),             401, 200, 200, 200, 200, 200, 200, 200,
+         check=Sees(superuser="channel_a channel_partner_a channel_b", partner_admin="channel_a channel_partner_a",
+                    partner_technician="", viewer="", org_admin="channel_a", org_user="", outsider="channel_b")),
+    _row(Call("GET", "/api/v1/notification-channels/{channel_a}"), 401, 200, 200, 404, 404, 200, 404, 404),
+    _row(Call("POST", "/api/v1/notification-channels", {"orgId": "{org_a}", "name": "Matrix", "kind": "email",
+                                                        "config": {"to": ["ops@a.example"]}}),
+                                                                   401, 201, 201, 403, 403, 201, 403, 400,
+         check=Writes(exists(NotificationChannel, name="Matrix"), True)),
+    _row(Call("PATCH", "/api/v1/notification-channels/{channel_a}", {"name": "Renamed"}),
+                                                                   401, 200, 200, 404, 404, 200, 404, 404,
+         check=Writes(field(NotificationChannel, "channel_a", "name"), "Renamed")),
+    _row(Call("DELETE", "/api/v1/notification-channels/{channel_a}"),
+                                                                   401, 204, 204, 404, 404, 204, 404, 404,
+         check=gone(NotificationChannel, "channel_a")),
+    _row(Call("POST", "/api/v1/notification-channels/{channel_a}/test"),
+                                                                   401, 200, 200, 404, 404, 200, 404, 404,
+         check=Writes(count(Notification, channel_id="channel_a"), lambda before: before + 1)),
+    _row(Call("GET", "/api/v1/notifications"),                     401, 200, 200, 200, 200, 200, 200, 200,
+         check=Sees(superuser="notification_a notification_partner_a notification_b",
+                    **dict.fromkeys(["partner_admin", "partner_technician", "viewer"],
+                                    "notification_a notification_partner_a"),
+                    org_admin="notification_a", org_user="", outsider="notification_b")),
 ]  # fmt: skip
 
 
@@ -485,6 +571,7 @@ def names(module_world, django_db_blocker) -> dict[str, Any]:
             if persona != "superuser"
         }
         dynamic = _dynamic_group(w)
+        alerting = _alerting(w)
         spare = auth.issue_api_token(user=users["partner_admin"], name="spare", lifetime=None)[1]
         by_name = {
             "partner_a": w.partner_a.pk,
@@ -523,6 +610,7 @@ def names(module_world, django_db_blocker) -> dict[str, Any]:
             "group_all_a": w.groups["All of A"].pk,
             "dynamic_a1": dynamic.pk,
             "spare_token": spare.pk,
+            **alerting,
             **{persona: user.pk for persona, user in users.items()},
             **{str(permission): permission.pk for permission in Permission.objects.all()},
             **{name: token.pk for name, (_raw, token) in tokens.items()},
@@ -550,6 +638,62 @@ def _dynamic_group(world) -> DeviceGroup:
     a1_2 = world.devices[world.site_a1][1]
     DeviceGroupMembership.objects.create(group=group, device=a1_2, org=world.org_a, is_pinned=True)
     return group
+
+
+def _alerting(world) -> dict[str, Any]:
+    """Alerting rows, name → id: a rule of org A, a partner-wide rule of partner A and a rule of org B; an alert
+    on a1-1 (site A1), a2-1 (site A2) and b1-1; e-mail channels of org A, partner A and org B with one outbox row
+    each; maintenance windows of site A1, of all of org A and of site B1."""
+    offline = {"kind": "offline", "minutes": 15}
+    rules = {
+        "rule_a": AlertRule.objects.create(org=world.org_a, name="A offline", condition=offline),
+        "rule_partner_a": AlertRule.objects.create(partner=world.partner_a, name="Partner offline", condition=offline),
+        "rule_b": AlertRule.objects.create(org=world.org_b, name="B offline", condition=offline),
+    }
+    alerts = {
+        f"alert_{prefix}": Alert.objects.create(
+            org_id=device.org_id,
+            site_id=device.site_id,
+            device=device,
+            rule=rule,
+            severity="warning",
+            title=f"{device.hostname} offline",
+        )
+        for prefix, device, rule in (
+            ("a1", world.devices[world.site_a1][0], rules["rule_a"]),
+            ("a2", world.devices[world.site_a2][0], rules["rule_partner_a"]),
+            ("b1", world.devices[world.site_b1][0], rules["rule_b"]),
+        )
+    }
+    channels = {
+        "channel_a": NotificationChannel.objects.create(
+            org=world.org_a, name="A", kind="email", config={"to": ["ops@a.example"]}
+        ),
+        "channel_partner_a": NotificationChannel.objects.create(
+            partner=world.partner_a, name="Partner A", kind="email", config={"to": ["noc@a.example"]}
+        ),
+        "channel_b": NotificationChannel.objects.create(
+            org=world.org_b, name="B", kind="email", config={"to": ["ops@b.example"]}
+        ),
+    }
+    notifications = {
+        name.replace("channel", "notification"): Notification.objects.create(
+            channel=channel, org_id=channel.org_id, partner_id=channel.partner_id, event="alert.opened", payload={}
+        )
+        for name, channel in channels.items()
+    }
+    start = timezone.now() + dt.timedelta(days=30)
+    windows = {
+        name: MaintenanceWindow.objects.create(
+            org=org, site=site, name=name, starts_at=start, ends_at=start + dt.timedelta(hours=2)
+        )
+        for name, org, site in (
+            ("window_a1", world.org_a, world.site_a1),
+            ("window_a", world.org_a, None),
+            ("window_b", world.org_b, world.site_b1),
+        )
+    }
+    return {name: row.pk for group in (rules, alerts, channels, notifications, windows) for name, row in group.items()}
 
 
 def _fill(value, names):
@@ -601,7 +745,7 @@ def test_every_documented_operation_has_a_row_and_every_row_is_documented():
 
 
 # POSTs that read: they answer rows, checked like a list's.
-READS_SENT_AS_POST = {("POST", "/api/v1/groups/preview")}
+READS_SENT_AS_POST = {("POST", "/api/v1/groups/preview"), ("POST", "/api/v1/alert-rules/preview")}
 
 
 def test_every_list_row_says_what_each_persona_sees_and_every_write_row_checks_the_database():

@@ -1,0 +1,396 @@
+"""Alerting over the technician API (spec: alerts.md, "Technician API"): alert rules and their preview, alerts with
+acknowledge / resolve and a summary, maintenance windows, notification channels with a test send, and the outbox.
+
+Every write goes through a service of ``alerts.services`` (``rules``, ``lifecycle``, ``windows``, ``channels``),
+which checks the rules (the models' ``clean()``) and writes the audit row; the views check access
+(``ScopedViewSet``) and translate the request. A ``ValidationError`` from a model's ``clean()`` becomes the API's
+400 with one entry per field, and per path inside a JSON field (``condition.windowMinutes``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import mixins
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from alerts.api import serializers as s
+from alerts.api.filters import (
+    AlertFilter,
+    AlertRuleFilter,
+    MaintenanceWindowFilter,
+    NotificationChannelFilter,
+    NotificationFilter,
+)
+from alerts.models import (
+    Alert,
+    AlertRule,
+    AlertStatus,
+    MaintenanceWindow,
+    Notification,
+    NotificationChannel,
+    Severity,
+)
+from rmm import authz
+from rmm.api import ScopedViewSet
+from rmm.domain_errors import Invalid, Refused
+from rmm.names import camel
+from rmm.net import client_ip
+from rmm.openapi import error_answer
+from rmm.pagination import KeysetPagination, Ordering
+
+# --- a model's ValidationError in the API's words -------------------------------------------------------------------
+
+# Model field → the request field that sets it (relations are sent as ids).
+_REQUEST_FIELD = {
+    "org": "orgId",
+    "partner": "partnerId",
+    "site": "siteId",
+    "device_group": "deviceGroupId",
+    NON_FIELD_ERRORS: "nonFieldErrors",
+}
+# "condition.windowMinutes: must be …": a message that names a path inside its field (alerts.conditions).
+_PATH_MESSAGE = re.compile(r"(?P<path>[A-Za-z_]\w*(?:\.\w+|\[\d+\])+): (?P<message>.+)", re.DOTALL)
+
+
+def request_fields(error: DjangoValidationError) -> dict[str, list[str]]:
+    """``error``'s messages keyed by request field, a path-addressed message by its path: ``{"condition":
+    ["condition.windowMinutes: must be …"]}`` → ``{"condition.windowMinutes": ["must be …"]}``."""
+    by_field = error.message_dict if hasattr(error, "error_dict") else {NON_FIELD_ERRORS: error.messages}
+    fields: dict[str, list[str]] = {}
+    for name, messages in by_field.items():
+        key = _REQUEST_FIELD.get(name) or camel(name)
+        for message in messages:
+            match = _PATH_MESSAGE.fullmatch(message)
+            if match and match["path"].startswith((f"{key}.", f"{key}[")):
+                fields.setdefault(match["path"], []).append(match["message"])
+            else:
+                fields.setdefault(key, []).append(message)
+    return fields
+
+
+@contextmanager
+def model_rules() -> Iterator[None]:
+    """Answer a ``ValidationError`` raised by a model's ``clean()`` (inside a service) as 400 ``validation_error``."""
+    try:
+        yield
+    except DjangoValidationError as exc:
+        raise Invalid("The request has invalid fields.", fields=request_fields(exc)) from None
+
+
+def _needs_partner_scope(user, owner) -> None:
+    """A partner-wide rule or channel applies to every organization of the partner: only partner scope writes it."""
+    if owner.partner_id is not None and not authz.has_partner_permission(user, owner.partner_id, "alerts:write"):
+        raise Refused("A partner-wide rule or channel needs partner scope (alerts:write at partner level) to write.")
+
+
+_ALREADY_RESOLVED = error_answer("`alert_resolved`: the alert is resolved already.")
+
+
+# --- alert rules ----------------------------------------------------------------------------------------------------
+
+
+@extend_schema_view(destroy=extend_schema(description="Delete the rule; its open alerts are resolved first."))
+class AlertRuleViewSet(
+    ScopedViewSet,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+):
+    """Alert rules of organizations and (partner-wide) of partners. Changing a rule's condition, scope or
+    ``enabled`` resolves its open alerts (``rule_changed``); the evaluator starts afresh."""
+
+    resource = "alerts"
+    queryset = AlertRule.objects.prefetch_related("channels")
+    serializer_class = s.AlertRuleSerializer
+    filterset_class = AlertRuleFilter
+    pagination_class = KeysetPagination
+    orderings = {"name": Ordering("name"), "-createdAt": Ordering("created_at", descending=True)}
+    default_ordering = "name"
+
+    def permission_for(self, action=None):
+        action = action or self.action
+        if action == "destroy":
+            return "alerts:write"  # the permission registry has no alerts:delete
+        if action == "preview":
+            return "alerts:read"
+        return super().permission_for(action)
+
+    def perform_create(self, serializer):
+        from alerts.services import rules
+
+        data = dict(serializer.validated_data)
+        channels = data.pop("channels", None)
+        rule = AlertRule(**data, created_by=self.request.user)  # type: ignore[misc]  # signed in: never anonymous
+        _needs_partner_scope(self.request.user, rule)
+        with model_rules(), transaction.atomic():
+            rule = rules.save_rule(rule=rule, actor=self.request.user, channels=channels, ip=client_ip(self.request))
+            self._require(rule)  # a rule out of the writer's reach rolls back (403)
+        serializer.instance = rule
+
+    def perform_update(self, serializer):
+        from alerts.services import rules
+
+        rule = serializer.instance
+        data = dict(serializer.validated_data)
+        channels = data.pop("channels", None)
+        for name, value in data.items():
+            setattr(rule, name, value)
+        _needs_partner_scope(self.request.user, rule)
+        with model_rules(), transaction.atomic():
+            rule = rules.save_rule(rule=rule, actor=self.request.user, channels=channels, ip=client_ip(self.request))
+            self._require(rule)
+        serializer.instance = rule
+
+    def perform_destroy(self, instance):
+        from alerts.services import rules
+
+        _needs_partner_scope(self.request.user, instance)
+        rules.delete_rule(rule=instance, actor=self.request.user, ip=client_ip(self.request))
+
+    @extend_schema(request=s.RulePreviewSerializer, responses=s.RulePreviewResultSerializer, filters=False)
+    @action(detail=False, methods=["post"], url_path="preview")
+    def preview(self, request):
+        """Which devices would the condition alert for now (``forMinutes`` aside)? The count and the first 50
+        devices with their observed value. Taken as reading a rule of that scope: a caller who could not read
+        such a rule gets 403."""
+        from alerts.services import evaluate
+
+        body = s.RulePreviewSerializer(data=request.data, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        scope = {name: body.validated_data.get(name) for name in ("org", "site", "device_group")}
+        rule = AlertRule(**scope, name="preview", condition=body.validated_data["condition"])
+        if not authz.can(request.user, "alerts:read", rule):
+            raise Refused("You may not read this organization's alert rules.")
+        with model_rules():  # the condition, and a site or group of another organization, are refused here
+            result = evaluate.preview(**scope, condition=rule.condition)
+        sample = [{"device": device, "value": value} for device, value in result.sample]
+        return Response({"count": result.count, "sample": s.PreviewSampleSerializer(sample, many=True).data})
+
+
+# --- alerts ---------------------------------------------------------------------------------------------------------
+
+
+class AlertViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMixin):
+    """Alerts of the devices and sites in reach, newest first. Acknowledging says "someone is on it" (no more
+    re-notifications); resolving by hand ends it (``resolveReason`` ``manual``)."""
+
+    resource = "alerts"
+    queryset = Alert.objects.select_related("device", "rule")
+    serializer_class = s.AlertSerializer
+    filterset_class = AlertFilter
+    pagination_class = KeysetPagination
+    orderings = {"-openedAt": Ordering("opened_at", descending=True)}
+    default_ordering = "-openedAt"
+
+    def permission_for(self, action=None):
+        if (action or self.action) in ("acknowledge", "resolve"):
+            return "alerts:acknowledge"
+        return super().permission_for(action)
+
+    @extend_schema(responses=s.AlertSummarySerializer, filters=True)
+    @action(detail=False, methods=["get"], url_path="summary", verb="read")
+    def summary(self, request):
+        """Counts of the alerts in reach (after the list's filters) by status, by severity, and of the active ones
+        (open or acknowledged) by severity: one grouped count, no rows."""
+        alerts = self.filter_queryset(self.get_queryset())
+        counts = alerts.order_by().values_list("status", "severity").annotate(n=Count("id"))
+        by_status = dict.fromkeys(AlertStatus.values, 0)
+        by_severity = dict.fromkeys(Severity.values, 0)
+        active_by_severity = dict.fromkeys(Severity.values, 0)
+        for status, severity, n in counts:
+            by_status[status] += n
+            by_severity[severity] += n
+            if status != AlertStatus.RESOLVED:
+                active_by_severity[severity] += n
+        return Response(
+            {
+                "byStatus": by_status,
+                "bySeverity": by_severity,
+                "activeBySeverity": active_by_severity,
+                "total": sum(by_status.values()),
+            }
+        )
+
+    @extend_schema(request=s.AlertNoteSerializer, responses={200: s.AlertSerializer, 409: _ALREADY_RESOLVED})
+    @action(detail=True, methods=["post"], url_path="acknowledge")
+    def acknowledge(self, request, pk=None):
+        """Acknowledge an open alert: someone is on it (no re-notification from now on)."""
+        from alerts.services import lifecycle
+
+        return self._transition(request, lifecycle.acknowledge)
+
+    @extend_schema(request=s.AlertNoteSerializer, responses={200: s.AlertSerializer, 409: _ALREADY_RESOLVED})
+    @action(detail=True, methods=["post"], url_path="resolve")
+    def resolve(self, request, pk=None):
+        """Resolve an open or acknowledged alert by hand; the rule's channels are told."""
+        from alerts.services import lifecycle
+
+        return self._transition(request, lifecycle.resolve)
+
+    def _transition(self, request, change):
+        alert = self.get_object()
+        body = s.AlertNoteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        alert = change(alert=alert, actor=request.user, note=body.validated_data["note"], ip=client_ip(request))
+        return Response(s.AlertSerializer(alert).data)
+
+
+# --- maintenance windows --------------------------------------------------------------------------------------------
+
+
+class MaintenanceWindowViewSet(
+    ScopedViewSet,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+):
+    """Maintenance windows: covered devices raise no alerts (``suppressAlerts``) and/or get no commands
+    (``suppressCommands``) while an occurrence lasts. Read with devices:read, written with devices:write."""
+
+    resource = "devices"
+    queryset = MaintenanceWindow.objects.all()
+    serializer_class = s.MaintenanceWindowSerializer
+    filterset_class = MaintenanceWindowFilter
+    pagination_class = KeysetPagination
+    orderings = {"startsAt": Ordering("starts_at"), "name": Ordering("name")}
+    default_ordering = "startsAt"
+
+    def permission_for(self, action=None):
+        if (action or self.action) == "destroy":
+            return "devices:write"  # the spec's table puts every window write under devices:write
+        return super().permission_for(action)
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "now": timezone.now()}  # one moment for every row's activeNow
+
+    def perform_create(self, serializer):
+        from alerts.services import windows
+
+        window = MaintenanceWindow(**serializer.validated_data)
+        with model_rules(), transaction.atomic():
+            window = windows.save_window(window=window, actor=self.request.user, ip=client_ip(self.request)) or window
+            self._require(window)  # a window out of the writer's reach rolls back (403)
+        serializer.instance = window
+
+    def perform_update(self, serializer):
+        from alerts.services import windows
+
+        window = serializer.instance
+        for name, value in serializer.validated_data.items():
+            setattr(window, name, value)
+        with model_rules(), transaction.atomic():
+            window = windows.save_window(window=window, actor=self.request.user, ip=client_ip(self.request)) or window
+            self._require(window)
+        serializer.instance = window
+
+    def perform_destroy(self, instance):
+        from alerts.services import windows
+
+        windows.delete_window(window=instance, actor=self.request.user, ip=client_ip(self.request))
+
+
+# --- notification channels and the outbox ---------------------------------------------------------------------------
+
+
+class NotificationChannelViewSet(
+    ScopedViewSet,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+):
+    """Notification channels (alerts:write throughout, listing included: they hold addresses and URLs). The
+    ``secret`` is write-only; PATCH without it keeps the one set."""
+
+    resource = "alerts"
+    view_verb = "write"  # the spec's table puts every channel call under alerts:write
+    queryset = NotificationChannel.objects.all()
+    serializer_class = s.NotificationChannelSerializer
+    filterset_class = NotificationChannelFilter
+    pagination_class = KeysetPagination
+    orderings = {"name": Ordering("name")}
+    default_ordering = "name"
+
+    def permission_for(self, action=None):
+        return "alerts:write"
+
+    def perform_create(self, serializer):
+        from alerts.services import channels
+
+        data = dict(serializer.validated_data)
+        secret = data.pop("secret", None)
+        channel = NotificationChannel(**data)
+        _needs_partner_scope(self.request.user, channel)
+        with model_rules(), transaction.atomic():
+            channel = (
+                channels.save_channel(
+                    channel=channel, actor=self.request.user, secret=secret, ip=client_ip(self.request)
+                )
+                or channel
+            )
+            self._require(channel)  # a channel out of the writer's reach rolls back (403)
+        serializer.instance = channel
+
+    def perform_update(self, serializer):
+        from alerts.services import channels
+
+        channel = serializer.instance
+        data = dict(serializer.validated_data)
+        secret = data.pop("secret", None)
+        for name, value in data.items():
+            setattr(channel, name, value)
+        _needs_partner_scope(self.request.user, channel)
+        with model_rules(), transaction.atomic():
+            channel = (
+                channels.save_channel(
+                    channel=channel, actor=self.request.user, secret=secret, ip=client_ip(self.request)
+                )
+                or channel
+            )
+            self._require(channel)
+        serializer.instance = channel
+
+    def perform_destroy(self, instance):
+        from alerts.services import channels
+
+        _needs_partner_scope(self.request.user, instance)
+        channels.delete_channel(channel=instance, actor=self.request.user, ip=client_ip(self.request))
+
+    @extend_schema(request=None, responses={200: s.NotificationSerializer})
+    @action(detail=True, methods=["post"], url_path="test")
+    def send_test(self, request, pk=None):
+        """Send a ``channel.test`` notification now and answer its outcome (``sent``, or ``failed`` / ``dead``
+        with ``lastError``). It is kept in the outbox like any other."""
+        from alerts.services import channels
+
+        channel = self.get_object()
+        _needs_partner_scope(request.user, channel)
+        notification = channels.send_test(channel=channel, actor=request.user, ip=client_ip(request))
+        return Response(s.NotificationSerializer(notification).data)
+
+
+class NotificationViewSet(ScopedViewSet, mixins.ListModelMixin):
+    """The outbox, newest first: every notification written, its delivery status, attempts and last error."""
+
+    resource = "alerts"
+    queryset = Notification.objects.all()
+    serializer_class = s.NotificationSerializer
+    filterset_class = NotificationFilter
+    pagination_class = KeysetPagination
+    orderings = {"-createdAt": Ordering("created_at", descending=True)}
+    default_ordering = "-createdAt"
