@@ -534,7 +534,9 @@ def test_the_preview_counts_the_devices_the_condition_holds_for_with_their_value
     result = preview(org=site.org, condition=CPU_90, now=now)
 
     assert result.count == 1
-    assert result.sample == [(hot, pytest.approx(96))]
+    [(device, value)] = result.sample
+    assert device == hot
+    assert value == pytest.approx(96)
     assert not Alert.objects.exists()
 
 
