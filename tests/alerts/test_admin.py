@@ -409,3 +409,38 @@ def test_the_evaluators_state_is_for_operators_only(world, partner_admin):
     client = admin_as(partner_admin)
 
     assert client.get(admin_url(AlertState, "changelist")).status_code == 403
+
+
+def test_a_secret_for_an_email_channel_is_refused_with_a_message_not_a_500(world, partner_admin):
+    channel = NotificationChannel.objects.create(
+        org=world.org_a, name="On call", kind="email", config={"to": ["oncall@example.com"]}
+    )
+    client = admin_as(partner_admin)
+
+    response = client.post(
+        admin_url(NotificationChannel, "change", channel.pk),
+        {"name": "On call", "kind": "email", "config": '{"to": ["oncall@example.com"]}', "secret": "x" * 20},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert any("webhook" in message for message in messages_of(response)), messages_of(response)
+    channel.refresh_from_db()
+    assert channel.secret == ""
+    assert not AuditLog.objects.filter(action="notification_channel.update").exists()
+
+
+def test_a_partner_wide_rule_previews_every_organization_of_the_partner_in_reach(world, make_rule, partner_admin):
+    long_ago = timezone.now() - dt.timedelta(hours=2)
+    for site in (world.site_a1, world.site_a2_main, world.site_b1):
+        for device in world.devices[site]:
+            type(device).objects.filter(pk=device.pk).update(last_seen_at=long_ago)
+    rule = make_rule(world.partner_a, OFFLINE, name="Partner offline")
+    client = admin_as(partner_admin)
+
+    response = client.get(admin_url(AlertRule, "change", rule.pk))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "4 devices would alert now" in html  # a1-* and a2m-*; org B is another partner's
+    assert "b1-1" not in html
