@@ -18,6 +18,7 @@ from jsonschema.exceptions import ValidationError
 from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from rest_framework.test import APIClient
 
+from alerts.models import Alert, AlertRule, Notification, NotificationChannel
 from devices.models import DeviceCommand, DeviceGroup
 from devices.services.groups import refresh_group
 
@@ -197,6 +198,7 @@ class Call:
 
 
 LINUX = {"field": "osType", "operator": "equals", "value": "linux"}
+CPU_HOT = {"kind": "metric", "metric": "cpuPercent", "aggregate": "avg", "op": ">", "value": 90, "windowMinutes": 10}
 
 CALLS = {
     "device list, a page with a next cursor": Call("partner_admin", "GET", "/api/v1/devices", 200, query="limit=2"),
@@ -271,6 +273,71 @@ CALLS = {
     "a pending command cancelled twice: 409": Call(
         "partner_admin", "POST", "/api/v1/commands/{id}/cancel", 409, target="cancelled_command"
     ),
+    "new alert rule": Call(
+        "partner_admin",
+        "POST",
+        "/api/v1/alert-rules",
+        201,
+        target="org_a",
+        body={"orgId": "{id}", "name": "CPU", "condition": CPU_HOT, "forMinutes": 10},
+    ),
+    "alert rule list": Call("partner_admin", "GET", "/api/v1/alert-rules", 200, target="alert_a1"),
+    "alert rule preview": Call(
+        "partner_admin",
+        "POST",
+        "/api/v1/alert-rules/preview",
+        200,
+        target="org_a",
+        body={"orgId": "{id}", "condition": {"kind": "rule", "filterRules": LINUX}},
+    ),
+    "a bad condition: 400 with its path": Call(
+        "partner_admin",
+        "POST",
+        "/api/v1/alert-rules/preview",
+        400,
+        target="org_a",
+        body={"orgId": "{id}", "condition": {**CPU_HOT, "windowMinutes": 0}},
+    ),
+    "alert list": Call("partner_admin", "GET", "/api/v1/alerts", 200, target="alert_a1"),
+    "one alert": Call("org_user", "GET", "/api/v1/alerts/{id}", 200, target="alert_a1"),
+    "alert summary": Call("partner_admin", "GET", "/api/v1/alerts/summary", 200, target="alert_a1"),
+    "acknowledge an alert": Call(
+        "org_user", "POST", "/api/v1/alerts/{id}/acknowledge", 200, target="alert_a1", body={"note": "On it"}
+    ),
+    "new maintenance window": Call(
+        "org_user",
+        "POST",
+        "/api/v1/maintenance-windows",
+        201,
+        target="site_a1",
+        body={
+            "siteId": "{id}",
+            "name": "Patch night",
+            "startsAt": "2030-01-06T01:30:00Z",
+            "endsAt": "2030-01-06T03:30:00Z",
+            "recurrence": "weekly",
+            "weekdays": [6],
+            "timezone": "Europe/Berlin",
+        },
+    ),
+    "new webhook channel (no secret in the answer)": Call(
+        "partner_admin",
+        "POST",
+        "/api/v1/notification-channels",
+        201,
+        target="org_a",
+        body={
+            "orgId": "{id}",
+            "name": "Hook",
+            "kind": "webhook",
+            "config": {"url": "https://hooks.example.com/x"},
+            "secret": "a-signing-secret-of-24-chars",
+        },
+    ),
+    "channel test send": Call(
+        "partner_admin", "POST", "/api/v1/notification-channels/{id}/test", 200, target="email_channel"
+    ),
+    "outbox": Call("partner_admin", "GET", "/api/v1/notifications", 200, target="email_channel"),
 }
 
 
@@ -283,6 +350,32 @@ def _target(world, name: str | None) -> str:
             device=device, org_id=device.org_id, type="reboot", status=DeviceCommand.Status.CANCELLED
         )
         return str(command.pk)
+    if name == "alert_a1":
+        device = world.devices[world.site_a1][0]
+        rule = AlertRule.objects.create(org=world.org_a, name="Offline", condition={"kind": "offline", "minutes": 5})
+        rule.channels.set(
+            [
+                NotificationChannel.objects.create(
+                    org=world.org_a, name="Ops", kind="email", config={"to": ["ops@a.example"]}
+                )
+            ]
+        )
+        alert = Alert.objects.create(
+            org=world.org_a,
+            site=world.site_a1,
+            device=device,
+            rule=rule,
+            severity="critical",
+            title="a1-1 offline",
+            value=42.5,
+        )
+        return str(alert.pk)
+    if name == "email_channel":
+        channel = NotificationChannel.objects.create(
+            org=world.org_a, name="Ops", kind="email", config={"to": ["ops@a.example"]}
+        )
+        Notification.objects.create(channel=channel, org=world.org_a, event="channel.test", payload={"x": 1})
+        return str(channel.pk)
     if name == "dynamic_group":
         group = DeviceGroup.objects.create(
             org=world.org_a, name="Linux of A", type="dynamic", filter_rules=LINUX, fields_used=["osType"]
