@@ -9,6 +9,8 @@ import pytest
 from django.apps import apps
 from django.contrib import admin
 from django.contrib.messages import get_messages
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -444,3 +446,25 @@ def test_a_partner_wide_rule_previews_every_organization_of_the_partner_in_reach
     html = response.content.decode()
     assert "4 devices would alert now" in html  # a1-* and a2m-*; org B is another partner's
     assert "b1-1" not in html
+
+
+@pytest.mark.parametrize("model", [Alert, AlertRule, Notification])
+def test_a_list_costs_the_same_number_of_queries_with_more_rows(world, webhook, make_rule, partner_admin, model):
+    client = admin_as(partner_admin)
+    url = admin_url(model, "changelist")
+
+    def add_rows(count: int) -> None:
+        for n in range(count):
+            device = world.devices[world.site_a1][n % 2]
+            rule = make_rule(world.org_a, {"kind": "offline", "minutes": 15 + n}, name=f"Offline {n} {count}")
+            alert = open_alert(device, rule=rule)
+            Notification.objects.create(channel=webhook, org=world.org_a, alert=alert, event="alert.opened", payload={})
+
+    add_rows(2)
+    with CaptureQueriesContext(connection) as few:
+        assert client.get(url).status_code == 200
+    add_rows(20)
+    with CaptureQueriesContext(connection) as many:
+        assert client.get(url).status_code == 200
+
+    assert len(many) == len(few)
