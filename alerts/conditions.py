@@ -148,7 +148,8 @@ def check_condition(condition: object) -> None:
         raise ConditionError(checker.errors)
     for key in condition:
         if key not in _KEYS[kind]:
-            checker.error(str(key), f"unknown key for a {kind} condition (allowed: {', '.join(sorted(_KEYS[kind]))})")
+            article = "an" if kind[0] in "aeiou" else "a"
+            checker.error(str(key), f"unknown key: {article} {kind} condition takes {', '.join(sorted(_KEYS[kind]))}")
     {
         "metric": _check_metric,
         "offline": _check_offline,
