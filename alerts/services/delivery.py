@@ -3,7 +3,7 @@
 ``deliver_due`` is the scheduler's job (``deliver_notifications``, every 5 s). Per channel with due rows it plans,
 then sends one row per transaction:
 
-- **One sender per channel, in order.** Every step locks the channel's row with ``FOR UPDATE SKIP LOCKED``: a
+- **One sender per channel, in order.** Every step locks the channel's row with ``FOR NO KEY UPDATE SKIP LOCKED``: a
   second server finds it locked and moves on to other channels, so a row is never sent twice and a channel's rows
   go out in the order planned. A row is marked in the transaction that sent it; a crash between the receiver's
   answer and the commit sends it again, with the same ``X-RMM-Delivery`` for the receiver to drop.
@@ -123,7 +123,10 @@ def deliver_due(*, now: dt.datetime | None = None) -> DeliveryReport:
 
 
 def _lock_channel(channel_id: Any) -> NotificationChannel | None:
-    return NotificationChannel.objects.select_for_update(skip_locked=True).filter(pk=channel_id).first()
+    """The channel, locked for this deliverer; None when another holds it. FOR NO KEY UPDATE: it excludes other
+    deliverers but not the FK checks of new outbox rows (FOR KEY SHARE), so an evaluator announcing to a channel
+    never waits for a webhook call in flight."""
+    return NotificationChannel.objects.select_for_update(skip_locked=True, no_key=True).filter(pk=channel_id).first()
 
 
 def _plan(channel_id: Any, *, now: dt.datetime | None, report: DeliveryReport) -> list[Any]:
@@ -246,7 +249,7 @@ def _send_planned(channel_id: Any, notification_id: Any, *, now: dt.datetime | N
             return False
         clock = now or timezone.now()
         notification = (
-            Notification.objects.select_for_update()
+            Notification.objects.select_for_update(of=("self",))
             .select_related("channel")
             .filter(pk=notification_id, status__in=_DUE, next_attempt_at__lte=clock)
             .first()

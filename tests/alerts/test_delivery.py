@@ -8,9 +8,11 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import threading
+import time
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
 
 from alerts.models import Alert, Notification, NotificationChannel
@@ -272,3 +274,26 @@ def test_two_deliverers_racing_never_send_a_row_twice(loopback, site, rule):
     assert Notification.objects.filter(status="sent", attempts=1).count() == 10
     delivered = [request.headers["x-rmm-delivery"] for request in receiver.requests]
     assert sorted(delivered) == sorted(str(pk) for pk in Notification.objects.values_list("pk", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_announcing_to_a_channel_never_waits_for_a_webhook_call_in_flight(loopback, site, rule):
+    with WebhookReceiver([200], delay=1.5) as receiver:
+        channel = webhook(site, receiver.url)
+        opened(rule, channel, factories.device(site))
+        sending = threading.Thread(target=lambda: (deliver_due(), connection.close()))
+        sending.start()
+        try:
+            for _ in range(100):
+                if receiver.requests:
+                    break
+                time.sleep(0.02)
+            assert receiver.requests, "the deliverer never called the receiver"
+            # The deliverer holds the channel's row while the receiver answers; the new outbox row's foreign-key
+            # check must not wait for it.
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '300ms'")
+                opened(rule, channel, factories.device(site))
+        finally:
+            sending.join(10)
+    assert Notification.objects.count() == 2
