@@ -27,6 +27,7 @@ Bounded and reproducible: a fixed seed and no example database, so CI sends the 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import re
@@ -43,6 +44,7 @@ from schemathesis.core.parameters import ParameterLocation
 
 from accounts.auth import issue_api_token
 from accounts.models import ApiToken, AuditLog, OrganizationUser, PartnerUser, Permission, Role, User
+from alerts.models import Alert, AlertRule, MaintenanceWindow, Notification, NotificationChannel
 from devices.models import Device, DeviceCommand, DeviceGroup, DeviceGroupMembership
 from orgs.models import EnrollmentKey, Organization, Partner, Site
 from rmm.wsgi import application
@@ -150,12 +152,17 @@ def errors_have_the_one_shape(ctx, response, case):
 
 # The first segment of a path that takes an id → the model whose id it takes.
 COLLECTIONS = {
+    "alert-rules": AlertRule,
+    "alerts": Alert,
     "api-tokens": ApiToken,
     "audit-log": AuditLog,
     "commands": DeviceCommand,
     "devices": Device,
     "enrollment-keys": EnrollmentKey,
     "groups": DeviceGroup,
+    "maintenance-windows": MaintenanceWindow,
+    "notification-channels": NotificationChannel,
+    "notifications": Notification,
     "organization-users": OrganizationUser,
     "orgs": Organization,
     "partner-users": PartnerUser,
@@ -190,6 +197,11 @@ def _stable_key(row) -> tuple[str, ...]:
 REFERENCES = {
     "actor": "users",
     "actorDevice": "devices",
+    "alertId": "alerts",
+    "channelId": "notification-channels",
+    "channels": "notification-channels",
+    "deviceGroupId": "groups",
+    "deviceId": "devices",
     "deviceIds": "devices",
     "groupId": "groups",
     "orgId": "orgs",
@@ -197,6 +209,7 @@ REFERENCES = {
     "parentId": "groups",
     "partnerId": "partners",
     "roleId": "roles",
+    "ruleId": "alert-rules",
     "siteId": "sites",
     "siteIds": "sites",
     "userId": "users",
@@ -279,10 +292,36 @@ def ids(world, token) -> dict[str, list[str]]:
     DeviceCommand.objects.bulk_create(
         DeviceCommand(device=device, org=device.org, type=DeviceCommand.Type.REBOOT) for device in world.all_devices
     )
+    _alerting(world)
     return {
         name: [str(row.pk) for row in sorted(_in_tenant(model, world.partner_a), key=_stable_key)]
         for name, model in COLLECTIONS.items()
     }
+
+
+def _alerting(world) -> None:
+    """Partner A's alerting rows: a rule with an e-mail channel (an e-mail test send goes to Django's test outbox,
+    never to the network), an open alert of every device of org A with its outbox row, and a weekly window."""
+    channel = NotificationChannel.objects.create(
+        org=world.org_a, name="Ops", kind="email", config={"to": ["ops@a.example"]}
+    )
+    rule = AlertRule.objects.create(org=world.org_a, name="Offline", condition={"kind": "offline", "minutes": 15})
+    rule.channels.set([channel])
+    for device in world.devices_in(world.site_a1, world.site_a2):
+        alert = Alert.objects.create(
+            org=world.org_a, site_id=device.site_id, device=device, rule=rule, severity="warning", title="offline"
+        )
+        Notification.objects.create(channel=channel, org=world.org_a, alert=alert, event="alert.opened", payload={})
+    MaintenanceWindow.objects.create(
+        org=world.org_a,
+        site=world.site_a1,
+        name="Patch night",
+        starts_at=dt.datetime(2030, 1, 6, 1, 30, tzinfo=dt.UTC),
+        ends_at=dt.datetime(2030, 1, 6, 3, 30, tzinfo=dt.UTC),
+        recurrence="weekly",
+        weekdays=[6],
+        timezone="Europe/Berlin",
+    )
 
 
 @schema.parametrize()
