@@ -21,6 +21,7 @@ from alerts.models import (
     NotificationChannel,
     Severity,
 )
+from alerts.services.windows import is_occurring
 from devices.models import Device, DeviceGroup
 from orgs.models import Organization, Partner, Site
 from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
@@ -197,8 +198,6 @@ class MaintenanceWindowSerializer(OwnerFixedMixin, CamelCaseModelSerializer):
 
     @extend_schema_field(OpenApiTypes.BOOL)
     def get_active_now(self, window: MaintenanceWindow) -> bool:
-        from alerts.services.windows import is_occurring
-
         now = self.context.get("now") or timezone.now()
         return is_occurring(window, now)
 

@@ -40,6 +40,7 @@ from alerts.models import (
     NotificationChannel,
     Severity,
 )
+from alerts.services import channels, evaluate, lifecycle, rules, windows
 from rmm import authz
 from rmm.api import ScopedViewSet
 from rmm.domain_errors import Invalid, Refused
@@ -128,34 +129,32 @@ class AlertRuleViewSet(
         return super().permission_for(action)
 
     def perform_create(self, serializer):
-        from alerts.services import rules
-
         data = dict(serializer.validated_data)
-        channels = data.pop("channels", None)
+        rule_channels = data.pop("channels", None)
         rule = AlertRule(**data, created_by=self.request.user)  # type: ignore[misc]  # signed in: never anonymous
         _needs_partner_scope(self.request.user, rule)
         with model_rules(), transaction.atomic():
-            rule = rules.save_rule(rule=rule, actor=self.request.user, channels=channels, ip=client_ip(self.request))
+            rule = rules.save_rule(
+                rule=rule, actor=self.request.user, channels=rule_channels, ip=client_ip(self.request)
+            )
             self._require(rule)  # a rule out of the writer's reach rolls back (403)
         serializer.instance = rule
 
     def perform_update(self, serializer):
-        from alerts.services import rules
-
         rule = serializer.instance
         data = dict(serializer.validated_data)
-        channels = data.pop("channels", None)
+        rule_channels = data.pop("channels", None)
         for name, value in data.items():
             setattr(rule, name, value)
         _needs_partner_scope(self.request.user, rule)
         with model_rules(), transaction.atomic():
-            rule = rules.save_rule(rule=rule, actor=self.request.user, channels=channels, ip=client_ip(self.request))
+            rule = rules.save_rule(
+                rule=rule, actor=self.request.user, channels=rule_channels, ip=client_ip(self.request)
+            )
             self._require(rule)
         serializer.instance = rule
 
     def perform_destroy(self, instance):
-        from alerts.services import rules
-
         _needs_partner_scope(self.request.user, instance)
         rules.delete_rule(rule=instance, actor=self.request.user, ip=client_ip(self.request))
 
@@ -165,8 +164,6 @@ class AlertRuleViewSet(
         """Which devices would the condition alert for now (``forMinutes`` aside)? The count and the first 50
         devices with their observed value. Taken as reading a rule of that scope: a caller who could not read
         such a rule gets 403."""
-        from alerts.services import evaluate
-
         body = s.RulePreviewSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
         scope = {name: body.validated_data.get(name) for name in ("org", "site", "device_group")}
@@ -227,16 +224,12 @@ class AlertViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveModelMix
     @action(detail=True, methods=["post"], url_path="acknowledge")
     def acknowledge(self, request, pk=None):
         """Acknowledge an open alert: someone is on it (no re-notification from now on)."""
-        from alerts.services import lifecycle
-
         return self._transition(request, lifecycle.acknowledge)
 
     @extend_schema(request=s.AlertNoteSerializer, responses={200: s.AlertSerializer, 409: _ALREADY_RESOLVED})
     @action(detail=True, methods=["post"], url_path="resolve")
     def resolve(self, request, pk=None):
         """Resolve an open or acknowledged alert by hand; the rule's channels are told."""
-        from alerts.services import lifecycle
-
         return self._transition(request, lifecycle.resolve)
 
     def _transition(self, request, change):
@@ -278,28 +271,22 @@ class MaintenanceWindowViewSet(
         return {**super().get_serializer_context(), "now": timezone.now()}  # one moment for every row's activeNow
 
     def perform_create(self, serializer):
-        from alerts.services import windows
-
         window = MaintenanceWindow(**serializer.validated_data)
         with model_rules(), transaction.atomic():
-            window = windows.save_window(window=window, actor=self.request.user, ip=client_ip(self.request)) or window
+            window = windows.save_window(window=window, actor=self.request.user, ip=client_ip(self.request))
             self._require(window)  # a window out of the writer's reach rolls back (403)
         serializer.instance = window
 
     def perform_update(self, serializer):
-        from alerts.services import windows
-
         window = serializer.instance
         for name, value in serializer.validated_data.items():
             setattr(window, name, value)
         with model_rules(), transaction.atomic():
-            window = windows.save_window(window=window, actor=self.request.user, ip=client_ip(self.request)) or window
+            window = windows.save_window(window=window, actor=self.request.user, ip=client_ip(self.request))
             self._require(window)
         serializer.instance = window
 
     def perform_destroy(self, instance):
-        from alerts.services import windows
-
         windows.delete_window(window=instance, actor=self.request.user, ip=client_ip(self.request))
 
 
@@ -330,25 +317,18 @@ class NotificationChannelViewSet(
         return "alerts:write"
 
     def perform_create(self, serializer):
-        from alerts.services import channels
-
         data = dict(serializer.validated_data)
         secret = data.pop("secret", None)
         channel = NotificationChannel(**data)
         _needs_partner_scope(self.request.user, channel)
         with model_rules(), transaction.atomic():
-            channel = (
-                channels.save_channel(
-                    channel=channel, actor=self.request.user, secret=secret, ip=client_ip(self.request)
-                )
-                or channel
+            channel = channels.save_channel(
+                channel=channel, actor=self.request.user, secret=secret, ip=client_ip(self.request)
             )
             self._require(channel)  # a channel out of the writer's reach rolls back (403)
         serializer.instance = channel
 
     def perform_update(self, serializer):
-        from alerts.services import channels
-
         channel = serializer.instance
         data = dict(serializer.validated_data)
         secret = data.pop("secret", None)
@@ -356,18 +336,13 @@ class NotificationChannelViewSet(
             setattr(channel, name, value)
         _needs_partner_scope(self.request.user, channel)
         with model_rules(), transaction.atomic():
-            channel = (
-                channels.save_channel(
-                    channel=channel, actor=self.request.user, secret=secret, ip=client_ip(self.request)
-                )
-                or channel
+            channel = channels.save_channel(
+                channel=channel, actor=self.request.user, secret=secret, ip=client_ip(self.request)
             )
             self._require(channel)
         serializer.instance = channel
 
     def perform_destroy(self, instance):
-        from alerts.services import channels
-
         _needs_partner_scope(self.request.user, instance)
         channels.delete_channel(channel=instance, actor=self.request.user, ip=client_ip(self.request))
 
@@ -376,8 +351,6 @@ class NotificationChannelViewSet(
     def send_test(self, request, pk=None):
         """Send a ``channel.test`` notification now and answer its outcome (``sent``, or ``failed`` / ``dead``
         with ``lastError``). It is kept in the outbox like any other."""
-        from alerts.services import channels
-
         channel = self.get_object()
         _needs_partner_scope(request.user, channel)
         notification = channels.send_test(channel=channel, actor=request.user, ip=client_ip(request))
