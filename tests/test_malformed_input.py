@@ -327,7 +327,7 @@ def _our_serializers() -> list[type]:
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        ours = cls.__module__.split(".")[0] in {"accounts", "devices", "orgs", "rmm"}
+        ours = cls.__module__.split(".")[0] in {"accounts", "alerts", "devices", "orgs", "rmm"}
         abstract = issubclass(cls, serializers.ModelSerializer) and not hasattr(cls, "Meta")
         if ours and not abstract and not issubclass(cls, serializers.ListSerializer):
             found.append(cls)
