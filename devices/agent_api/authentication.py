@@ -112,6 +112,9 @@ class AgentIdentity:
     mtls_serial: str
     mtls_expires_at: dt.datetime | None
     mtls_expired_policy: str | None
+    # The organization has a maintenance window that suppresses commands (occurring now or not): the command claim
+    # asks alerts.services.windows.held_command_devices whether this device is inside it.
+    org_holds_commands: bool = False
 
     # What DRF asks of request.user: the device is who is signed in.
     is_authenticated = True

@@ -9,7 +9,8 @@ heartbeat that arrived while the previous batch was being committed, or the requ
 
 Commands are handed out once per claim. A job's claimed commands are in its answer only if its write committed
 (``settled``); when the answer carrying them cannot be delivered, ``devices.agent_api.delivery`` returns them to
-``pending`` (README, "Agents").
+``pending`` (README, "Agents"). A device inside a maintenance window that suppresses commands claims nothing
+(``commands_held``); its commands stay pending until the window is over.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from alerts.services import windows
 from devices.agent_api import schemas, sql
 from devices.agent_api.authentication import (
     OK,
@@ -162,15 +164,16 @@ def _attempt_batch(jobs: list[HeartbeatJob], now: dt.datetime) -> list[Heartbeat
 
     # In id order, so two server processes writing overlapping batches lock the same rows in the same order.
     ordered = [touches[device_id] for device_id in sorted(touches)]
+    held = commands_held([job.identity for job in jobs if job.verdict == OK], now=now)
     try:
         if quarantined_now:
             with transaction.atomic():
-                written, claimed = sql.write_heartbeats(cursor, now=now, touches=ordered, samples=samples)
+                written, claimed = sql.write_heartbeats(cursor, now=now, touches=ordered, samples=samples, held=held)
                 for device_id, job in quarantined_now.items():
                     if device_id in written and job.identity is not None:  # always set on a quarantined job
                         record_certificate_quarantine(job.identity, ip=job.ip)
         else:
-            written, claimed = sql.write_heartbeats(cursor, now=now, touches=ordered, samples=samples)
+            written, claimed = sql.write_heartbeats(cursor, now=now, touches=ordered, samples=samples, held=held)
     except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
         if connection.in_atomic_block:
             raise  # inside someone else's transaction (a test): nothing can be retried here
@@ -183,6 +186,16 @@ def _attempt_batch(jobs: list[HeartbeatJob], now: dt.datetime) -> list[Heartbeat
         first.claimed_at = now
         first.commands.append({"id": str(command_id), "type": command_type, "payload": json.loads(payload)})
     return [job for device_id, batch in written_jobs.items() if device_id not in written for job in batch]
+
+
+def commands_held(identities: list[AgentIdentity | None], *, now: dt.datetime) -> list[uuid.UUID]:
+    """The devices among ``identities`` that are inside a maintenance window suppressing commands at ``now``: they
+    claim nothing (their commands stay pending). Asks the windows only for devices whose organization has such a
+    window (``AgentIdentity.org_holds_commands``, from the identity lookup), so a heartbeat otherwise pays nothing."""
+    candidates = [(i.device_id, i.org_id, i.site_id) for i in identities if i is not None and i.org_holds_commands]
+    if not candidates:
+        return []
+    return windows.held_command_devices(devices=candidates, now=now)
 
 
 heartbeat_writer = GroupCommitter(

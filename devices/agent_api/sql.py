@@ -32,7 +32,11 @@ from devices.models.telemetry import METRICS
 _IDENTITY = """
 SELECT d.agent_id, d.id, d.org_id, d.site_id, d.agent_token_hash, d.previous_token_hash,
        d.previous_token_expires_at, d.agent_token_issued_at, d.status, o.status, p.status,
-       d.mtls_cert_serial_number, d.mtls_cert_expires_at, o.settings ->> 'mtlsExpiredCertPolicy'
+       d.mtls_cert_serial_number, d.mtls_cert_expires_at, o.settings ->> 'mtlsExpiredCertPolicy',
+       -- Whether a maintenance window may be holding the device's commands (suppress_commands): only then does the
+       -- claim ask alerts.services.windows, so an organization without such windows pays this index probe alone.
+       EXISTS (SELECT 1 FROM maintenance_windows w
+                WHERE w.org_id = d.org_id AND w.suppress_commands AND (w.recurrence <> 'none' OR w.ends_at > now()))
   FROM devices d
   JOIN organizations o ON o.id = d.org_id
   JOIN partners p ON p.id = o.partner_id
@@ -117,7 +121,7 @@ WITH seen AS (
      WHERE t.device_id IN (SELECT id FROM touched WHERE mode = 'ok')
     -- A sample the agent sends again (a backlog re-sent after a lost answer) is the same row: keep the first.
     ON CONFLICT DO NOTHING
-), {_claim("SELECT id FROM touched WHERE mode = 'ok'")}
+), {_claim("SELECT id FROM touched WHERE mode = 'ok' AND id <> ALL(%(held)s::uuid[])")}
 SELECT id, NULL::uuid, NULL, NULL, NULL::timestamptz FROM touched
 UNION ALL
 SELECT device_id, id, type, payload, created_at FROM claimed
@@ -177,19 +181,26 @@ def fetch_identities(cursor, agent_ids: Iterable[str]) -> list[tuple]:
 
 
 def write_heartbeats(
-    cursor, *, now: dt.datetime, touches: Iterable[tuple], samples: Iterable[tuple]
+    cursor,
+    *,
+    now: dt.datetime,
+    touches: Iterable[tuple],
+    samples: Iterable[tuple],
+    held: Iterable[uuid.UUID] = (),
 ) -> tuple[set[uuid.UUID], list[tuple]]:
     """Apply a batch in one statement (atomic on its own).
 
     ``touches`` are (device_id, expected token hash, expected status, mode, seen_at, ip, hostname, os_version,
     os_build, agent_version); ``samples`` are (device_id, org_id, ts, eight metrics). Answers the ids of the devices
     written (a device whose token or status changed since it was judged is not) and the commands claimed for them
-    as (device_id, id, type, payload JSON text, created_at), oldest first.
+    as (device_id, id, type, payload JSON text, created_at), oldest first. Devices in ``held`` (inside a maintenance
+    window that suppresses commands) are written but claim nothing: their commands stay pending.
     """
     touch_columns = list(zip(*touches, strict=True)) or [()] * len(_TOUCH_NAMES)
     sample_columns = list(zip(*samples, strict=True)) or [()] * len(_SAMPLE_NAMES)
     params = {
         "now": now,
+        "held": list(held),
         **{name: list(column) for name, column in zip(_TOUCH_NAMES, touch_columns, strict=True)},
         **{name: list(column) for name, column in zip(_SAMPLE_NAMES, sample_columns, strict=True)},
     }

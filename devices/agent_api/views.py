@@ -38,7 +38,7 @@ from devices.agent_api.authentication import (
 from devices.agent_api.delivery import commands_answer
 from devices.agent_api.errors import AgentError
 from devices.agent_api.group_commit import WriterUnavailable
-from devices.agent_api.heartbeat import read_heartbeat, write_heartbeat
+from devices.agent_api.heartbeat import commands_held, read_heartbeat, write_heartbeat
 from devices.services import commands, enrollment, ingest
 from rmm.domain_errors import DomainError
 from rmm.errors import TooManyAttempts, domain_error_status
@@ -154,8 +154,10 @@ class ClaimCommandsView(AgentView):
     def get(self, request, agent_id: str):
         identity = request.user
         now = timezone.now()
-        # One statement: atomic (and committed) on its own.
-        claimed = sql.claim_commands(sql.raw_cursor(), device_id=identity.device_id, now=now)
+        # One statement: atomic (and committed) on its own. Nothing is claimed inside a maintenance window that
+        # suppresses commands (the commands stay pending).
+        held = commands_held([identity], now=now)
+        claimed = [] if held else sql.claim_commands(sql.raw_cursor(), device_id=identity.device_id, now=now)
         answer = {
             "commands": [
                 {"id": str(id_), "type": type_, "payload": json.loads(payload)} for id_, type_, payload in claimed
