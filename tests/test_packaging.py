@@ -15,7 +15,7 @@ from setuptools import find_packages
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-SERVER_PACKAGES = {"rmm", "orgs", "accounts", "devices", "jobs"}
+SERVER_PACKAGES = {"rmm", "orgs", "accounts", "devices", "jobs", "alerts"}
 
 
 def normalized(name: str) -> str:
