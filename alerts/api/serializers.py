@@ -221,8 +221,9 @@ CHANNEL_FIELDS = [
 
 class NotificationChannelSerializer(OwnerFixedMixin, CamelCaseModelSerializer):
     """Where notifications go. ``kind`` ``email``: ``config`` ``{"to": [addresses]}``; ``webhook``:
-    ``{"url": "https://…"}``, signed with ``secret`` (HMAC-SHA256). ``secret`` is write-only: no answer ever holds
-    it, ``hasSecret`` says whether one is set. Exactly one of ``orgId`` / ``partnerId``."""
+    ``{"url": "https://…"}``, signed with ``secret`` (HMAC-SHA256). ``secret`` is write-only: only the answer that
+    creates a webhook without one holds it (the generated key), ``hasSecret`` says whether one is set. Exactly one
+    of ``orgId`` / ``partnerId``."""
 
     partner_id = _reference(Partner, "partner")
     org_id = _reference(Organization, "org", perm="alerts:write")
@@ -231,7 +232,8 @@ class NotificationChannelSerializer(OwnerFixedMixin, CamelCaseModelSerializer):
         required=False,
         max_length=200,
         trim_whitespace=False,
-        help_text="The webhook signing key. Write-only: never returned.",
+        help_text="The webhook signing key. Write-only: the answer that creates a webhook without one holds the "
+        "generated key, once; no other answer holds it.",
     )
     has_secret = serializers.SerializerMethodField(
         method_name="get_has_secret", help_text="Whether a signing key is set."

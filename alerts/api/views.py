@@ -316,6 +316,15 @@ class NotificationChannelViewSet(
     def permission_for(self, action=None):
         return "alerts:write"
 
+    def create(self, request, *args, **kwargs):
+        """The answer that creates a webhook without a ``secret`` holds the generated one, once: the receiver needs
+        it to verify signatures, and no later answer shows it (the spec: "never returned after creation")."""
+        self._generated_secret = None
+        response = super().create(request, *args, **kwargs)
+        if self._generated_secret:
+            response.data["secret"] = self._generated_secret
+        return response
+
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
         secret = data.pop("secret", None)
@@ -327,6 +336,8 @@ class NotificationChannelViewSet(
             )
             self._require(channel)  # a channel out of the writer's reach rolls back (403)
         serializer.instance = channel
+        if secret is None and channel.secret:
+            self._generated_secret = channel.secret
 
     def perform_update(self, serializer):
         channel = serializer.instance

@@ -71,8 +71,9 @@ def test_the_secret_of_a_webhook_is_never_returned(world, org_admin):
     assert SECRET not in json.dumps(list(AuditLog.objects.values_list("details", flat=True)))
 
 
-def test_a_webhook_created_without_a_secret_gets_one_that_is_not_returned(world, org_admin):
-    response = client_for(org_admin).post(
+def test_a_webhook_created_without_a_secret_gets_one_shown_in_the_creating_answer_only(world, org_admin):
+    client = client_for(org_admin)
+    response = client.post(
         "/api/v1/notification-channels",
         {"orgId": str(world.org_a.pk), "name": "Hook", "kind": "webhook", "config": {"url": "https://h.example"}},
         format="json",
@@ -80,8 +81,11 @@ def test_a_webhook_created_without_a_secret_gets_one_that_is_not_returned(world,
 
     assert response.status_code == 201, response.content
     channel = NotificationChannel.objects.get(pk=response.json()["id"])
-    assert channel.secret
-    assert_no_secret(response, channel.secret)
+    assert len(channel.secret) >= 32
+    assert response.json()["secret"] == channel.secret  # the receiver needs it to verify signatures
+    assert_no_secret(client.get(f"/api/v1/notification-channels/{channel.pk}"), channel.secret)
+    assert_no_secret(client.get("/api/v1/notification-channels"), channel.secret)
+    assert channel.secret not in json.dumps(list(AuditLog.objects.values_list("details", flat=True)))
     assert AuditLog.objects.filter(action="notification_channel.create", target_id=str(channel.pk)).exists()
 
 
