@@ -6,6 +6,7 @@
 #
 #   bench/run_bench.sh                     # defaults below
 #   AGENTS=2000 RATE=1000 SECONDS=30 bench/run_bench.sh
+#   ALERT_RULES=1 bench/run_bench.sh       # with the 50 rules of bench/alerts_bench.py evaluated every 60 s meanwhile
 #
 # It drops and re-creates the database named in BENCH_DATABASE_URL (never the development database) and only
 # ever loads 127.0.0.1.
@@ -41,6 +42,11 @@ SIM="$PY bench/sim.py --url http://127.0.0.1:$PORT --state $OUT/agents.json --ag
 
 echo "== enrollment: $AGENTS agents through POST /api/v1/agents/enroll"
 $SIM --key "$KEY" --enroll-concurrency 16 --seconds 0 --json "$OUT/enroll.json"
+
+if [ "${ALERT_RULES:-0}" = 1 ]; then
+  echo "== alert rules: the server's scheduler evaluates them every ${ALERT_EVALUATION_SECONDS:-60} s from now on"
+  $PY bench/alerts_bench.py --rules-only
+fi
 
 echo "== heartbeats: $RATE/s for ${SECONDS_} s over $CONNECTIONS connections, $COMMANDS_PER_SECOND commands/s queued"
 $PY bench/queue_commands.py --per-second "$COMMANDS_PER_SECOND" --seconds "$SECONDS_" > "$OUT/queue_commands.log" 2>&1 &
