@@ -47,12 +47,13 @@ from devices.models import (
     DeviceSoftware,
     DeviceTelemetry,
 )
+from alerts.models import Alert, AlertRule, AlertState, MaintenanceWindow, Notification, NotificationChannel
 from devices.services import credentials
 from jobs.models import JobRun, ScheduledJob
 from orgs.models import EnrollmentKey, Organization, Partner, Site
 from tests.doors import admin_url
 
-OUR_APPS = ("orgs", "accounts", "devices", "jobs")
+OUR_APPS = ("orgs", "accounts", "devices", "jobs", "alerts")
 EMPTY_JSON_FIELDS = {"address": "{}", "contact": "{}", "settings": "{}"}
 # The management form of the (read-only, empty) members inline on a new group's page.
 MEMBER_FORMSET = {"memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}
@@ -179,7 +180,28 @@ def schema(db) -> Schema:
         actor_user=member, org=org_a, action="device.quarantine", target_type="device", target_id=str(devices[0].pk)
     )
 
+    channel = NotificationChannel.objects.create(
+        org=org_a,
+        name="NOC hook",
+        kind="webhook",
+        config={"url": "https://hooks.example.com/rmm"},
+        secret="webhook signing secret 0123456789",
+    )
+    rule = AlertRule.objects.create(
+        org=org_a, name="Offline 15 min", condition={"kind": "offline", "minutes": 15}, severity="critical"
+    )
+    rule.channels.add(channel)
+    alert = Alert.objects.create(
+        org=org_a, site=site_a, device=devices[0], rule=rule, severity="critical", title="ACME-PC-1 offline"
+    )
+    AlertState.objects.create(rule=rule, device=devices[0], holding_since=timezone.now())
+    MaintenanceWindow.objects.create(
+        org=org_a, name="Patch night", starts_at=timezone.now(), ends_at=timezone.now() + dt.timedelta(hours=2)
+    )
+    Notification.objects.create(channel=channel, org=org_a, alert=alert, event="alert.opened", payload={"n": 1})
+
     secrets = {
+        "webhook secret": channel.secret,
         "enrollment key hash": key.key_hash,
         "api token hash": token.key_hash,
         "mfa secret": member.mfa_secret,
