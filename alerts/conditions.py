@@ -343,16 +343,21 @@ _ROLLUP_STATE_TABLE = "device_telemetry_rollup_state"
 
 @dataclass(frozen=True)
 class Compiled:
-    """One condition as SQL over a relation named ``scope`` (the devices in a rule's scope: ``id``, ``org_id``):
+    """One condition as SQL over a relation named ``scope`` (the devices in a rule's scope: ``id``, ``org_id``,
+    ``site_id``, ``last_seen_at``, ``created_at``):
     it yields ``(device_id, subject, value, holds)`` rows, ``holds`` NULL meaning *no data*.
 
     ``absent_is_clear``: whether a device (subject) of the scope missing from the rows no longer holds (offline,
     disk, rule, commandFailed: the rows are the holding ones, plus no-data disks) or has no data (metric: the rows
-    are every device with a sample)."""
+    are every device with a sample).
+
+    ``value_follows_clock``: whether the value changes with the moment alone (offline: minutes of silence), so
+    that a new value is no news."""
 
     sql: str
     params: list[Any]
     absent_is_clear: bool
+    value_follows_clock: bool = False
 
 
 def compile_condition(condition: dict, *, now: dt.datetime, org_ids: list) -> Compiled:
@@ -365,12 +370,13 @@ def compile_condition(condition: dict, *, now: dt.datetime, org_ids: list) -> Co
     if kind == "offline":
         cutoff = now - dt.timedelta(minutes=condition["minutes"])
         return Compiled(
-            sql="""SELECT d.id, ''::text,
-                          extract(epoch FROM %s::timestamptz - COALESCE(d.last_seen_at, d.created_at)) / 60, true
-                     FROM devices d JOIN scope s ON s.id = d.id
-                    WHERE d.last_seen_at < %s OR (d.last_seen_at IS NULL AND d.created_at < %s)""",
+            sql="""SELECT s.id, ''::text,
+                          extract(epoch FROM %s::timestamptz - COALESCE(s.last_seen_at, s.created_at)) / 60, true
+                     FROM scope s
+                    WHERE s.last_seen_at < %s OR (s.last_seen_at IS NULL AND s.created_at < %s)""",
             params=[now, cutoff, cutoff],
             absent_is_clear=True,
+            value_follows_clock=True,
         )
     if kind == "disk":
         return _compile_disk(condition)

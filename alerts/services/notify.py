@@ -169,10 +169,19 @@ def outbox_row(
     )
 
 
-def announce(*, event: NotificationEvent, rule: AlertRule | None, alerts: Sequence[Alert]) -> int:
+def announce(
+    *,
+    event: NotificationEvent,
+    rule: AlertRule | None,
+    alerts: Sequence[Alert],
+    channels: Sequence[NotificationChannel] | None = None,
+) -> int:
     """Write the outbox rows for ``alerts`` (all of ``rule``; a site-level alert passes the offline rule that
     raised it) to the rule's enabled channels, applying the spec's storm control (digest when one pass opens more
     than ALERT_DIGEST_THRESHOLD alerts of one rule in one site). Must be called inside the caller's transaction.
+
+    ``channels``, when given, replaces the rule's: a site-level alert goes to every channel of every offline rule
+    that sees the outage. The enabled ones among them get one row each, however often one is listed.
 
     Returns the number of rows written. An opening or re-notification also sets the alerts' ``last_notified_at``
     (from which ``renotify_minutes`` count), whether or not the rule has channels."""
@@ -189,7 +198,10 @@ def announce(*, event: NotificationEvent, rule: AlertRule | None, alerts: Sequen
         Alert.objects.filter(pk__in=[alert.pk for alert in alerts]).update(last_notified_at=now)
         for alert in alerts:
             alert.last_notified_at = now
-    channels = list(rule.channels.filter(enabled=True)) if rule is not None else []
+    if channels is not None:
+        channels = list({channel.pk: channel for channel in channels if channel.enabled}.values())
+    else:
+        channels = list(rule.channels.filter(enabled=True)) if rule is not None else []
     if not channels:
         return 0
     names = _Names.of(alerts)

@@ -113,3 +113,32 @@ def test_less_than_80_percent_offline_is_not_an_outage(site, now, make_rule):
 
     assert not Alert.objects.filter(device=None).exists()
     assert Alert.objects.filter(rule=rule).count() == 7
+
+
+def test_a_dark_site_is_announced_once_to_every_channel_of_every_offline_rule_that_sees_it(site, now, make_rule):
+    """The bench found it: the site alert went only to the channels of the highest-severity rule, a console-only
+    one, while another offline rule watching the site had an e-mail channel."""
+    devices = _devices(site, 10, now - 20 * MIN)
+    noc = NotificationChannel.objects.create(org=site.org, name="noc", kind="email", config={"to": ["n@x.test"]})
+    ops = NotificationChannel.objects.create(org=site.org, name="ops", kind="email", config={"to": ["o@x.test"]})
+    muted = NotificationChannel.objects.create(
+        org=site.org, name="muted", kind="email", config={"to": ["m@x.test"]}, enabled=False
+    )
+    make_rule(site.org, OFFLINE_15, severity="critical")  # console only
+    make_rule(site.org, OFFLINE_15, severity="warning").channels.set([noc, muted])
+    make_rule(site.org, {"kind": "offline", "minutes": 10}, severity="info").channels.set([noc, ops])
+
+    evaluate_all(now=now)
+
+    site_alert = Alert.objects.get(site=site, device=None)
+    assert site_alert.severity == "critical"
+    assert sorted(
+        Notification.objects.filter(alert=site_alert).values_list("channel__name", "event", "payload__rule__name")
+    ) == [("noc", "alert.opened", "offline rule 1"), ("ops", "alert.opened", "offline rule 1")]
+
+    Device.objects.filter(pk__in=[device.pk for device in devices]).update(last_seen_at=now + MIN)
+    evaluate_all(now=now + 2 * MIN)
+
+    assert sorted(
+        Notification.objects.filter(alert=site_alert, event="alert.resolved").values_list("channel__name", flat=True)
+    ) == ["noc", "ops"]
