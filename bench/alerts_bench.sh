@@ -7,6 +7,7 @@
 #   bench/alerts_bench.sh                    # drop and re-create rmm_bench_alerts, seed, measure
 #   SKIP_SEED=1 bench/alerts_bench.sh        # measure again on the seeded database
 #   DEVICES=20000 bench/alerts_bench.sh      # a smaller fleet
+#   SKIP_SEED=1 BENCH_ARGS=--only-bench-rules bench/alerts_bench.sh   # the 50 rules alone (seed_demo's off)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,4 +34,4 @@ if [ "${SKIP_SEED:-0}" != 1 ]; then
 fi
 
 echo "== measure"
-$PY bench/alerts_bench.py --passes "${PASSES:-5}"
+$PY bench/alerts_bench.py --passes "${PASSES:-5}" ${BENCH_ARGS:-}
