@@ -183,8 +183,10 @@ def announce(
     ``channels``, when given, replaces the rule's: a site-level alert goes to every channel of every offline rule
     that sees the outage. The enabled ones among them get one row each, however often one is listed.
 
-    Returns the number of rows written. An opening or re-notification also sets the alerts' ``last_notified_at``
-    (from which ``renotify_minutes`` count), whether or not the rule has channels."""
+    Returns the number of rows written. A re-notification also sets the alerts' ``last_notified_at`` (from which
+    ``renotify_minutes`` count), whether or not the rule has channels; an opening does not: the statement that
+    opens an alert writes it (the evaluator's, at 26,000 openings a pass, spares a second UPDATE of every row, and
+    skips this call altogether for a rule without enabled channels)."""
     event = NotificationEvent(event)
     if event not in _ALERT_EVENTS:
         raise ValueError(f"announce() takes an alert event, not {event!r}.")
@@ -194,7 +196,7 @@ def announce(
     if not connection.in_atomic_block:
         raise RuntimeError("announce() runs inside the transaction of the alert change it announces.")
     now = timezone.now()
-    if event in (NotificationEvent.OPENED, NotificationEvent.RENOTIFY):
+    if event == NotificationEvent.RENOTIFY:
         Alert.objects.filter(pk__in=[alert.pk for alert in alerts]).update(last_notified_at=now)
         for alert in alerts:
             alert.last_notified_at = now

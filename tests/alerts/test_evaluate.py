@@ -527,6 +527,22 @@ def test_an_opening_and_a_resolve_are_announced_to_the_rules_channels(site, now,
     ]
 
 
+def test_an_opened_alert_counts_its_renotification_from_the_pass_that_opened_it_with_or_without_channels(
+    site, now, make_rule
+):
+    factories.device(site, last_seen_at=now - 60 * MIN)
+    channel = NotificationChannel.objects.create(org=site.org, name="ops", kind="email", config={"to": ["o@x.test"]})
+    told = make_rule(site.org, {"kind": "offline", "minutes": 15}, name="told")
+    told.channels.set([channel])
+    silent = make_rule(site.org, {"kind": "offline", "minutes": 15}, name="silent")
+
+    evaluate_all(now=now)
+
+    assert active(told).get().last_notified_at == now
+    assert active(silent).get().last_notified_at == now
+    assert list(Notification.objects.values_list("alert__rule__name", flat=True)) == ["told"]
+
+
 def test_a_rule_that_fails_does_not_stop_the_others(site, now, make_rule):
     factories.device(site, last_seen_at=now - 60 * MIN)
     broken = make_rule(site.org, {"kind": "offline", "minutes": 15})

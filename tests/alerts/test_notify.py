@@ -75,8 +75,15 @@ def test_an_opened_alert_writes_one_row_per_enabled_channel_with_the_payload_sen
     assert payload["device"]["url"] == f"http://localhost:8000/admin/devices/device/{device.pk}/change/"
     assert payload["rule"] == {"id": str(rule.pk), "name": "Offline 15 min"}
     assert payload["site"]["name"] == site.name
+
+
+def test_announcing_an_opening_leaves_last_notified_at_to_the_statement_that_opened_the_alert(site, rule):
+    alert = open_alert(rule, factories.device(site))
+
+    assert announce(event="alert.opened", rule=rule, alerts=[alert]) == 2
+
     alert.refresh_from_db()
-    assert alert.last_notified_at is not None
+    assert alert.last_notified_at is None
 
 
 def test_a_rule_without_channels_writes_nothing(site, make_rule):
