@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -74,7 +75,7 @@ def _rules() -> list[AlertRule]:
     """50 rules of every kind and scope over the seeded organizations."""
     orgs = list(Organization.objects.order_by("name"))
     partner = orgs[0].partner
-    conditions = [
+    conditions: list[dict[str, Any]] = [
         {"kind": "metric", "metric": "cpuPercent", "aggregate": "avg", "op": ">", "value": 90, "windowMinutes": 10},
         {"kind": "metric", "metric": "ramPercent", "aggregate": "max", "op": ">=", "value": 89, "windowMinutes": 30},
         {"kind": "metric", "metric": "diskPercent", "aggregate": "min", "op": ">", "value": 85, "windowMinutes": 5},
@@ -208,6 +209,8 @@ def _measure_passes(passes: int, *, others: int) -> None:
 def measure_latency() -> None:
     print("== 2. latency: CPU at 100 % from t0, passes every 60 s, rule for_minutes=5 (avg over 5 min > 90)")
     device = Device.objects.filter(status="online").order_by("id").first() or Device.objects.order_by("id").first()
+    if device is None:
+        raise SystemExit("no device to measure the latency with: seed the database first")
     org = device.org
     rule = AlertRule(
         org=org,
@@ -263,6 +266,8 @@ def measure_site_outage() -> None:
         Site.objects.annotate(n=Count("devices")).filter(n__gte=5000).order_by("-n").first()
         or Site.objects.annotate(n=Count("devices")).order_by("-n").first()
     )
+    if site is None:
+        raise SystemExit("no site to take offline: seed the database first")
     devices = Device.objects.filter(site=site).exclude(status__in=["decommissioned", "quarantined", "maintenance"])
     ids = list(devices.order_by("id").values_list("id", flat=True)[:5000])
     channel = NotificationChannel.objects.create(
