@@ -335,13 +335,16 @@ def _organization_specs(count: int) -> list[tuple[str, list[tuple[str, str, str 
 
 
 def _get_or_create_user(email: str, *, name: str, superuser: bool = False) -> tuple[User, str | None]:
-    """The user with ``email``, created with a random password if missing; the password only when created."""
+    """The user with ``email``, created with a random password if missing; the password only when created.
+
+    Both demo logins are staff: technicians work in the admin (people created through the API are staff too)."""
     user = User.objects.filter(email__iexact=email).first()
     if user is not None:
         return user, None
     password = secrets.token_urlsafe(15)
-    create = User.objects.create_superuser if superuser else User.objects.create_user
-    return create(email, password, name=name), password
+    if superuser:
+        return User.objects.create_superuser(email, password, name=name), password
+    return User.objects.create_user(email, password, name=name, is_staff=True), password
 
 
 def _ensure_memberships(partner: Partner) -> list[str]:
@@ -352,6 +355,8 @@ def _ensure_memberships(partner: Partner) -> list[str]:
         role = Role.objects.filter(name=role_name, partner__isnull=True).first()
         if user is None:
             continue
+        if not user.is_staff:  # a demo seeded when the technician was not staff could not sign in to the admin
+            User.objects.filter(pk=user.pk).update(is_staff=True)
         if role is None:
             notes.append(
                 f"No built-in role {role_name!r}: {email} gets no partner membership. "

@@ -230,6 +230,29 @@ def test_the_technician_gets_the_partner_technician_role_when_roles_are_loaded(d
 
 
 @pytest.mark.django_db
+def test_the_technician_signs_in_to_the_admin_and_sees_the_open_alerts(default_roles, seed, credentials_file, client):
+    seed()
+    password = passwords_in(credentials_file)["tech@example.com"]
+
+    response = client.post("/admin/login/?next=/admin/", {"username": "tech@example.com", "password": password})
+
+    assert response.status_code == 302 and response.url == "/admin/"
+    page = client.get("/admin/alerts/alert/?status__exact=open")
+    assert page.status_code == 200
+    assert 'name="_selected_action"' in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_demo_technician_seeded_without_admin_access_gets_it_on_the_next_run(default_roles, seed):
+    seed()
+    User.objects.filter(email="tech@example.com").update(is_staff=False)
+
+    seed()
+
+    assert User.objects.get(email="tech@example.com").is_staff
+
+
+@pytest.mark.django_db
 def test_without_roles_it_skips_the_memberships_and_says_so(seed):
     output = seed()
 
