@@ -221,6 +221,11 @@ def handler403(request, exception=None):
     return permission_denied(request, exception)
 
 
+def api_path_not_found(request, *args, **kwargs):
+    """The view of every path under /api/ that no route serves (the last pattern of rmm/urls.py)."""
+    return error_response(404, "not_found", "Not found.")
+
+
 def handler404(request, exception=None):
     if is_api_path(request.path):
         return error_response(404, "not_found", "Not found.")

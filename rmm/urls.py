@@ -1,7 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from rmm import errors
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
@@ -15,6 +17,9 @@ urlpatterns = [
     # The split view serves its start-up script from /api/docs/?script, not inline: the page's CSP allows no
     # inline script (rmm/csp.py).
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    # Any other path under /api/ is a 404 in the error shape, also with DEBUG on (`make run`), where Django would
+    # otherwise answer its HTML debug page instead of handler404.
+    re_path(r"^api/", errors.api_path_not_found),
 ]
 
 handler400 = "rmm.errors.handler400"
