@@ -567,6 +567,9 @@ def evaluate_all(*, now: dt.datetime | None = None) -> EvaluationReport:
     now = now or timezone.now()
     report = EvaluationReport()
     rules = list(AlertRule.objects.filter(enabled=True).order_by("created_at", "id"))
+    if not rules and not Alert.objects.filter(rule__isnull=True, status__in=_ACTIVE).exists():
+        # Nothing to watch and no site alert to resolve: no table of every watched device every minute.
+        return report
     offline_rules = [rule for rule in rules if rule.condition.get("kind") == "offline"]
     partner_orgs: dict[Any, list[Any]] = {}
     for org_id, partner_id in Organization.objects.filter(

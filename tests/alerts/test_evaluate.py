@@ -481,6 +481,27 @@ def test_a_disabled_rule_is_not_evaluated(site, now, make_rule):
     assert not Alert.objects.exists()
 
 
+def test_a_pass_with_no_enabled_rule_reads_two_rows_and_writes_nothing(site, now, make_rule, django_assert_num_queries):
+    factories.device(site, last_seen_at=now - 60 * MIN)
+    make_rule(site.org, {"kind": "offline", "minutes": 15}, enabled=False)
+
+    with django_assert_num_queries(2):  # the rules, and whether a site alert is open: no table of every device
+        assert evaluate_all(now=now).rules == 0
+
+
+def test_a_site_alert_left_open_is_still_resolved_when_its_rule_is_disabled(site, now, make_rule):
+    devices = [factories.device(site, last_seen_at=now - 60 * MIN, status="offline") for _ in range(6)]
+    rule = make_rule(site.org, {"kind": "offline", "minutes": 15})
+    evaluate_all(now=now)
+    assert Alert.objects.filter(rule__isnull=True, status="open").count() == 1
+    type(rule).objects.filter(pk=rule.pk).update(enabled=False)
+    Device.objects.filter(pk__in=[d.pk for d in devices]).update(last_seen_at=now, status="online")
+
+    evaluate_all(now=now + 2 * MIN)
+
+    assert not Alert.objects.filter(rule__isnull=True, status="open").exists()
+
+
 # --- idempotence and announcements --------------------------------------------------------------------------------
 
 
