@@ -113,6 +113,38 @@ def _refuse_unless_allowed(request, perm: str, objects) -> None:
 # --- Rules ---------------------------------------------------------------------------------------------------------
 
 
+class WrittenThroughServicesMixin:
+    """Saves and deletes go through the alerts services (the one home of their rules and audit rows): a subclass
+    says how with ``save_through_service`` and ``delete_through_service``. After a save, the object must still be
+    in the writer's reach; a delete, one object at a time, needs ``delete`` on each."""
+
+    def save_through_service(self, request, obj, form, change):
+        raise NotImplementedError
+
+    def delete_through_service(self, request, obj) -> None:
+        raise NotImplementedError
+
+    def save_model(self, request, obj, form, change):
+        saved = self.save_through_service(request, obj, form, change)
+        if saved is not None and saved.pk != obj.pk:
+            obj.pk = saved.pk
+        obj.refresh_from_db()
+        self.check_still_in_reach(request, obj, "change" if change else "add")  # type: ignore[attr-defined]
+        authz.clear_cache(request.user)
+
+    def delete_model(self, request, obj):
+        if not authz.can(request.user, self.permission("delete"), obj):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        self.delete_through_service(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        objs = list(queryset)
+        if any(not authz.can(request.user, self.permission("delete"), obj) for obj in objs):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        for obj in objs:
+            self.delete_through_service(request, obj)
+
+
 class AlertRuleForm(ModelErrorsOnTheFormMixin):
     """A rule's form. The condition is edited as JSON; ``AlertRule.clean()`` validates it (and the scope) and each
     problem is shown on its field with the path of the offending key (``condition.windowMinutes: …``)."""
@@ -143,7 +175,7 @@ class AlertRuleForm(ModelErrorsOnTheFormMixin):
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(DomainErrorsAsMessagesMixin, ScopedAdminMixin, admin.ModelAdmin):
+class AlertRuleAdmin(DomainErrorsAsMessagesMixin, WrittenThroughServicesMixin, ScopedAdminMixin, admin.ModelAdmin):
     """Alert rules of organizations (and partner-wide rules, for partner-level users). The change page shows how
     many devices the saved rule would alert on now; "Preview" shows it for the condition being edited, unsaved."""
 
@@ -270,44 +302,28 @@ class AlertRuleAdmin(DomainErrorsAsMessagesMixin, ScopedAdminMixin, admin.ModelA
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/alerts/alertrule/preview.html", context, status=400 if errors else 200)
 
-    def save_model(self, request, obj, form, change):
+    def save_through_service(self, request, obj, form, change):
         from alerts.services.rules import save_rule
 
         if not change and obj.created_by_id is None:
             obj.created_by = request.user
         with _validation_errors_as_domain_errors("The rule is not valid."):
-            saved = save_rule(
+            return save_rule(
                 rule=obj,
                 actor=request.user,
                 channels=list(form.cleaned_data.get("channels") or []),
                 ip=client_ip(request),
             )
-        if saved is not None and saved.pk != obj.pk:
-            obj.pk = saved.pk
-        obj.refresh_from_db()
-        self.check_still_in_reach(request, obj, "change" if change else "add")
-        authz.clear_cache(request.user)
 
     def save_related(self, request, form, formsets, change):
         # save_rule set the channels (the one home of a rule's writes); the form's save_m2m would set them again.
         for formset in formsets:
             self.save_formset(request, form, formset, change=change)
 
-    def delete_model(self, request, obj):
+    def delete_through_service(self, request, obj) -> None:
         from alerts.services.rules import delete_rule
 
-        if not authz.can(request.user, self.permission("delete"), obj):
-            raise PermissionDenied
         delete_rule(rule=obj, actor=request.user, ip=client_ip(request))
-
-    def delete_queryset(self, request, queryset):
-        from alerts.services.rules import delete_rule
-
-        rules = list(queryset)
-        if any(not authz.can(request.user, self.permission("delete"), rule) for rule in rules):
-            raise PermissionDenied
-        for rule in rules:
-            delete_rule(rule=rule, actor=request.user, ip=client_ip(request))
 
 
 def preview_rule(*, user, rule: AlertRule) -> tuple[int, list[tuple[Device, float | None]]]:
@@ -486,7 +502,9 @@ class MaintenanceWindowForm(ModelErrorsOnTheFormMixin):
 
 
 @admin.register(MaintenanceWindow)
-class MaintenanceWindowAdmin(DomainErrorsAsMessagesMixin, ScopedAdminMixin, admin.ModelAdmin):
+class MaintenanceWindowAdmin(
+    DomainErrorsAsMessagesMixin, WrittenThroughServicesMixin, ScopedAdminMixin, admin.ModelAdmin
+):
     """Planned maintenance: no alert opens (and no command is handed out, if chosen) for the devices covered.
     A window covers a site, a device group, or (neither) the whole organization."""
 
@@ -523,31 +541,15 @@ class MaintenanceWindowAdmin(DomainErrorsAsMessagesMixin, ScopedAdminMixin, admi
             return None
         return is_occurring(obj, timezone.now())
 
-    def save_model(self, request, obj, form, change):
+    def save_through_service(self, request, obj, form, change):
         from alerts.services.windows import save_window
 
-        saved = save_window(window=obj, actor=request.user, ip=client_ip(request))
-        if saved is not None and saved.pk != obj.pk:
-            obj.pk = saved.pk
-        obj.refresh_from_db()
-        self.check_still_in_reach(request, obj, "change" if change else "add")
-        authz.clear_cache(request.user)
+        return save_window(window=obj, actor=request.user, ip=client_ip(request))
 
-    def delete_model(self, request, obj):
+    def delete_through_service(self, request, obj) -> None:
         from alerts.services.windows import delete_window
 
-        if not authz.can(request.user, self.permission("delete"), obj):
-            raise PermissionDenied
         delete_window(window=obj, actor=request.user, ip=client_ip(request))
-
-    def delete_queryset(self, request, queryset):
-        from alerts.services.windows import delete_window
-
-        windows = list(queryset)
-        if any(not authz.can(request.user, self.permission("delete"), window) for window in windows):
-            raise PermissionDenied
-        for window in windows:
-            delete_window(window=window, actor=request.user, ip=client_ip(request))
 
 
 # --- Notification channels and the delivery log --------------------------------------------------------------------
@@ -583,7 +585,9 @@ class NotificationChannelForm(ModelErrorsOnTheFormMixin):
 
 
 @admin.register(NotificationChannel)
-class NotificationChannelAdmin(DomainErrorsAsMessagesMixin, ScopedAdminMixin, admin.ModelAdmin):
+class NotificationChannelAdmin(
+    DomainErrorsAsMessagesMixin, WrittenThroughServicesMixin, ScopedAdminMixin, admin.ModelAdmin
+):
     """Where notifications go: e-mail addresses or a signed webhook. The secret is never shown; the list's
     "Send a test" action delivers a ``channel.test`` notification at once and reports its outcome."""
 
@@ -632,34 +636,18 @@ class NotificationChannelAdmin(DomainErrorsAsMessagesMixin, ScopedAdminMixin, ad
             outcome = notification.status + (f": {notification.last_error}" if notification.last_error else "")
             self.message_user(request, f"Test to {channel.name}: {outcome}.", level)
 
-    def save_model(self, request, obj, form, change):
+    def save_through_service(self, request, obj, form, change):
         from alerts.services.channels import save_channel
 
         with _validation_errors_as_domain_errors("The channel is not valid."):
-            saved = save_channel(
+            return save_channel(
                 channel=obj, actor=request.user, secret=form.cleaned_data.get("secret") or None, ip=client_ip(request)
             )
-        if saved is not None and saved.pk != obj.pk:
-            obj.pk = saved.pk
-        obj.refresh_from_db()
-        self.check_still_in_reach(request, obj, "change" if change else "add")
-        authz.clear_cache(request.user)
 
-    def delete_model(self, request, obj):
+    def delete_through_service(self, request, obj) -> None:
         from alerts.services.channels import delete_channel
 
-        if not authz.can(request.user, self.permission("delete"), obj):
-            raise PermissionDenied
         delete_channel(channel=obj, actor=request.user, ip=client_ip(request))
-
-    def delete_queryset(self, request, queryset):
-        from alerts.services.channels import delete_channel
-
-        channels = list(queryset)
-        if any(not authz.can(request.user, self.permission("delete"), channel) for channel in channels):
-            raise PermissionDenied
-        for channel in channels:
-            delete_channel(channel=channel, actor=request.user, ip=client_ip(request))
 
 
 @admin.register(Notification)
