@@ -32,6 +32,7 @@ from accounts.models import (
     RolePermission,
     User,
 )
+from alerts.models import Alert, AlertRule, AlertState, MaintenanceWindow, Notification, NotificationChannel
 from devices.models import (
     Device,
     DeviceCommand,
@@ -47,7 +48,6 @@ from devices.models import (
     DeviceSoftware,
     DeviceTelemetry,
 )
-from alerts.models import Alert, AlertRule, AlertState, MaintenanceWindow, Notification, NotificationChannel
 from devices.services import credentials
 from jobs.models import JobRun, ScheduledJob
 from orgs.models import EnrollmentKey, Organization, Partner, Site
