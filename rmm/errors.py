@@ -18,6 +18,7 @@ from http import HTTPStatus
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -221,9 +222,19 @@ def handler403(request, exception=None):
     return permission_denied(request, exception)
 
 
+@csrf_exempt  # an API client sends no CSRF token: it must hear 404, not the CSRF failure page
 def api_path_not_found(request, *args, **kwargs):
     """The view of every path under /api/ that no route serves (the last pattern of rmm/urls.py)."""
     return error_response(404, "not_found", "Not found.")
+
+
+def csrf_failure(request, reason: str = ""):
+    """CSRF_FAILURE_VIEW: under /api/ the refusal is in the error shape; elsewhere (the admin) Django's page."""
+    if is_api_path(request.path):
+        return error_response(403, "permission_denied", "CSRF verification failed.")
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    return django_csrf_failure(request, reason=reason)
 
 
 def handler404(request, exception=None):

@@ -86,6 +86,7 @@ SECRET_KEY = _secret_key
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+CSRF_FAILURE_VIEW = "rmm.errors.csrf_failure"  # JSON in the error shape under /api/, Django's page elsewhere
 # Reverse proxies whose X-Forwarded-For (and mTLS headers) are believed: addresses or networks.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 try:
