@@ -316,6 +316,15 @@ class AuditAction(models.TextChoices):
     ROLE_PERMISSION_CREATE = "role_permission.create"
     ROLE_PERMISSION_UPDATE = "role_permission.update"
     ROLE_PERMISSION_DELETE = "role_permission.delete"
+    SCRIPT_CREATE = "script.create"
+    SCRIPT_UPDATE = "script.update"
+    SCRIPT_ARCHIVE = "script.archive"
+    SCRIPT_RUN = "script.run"  # a run queued: by a person (API, admin) or by a schedule (no actor)
+    SCRIPT_RUN_CANCEL = "script_run.cancel"
+    SCRIPT_SCHEDULE_CREATE = "script_schedule.create"
+    SCRIPT_SCHEDULE_UPDATE = "script_schedule.update"
+    SCRIPT_SCHEDULE_DELETE = "script_schedule.delete"
+    SCRIPT_SCHEDULE_FAIL = "script_schedule.fail"  # a firing that could not run (archived script, deleted group…)
     SITE_CREATE = "site.create"
     SITE_UPDATE = "site.update"
     SITE_DELETE = "site.delete"

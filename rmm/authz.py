@@ -89,6 +89,7 @@ from accounts.models import (
 from alerts.models import Alert, AlertRule, MaintenanceWindow, Notification, NotificationChannel
 from devices.models import Device
 from orgs.models import Organization, Partner, Site
+from scripts.models import Script, ScriptRun, ScriptSchedule, ScriptVersion
 
 __all__ = [
     "Excess",
@@ -662,6 +663,12 @@ _SCOPES: dict[type[models.Model], _Scope] = {
     Notification: _Scope(org="org_id", partner="partner_id"),
     Alert: _Scope(org="org_id", site="site_id", device="device_id"),
     MaintenanceWindow: _Scope(org="org_id", site="site_id"),
+    # Scripts: a library script belongs to an organization or (usable in all its organizations) to a partner. A run
+    # may span sites, so it needs whole-organization reach, except for the person who started it.
+    Script: _Scope(org="org_id", partner="partner_id"),
+    ScriptVersion: _Scope(org="script__org_id", partner="script__partner_id"),
+    ScriptRun: _Scope(org="org_id", own="requested_by_id", own_permission="scripts:read"),
+    ScriptSchedule: _Scope(org="org_id", site="site_id"),
 }
 
 

@@ -175,6 +175,7 @@ INSTALLED_APPS = [
     "accounts",
     "devices",
     "alerts",
+    "scripts",
 ]
 
 MIDDLEWARE = [

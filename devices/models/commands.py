@@ -54,6 +54,16 @@ class DeviceCommand(UUIDModel):
     completed_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
+    # The script run this command belongs to (scripts/): a run's progress and results are read from its commands.
+    script_run = models.ForeignKey(
+        "scripts.ScriptRun",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        db_index=False,
+        related_name="commands",
+    )
 
     class Meta:
         db_table = "device_commands"
@@ -68,6 +78,12 @@ class DeviceCommand(UUIDModel):
             ),
             models.Index(fields=["org", "-created_at"], name="device_commands_org_created"),
             models.Index(fields=["status", "sent_at"], condition=models.Q(status="sent"), name="device_commands_sent"),
+            # A script run's results, in the order they were queued (keyset on id).
+            models.Index(
+                fields=["script_run", "id"],
+                condition=models.Q(script_run__isnull=False),
+                name="device_commands_script_run",
+            ),
         ]
 
     def __str__(self) -> str:
