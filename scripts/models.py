@@ -100,6 +100,11 @@ class Script(TimeStampedModel):
     def __str__(self) -> str:
         return f"{self.name} (v{self.version})"
 
+    def clean(self) -> None:
+        from scripts.services.library import clean_script
+
+        clean_script(self)
+
 
 class ScriptVersion(UUIDModel):
     """What a script was at one version; never changed once written. Every run names the version it ran."""
@@ -211,3 +216,8 @@ class ScriptSchedule(TimeStampedModel):
 
     def __str__(self) -> str:
         return self.name or f"{self.cron} ({self.timezone})"
+
+    def clean(self) -> None:
+        from scripts.services.schedules import clean_schedule
+
+        clean_schedule(self)
