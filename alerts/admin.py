@@ -25,6 +25,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.db import transaction
+from django.http import Http404, HttpResponseBadRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -423,6 +424,51 @@ class AlertAdmin(
 
     def has_acknowledge_permission(self, request) -> bool:
         return authz.holds_anywhere(request.user, ACKNOWLEDGE_PERMISSION)
+
+    def get_urls(self):
+        transition = self.admin_site.admin_view(self.transition_view)
+        return [
+            path("<path:object_id>/transition/", transition, name="alerts_alert_transition"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        alert = self.get_object(request, object_id)
+        can_transition = (
+            alert is not None
+            and alert.status != Alert.Status.RESOLVED
+            and authz.can(request.user, ACKNOWLEDGE_PERMISSION, alert)
+        )
+        extra_context = {**(extra_context or {}), "can_transition": can_transition}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def transition_view(self, request, object_id):
+        """The alert page's "Acknowledge" and "Resolve" buttons (with an optional note, kept in the audit row), as
+        ``POST alerts/{id}/acknowledge|resolve`` do in the API: the same lifecycle functions."""
+        from alerts.services import lifecycle
+
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        alert = self.get_object(request, object_id)
+        if alert is None:
+            raise Http404("No such alert in your reach.")
+        if not authz.can(request.user, ACKNOWLEDGE_PERMISSION, alert):
+            raise PermissionDenied
+        action = request.POST.get("transition")
+        transitions = {
+            "acknowledge": (lifecycle.acknowledge, "acknowledged"),
+            "resolve": (lifecycle.resolve, "resolved"),
+        }
+        if action not in transitions:
+            return HttpResponseBadRequest("Choose acknowledge or resolve.")
+        transition, done = transitions[action]
+        try:
+            transition(alert=alert, actor=request.user, note=request.POST.get("note", ""), ip=client_ip(request))
+        except DomainError as error:
+            self.message_user(request, f"Not {done}: {domain_error_message(error)}", messages.WARNING)
+        else:
+            self.message_user(request, f"The alert was {done}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:alerts_alert_change", args=[alert.pk]))
 
     @admin.display(description="site", ordering="site__name")
     def site_name(self, obj: Alert) -> str:

@@ -180,6 +180,75 @@ def test_an_outsider_cannot_acknowledge_an_alert_of_partner_a_by_posting_its_id(
     assert not AuditLog.objects.filter(action="alert.acknowledge").exists()
 
 
+def transition_url(alert: Alert) -> str:
+    return reverse("admin:alerts_alert_transition", args=[alert.pk])
+
+
+def test_a_technician_acknowledges_one_alert_from_its_page_with_a_note(alerts, partner_technician):
+    client = admin_as(partner_technician)
+    alert = alerts["a1-1"]
+    page = client.get(admin_url(Alert, "change", alert.pk))
+    assert page.status_code == 200
+    assert b'value="acknowledge"' in page.content and transition_url(alert).encode() in page.content
+
+    response = client.post(transition_url(alert), {"transition": "acknowledge", "note": "on it"}, follow=True)
+
+    assert response.status_code == 200
+    alert.refresh_from_db()
+    assert alert.status == Alert.Status.ACKNOWLEDGED
+    assert alert.acknowledged_by == partner_technician
+    assert AuditLog.objects.get(action="alert.acknowledge").details["note"] == "on it"
+    assert "The alert was acknowledged." in messages_of(response)
+    assert b'value="acknowledge"' not in response.content  # acknowledged: only "Resolve" is left
+    assert b'value="resolve"' in response.content
+
+
+def test_resolving_a_resolved_alert_from_its_page_says_why_and_changes_nothing(world, partner_technician):
+    client = admin_as(partner_technician)
+    done = open_alert(world.devices[world.site_a1][0], status=Alert.Status.RESOLVED, title="Already resolved")
+    page = client.get(admin_url(Alert, "change", done.pk))
+    assert page.status_code == 200
+    assert b'value="resolve"' not in page.content
+
+    response = client.post(transition_url(done), {"transition": "resolve"}, follow=True)
+
+    assert response.status_code == 200
+    assert any(message.startswith("Not resolved:") for message in messages_of(response))
+    assert not AuditLog.objects.filter(action="alert.resolve").exists()
+
+
+def test_a_viewer_sees_no_buttons_and_is_refused_when_posting(alerts, viewer):
+    client = admin_as(viewer)
+    alert = alerts["a1-1"]
+    page = client.get(admin_url(Alert, "change", alert.pk))
+    assert page.status_code == 200
+    assert b'value="acknowledge"' not in page.content
+
+    assert client.post(transition_url(alert), {"transition": "acknowledge"}).status_code == 403
+    alert.refresh_from_db()
+    assert alert.status == Alert.Status.OPEN
+
+
+def test_an_outsider_posting_to_an_alert_page_of_partner_a_gets_404(alerts, outsider):
+    client = admin_as(outsider)
+
+    response = client.post(transition_url(alerts["a1-1"]), {"transition": "resolve"})
+
+    assert response.status_code == 404
+    alerts["a1-1"].refresh_from_db()
+    assert alerts["a1-1"].status == Alert.Status.OPEN
+
+
+def test_the_transition_page_refuses_get_and_unknown_transitions(alerts, partner_technician):
+    client = admin_as(partner_technician)
+    alert = alerts["a1-1"]
+
+    assert client.get(transition_url(alert)).status_code == 405
+    assert client.post(transition_url(alert), {"transition": "delete"}).status_code == 400
+    alert.refresh_from_db()
+    assert alert.status == Alert.Status.OPEN
+
+
 def test_alerts_cannot_be_added_changed_or_deleted_in_the_admin(alerts, superuser):
     client = admin_as(superuser)
 
