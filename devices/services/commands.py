@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -27,6 +28,11 @@ from rmm.domain_errors import Conflict, Invalid, NotFound
 SCRIPT_LANGUAGES = ("powershell", "cmd", "bash", "sh", "zsh", "python", "applescript")
 MAX_SCRIPT_TIMEOUT_SECONDS = 24 * 3600
 MAX_SCRIPT_BYTES = 1024 * 1024
+# A script command's ``env``: the environment variables its agent sets for the process (script parameters arrive
+# as RMM_PARAM_<NAME>, see scripts.services.library). Bounded so a payload stays small beside its script.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+MAX_ENV_VARIABLES = 64
+MAX_ENV_BYTES = 64 * 1024
 
 
 class CommandRejected(Invalid):
@@ -42,7 +48,9 @@ def _payload_problems(command_type: str, payload) -> dict[str, list[str]]:
     allowed: tuple[str, ...]
     problems: dict[str, list[str]] = {}
     if command_type == DeviceCommand.Type.SCRIPT:
-        allowed = ("language", "content", "timeoutSeconds")
+        # A run of the script library (scripts.services.runs) adds "scriptRunId" to what it checked here; a
+        # technician's own command cannot claim to belong to a run.
+        allowed = ("language", "content", "timeoutSeconds", "env")
         if payload.get("language") not in SCRIPT_LANGUAGES:
             problems["payload.language"] = [f"Must be one of: {', '.join(SCRIPT_LANGUAGES)}."]
         content = payload.get("content")
@@ -55,6 +63,8 @@ def _payload_problems(command_type: str, payload) -> dict[str, list[str]]:
             isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_SCRIPT_TIMEOUT_SECONDS
         ):
             problems["payload.timeoutSeconds"] = [f"Must be a whole number from 1 to {MAX_SCRIPT_TIMEOUT_SECONDS}."]
+        if "env" in payload:
+            problems.update(_env_problems(payload["env"]))
     elif command_type == DeviceCommand.Type.UPDATE:
         allowed = ("version",)
         version = payload.get("version")
@@ -65,6 +75,30 @@ def _payload_problems(command_type: str, payload) -> dict[str, list[str]]:
     for key in payload:
         if key not in allowed:
             problems[f"payload.{key}"] = [f"Not a field of a {command_type} command."]
+    return problems
+
+
+def _env_problems(env) -> dict[str, list[str]]:
+    """A script's ``env``: an object of at most MAX_ENV_VARIABLES names (letters, digits, underscores, not starting
+    with a digit) to text without NUL, at most MAX_ENV_BYTES of names and values together."""
+    if not isinstance(env, dict):
+        return {"payload.env": ["Must be an object of environment variable names and text values."]}
+    problems: dict[str, list[str]] = {}
+    if len(env) > MAX_ENV_VARIABLES:
+        problems["payload.env"] = [f"At most {MAX_ENV_VARIABLES} variables."]
+    size = 0
+    for name, value in env.items():
+        if not ENV_NAME.fullmatch(name):
+            problems[f"payload.env.{name[:130]}"] = [
+                "A variable name holds letters, digits and underscores, does not start with a digit, and has at "
+                "most 128 characters."
+            ]
+        elif not isinstance(value, str) or "\x00" in value:
+            problems[f"payload.env.{name}"] = ["Must be text without NUL characters."]
+        else:
+            size += len(name.encode()) + len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_ENV_BYTES and "payload.env" not in problems:
+        problems["payload.env"] = [f"At most {MAX_ENV_BYTES // 1024} KiB of names and values together."]
     return problems
 
 
