@@ -37,6 +37,7 @@
 | NOTIFY_MAX_PER_CHANNEL_PER_MINUTE | 60 | notifications per channel per minute; the overflow: one digest next minute |
 | WEBHOOK_ALLOW_HTTP | false | webhook channels may use plain http:// URLs (otherwise https only) |
 | WEBHOOK_ALLOW_PRIVATE_ADDRESSES | false | webhooks may be delivered to loopback, link-local and private addresses |
+| SCRIPT_SCHEDULE_SECONDS | 15 | how often due script schedules fire (job fire_script_schedules); at most 60 |
 | EMAIL_URL | console:// if DEBUG, else smtp://localhost:25 | smtp://user:pass@host:port (?tls=1: STARTTLS), smtps://… |
 | DEFAULT_FROM_EMAIL | rmm@localhost | the From of the e-mails the server sends (alert notifications) |
 | RMM_BASE_URL | http://localhost:8000 | the server's address as technicians reach it: links in notifications |
@@ -135,6 +136,9 @@ ALERT_DIGEST_THRESHOLD = env_int("ALERT_DIGEST_THRESHOLD", 10, minimum=1, maximu
 NOTIFY_MAX_PER_CHANNEL_PER_MINUTE = env_int("NOTIFY_MAX_PER_CHANNEL_PER_MINUTE", 60, minimum=1, maximum=100_000)
 WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)
 WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
+# Script schedules (scripts/services/schedules.py): how often due ones are looked for; at most a minute, so every
+# slot of a cron expression fires within its minute.
+SCRIPT_SCHEDULE_SECONDS = env_int("SCRIPT_SCHEDULE_SECONDS", 15, minimum=1, maximum=60)
 # Where technicians reach this server: the links in notifications (a device's admin page) start with it.
 RMM_BASE_URL = (env_str("RMM_BASE_URL") or "http://localhost:8000").rstrip("/")
 if urlsplit(RMM_BASE_URL).scheme not in {"http", "https"} or not urlsplit(RMM_BASE_URL).hostname:
