@@ -19,7 +19,7 @@ from jobs.registry import register
     description="Every enabled alert rule against the devices in its scope: alerts open and resolve, site outages.",
 )
 def evaluate_alerts() -> str:
-    return str(evaluate_all())
+    return str(evaluate_all(pace=True))
 
 
 from alerts import periodic_notify  # noqa: F401,E402

@@ -33,6 +33,7 @@
 | GROUP_TIME_SWEEP_SECONDS | 60 | how often groups with time-based conditions (lastSeenAt, metrics …) are re-evaluated |
 | GROUP_RECONCILE_SECONDS | 3600 | how often every dynamic group is re-evaluated from scratch (a safety net) |
 | ALERT_EVALUATION_SECONDS | 60 | how often every enabled alert rule is evaluated (job evaluate_alerts) |
+| ALERT_EVALUATION_PAUSE_PERCENT | 300 | pause after each rule, in % of its time (0: none), within 1/3 of the interval |
 | ALERT_DIGEST_THRESHOLD | 10 | one pass opening more alerts of one rule in one site: one digest instead |
 | NOTIFY_MAX_PER_CHANNEL_PER_MINUTE | 60 | notifications per channel per minute; the overflow: one digest next minute |
 | WEBHOOK_ALLOW_HTTP | false | webhook channels may use plain http:// URLs (otherwise https only) |
@@ -132,6 +133,7 @@ GROUP_TIME_SWEEP_SECONDS = env_int("GROUP_TIME_SWEEP_SECONDS", 60, minimum=10)
 GROUP_RECONCILE_SECONDS = env_int("GROUP_RECONCILE_SECONDS", 3600, minimum=60)
 # Alerts (alerts/; docs/alerts.md): storm control and where webhooks may be delivered.
 ALERT_EVALUATION_SECONDS = env_int("ALERT_EVALUATION_SECONDS", 60, minimum=10, maximum=3600)
+ALERT_EVALUATION_PAUSE_PERCENT = env_int("ALERT_EVALUATION_PAUSE_PERCENT", 300, minimum=0, maximum=10_000)
 ALERT_DIGEST_THRESHOLD = env_int("ALERT_DIGEST_THRESHOLD", 10, minimum=1, maximum=10_000)
 NOTIFY_MAX_PER_CHANNEL_PER_MINUTE = env_int("NOTIFY_MAX_PER_CHANNEL_PER_MINUTE", 60, minimum=1, maximum=100_000)
 WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)
