@@ -170,6 +170,7 @@ def seed_demo(
     if existing is not None:
         notes = _ensure_memberships(existing)
         _set_up_alerting(existing)
+        _set_up_scripts(existing)
         return DemoResult(
             created=False,
             partner=existing,
@@ -206,6 +207,9 @@ def seed_demo(
     alerting = _set_up_alerting(result.partner)
     result.counts["alert rules"] = alerting.rules
     result.counts["open alerts"] = alerting.open_alerts
+    scripts = _set_up_scripts(result.partner)
+    result.counts["library scripts"] = scripts.scripts
+    result.counts["script runs"] = scripts.runs_created
     return result
 
 
@@ -214,6 +218,17 @@ def _set_up_alerting(partner: Partner):
     from alerts.demo import set_up_demo_alerting
 
     return set_up_demo_alerting(partner=partner, actor=User.objects.filter(email__iexact=ADMIN_EMAIL).first())
+
+
+def _set_up_scripts(partner: Partner):
+    """The demo's script library (scripts.demo), made once: scripts, a few past runs with outputs, a schedule."""
+    from scripts.demo import set_up_demo_scripts
+
+    return set_up_demo_scripts(
+        partner=partner,
+        actor=User.objects.filter(email__iexact=ADMIN_EMAIL).first(),
+        requested_by=User.objects.filter(email__iexact=TECHNICIAN_EMAIL).first(),
+    )
 
 
 def new_agent_token_hash() -> str:
