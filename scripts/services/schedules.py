@@ -52,6 +52,8 @@ from rmm import authz
 from rmm.domain_errors import DomainError, Invalid, Refused
 from rmm.names import camel
 from scripts.models import Script, ScriptRunTrigger, ScriptSchedule
+from scripts.services.library import validate_parameter_values
+from scripts.services.runs import start_run
 
 logger = logging.getLogger("rmm.scripts")
 
@@ -162,8 +164,6 @@ def clean_schedule(schedule: ScriptSchedule) -> None:
 
     The time zone, a blank cron, a missing organization or script are their fields' own errors; the checks that
     need them are skipped then."""
-    from scripts.services.library import validate_parameter_values
-
     errors: dict[str, list[str]] = {}
 
     def error(field: str, message: str) -> None:
@@ -353,8 +353,6 @@ def fire_due_schedules(*, now: dt.datetime | None = None) -> str:
 
 def _fire(schedule: ScriptSchedule, *, now: dt.datetime, report: FiringReport) -> None:
     """Fire one claimed schedule (inside its claiming transaction) and move it to its next slot."""
-    from scripts.services.runs import start_run
-
     slot = schedule.next_run_at
     failure: str | None = None
     code = ""

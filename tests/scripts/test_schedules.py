@@ -378,6 +378,34 @@ def test_a_firing_whose_parameters_no_longer_fit_the_script_fails_with_the_param
     assert schedule.next_run_at == NOW + 2 * HOUR
 
 
+def test_an_unexpected_error_in_one_firing_is_logged_audited_and_the_pass_goes_on(
+    world, make_script, make_schedule, monkeypatch, caplog
+):
+    from scripts.services import schedules as service
+
+    broken = make_schedule(script=make_script(world.org_a, name="Broken"), timezone="UTC", name="broken")
+    healthy = make_schedule(timezone="UTC", name="healthy")
+    real_start_run = service.start_run
+
+    def start_run(**kwargs):
+        if kwargs["schedule"].pk == broken.pk:
+            raise RuntimeError("a bug")
+        return real_start_run(**kwargs)
+
+    monkeypatch.setattr(service, "start_run", start_run)
+
+    report = fire_due_schedules(now=NOW + HOUR)
+
+    assert report == "schedules fired: 1, failed: 1, commands queued: 2"
+    assert ScriptRun.objects.filter(schedule=healthy).count() == 1
+    row = AuditLog.objects.get(action="script_schedule.fail")
+    assert row.target_id == str(broken.pk)
+    assert row.details["message"] == "RuntimeError: a bug"
+    assert "firing failed" in caplog.text
+    broken.refresh_from_db()
+    assert broken.next_run_at == NOW + 2 * HOUR
+
+
 # ---- saving: the rules and who may ----
 
 
