@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import AuditLog
 from devices.models import Device, DeviceCommand
+from devices.services.commands import CommandRejected, check_command
 
 pytestmark = pytest.mark.django_db
 
@@ -56,6 +57,50 @@ def test_a_bad_command_is_refused_naming_the_field_and_nothing_is_queued(device,
     response = client_for(partner_technician).post(f"/api/v1/devices/{device.pk}/commands", body, format="json")
     assert response.status_code == 400
     assert field in response.json()["fields"]
+    assert not DeviceCommand.objects.exists()
+
+
+def test_a_script_carries_its_env_to_the_agent_as_given(device, partner_technician):
+    env = {"RMM_PARAM_PATH": '"; rm -rf / #', "_private": "", "LANG": "C.UTF-8  \n"}
+    body = {"type": "script", "payload": {**SCRIPT["payload"], "env": env}}
+    response = client_for(partner_technician).post(f"/api/v1/devices/{device.pk}/commands", body, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["payload"]["env"] == env
+    assert DeviceCommand.objects.get().payload["env"] == env
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        (["A=1"], "payload.env"),
+        ({"1ST": "x"}, "payload.env.1ST"),
+        ({"A-B": "x"}, "payload.env.A-B"),
+        ({"A" * 129: "x"}, "payload.env." + "A" * 129),
+        ({"A": 1}, "payload.env.A"),
+        ({"A": None}, "payload.env.A"),
+        ({f"V{n}": "" for n in range(65)}, "payload.env"),
+        ({f"V{n}": "x" * 8192 for n in range(9)}, "payload.env"),
+    ],
+)
+def test_a_bad_env_is_refused_naming_the_variable(device, partner_technician, env, field):
+    body = {"type": "script", "payload": {**SCRIPT["payload"], "env": env}}
+    response = client_for(partner_technician).post(f"/api/v1/devices/{device.pk}/commands", body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["fields"]
+    assert not DeviceCommand.objects.exists()
+
+
+def test_an_env_value_with_nul_is_refused_by_the_service_too():
+    with pytest.raises(CommandRejected) as refused:
+        check_command(type="script", payload={**SCRIPT["payload"], "env": {"A": "x\x00y"}}, expires_in_seconds=None)
+    assert set(refused.value.fields) == {"payload.env.A"}
+
+
+def test_a_technicians_command_cannot_claim_to_belong_to_a_script_run(device, partner_technician):
+    body = {"type": "script", "payload": {**SCRIPT["payload"], "scriptRunId": "01934c1e-0000-7000-8000-000000000000"}}
+    response = client_for(partner_technician).post(f"/api/v1/devices/{device.pk}/commands", body, format="json")
+    assert response.status_code == 400
+    assert "payload.scriptRunId" in response.json()["fields"]
     assert not DeviceCommand.objects.exists()
 
 
