@@ -51,9 +51,10 @@ from devices.models import (
 from devices.services import credentials
 from jobs.models import JobRun, ScheduledJob
 from orgs.models import EnrollmentKey, Organization, Partner, Site
+from scripts.models import Script, ScriptRun, ScriptSchedule, ScriptVersion
 from tests.doors import admin_url
 
-OUR_APPS = ("orgs", "accounts", "devices", "jobs", "alerts")
+OUR_APPS = ("orgs", "accounts", "devices", "jobs", "alerts", "scripts")
 EMPTY_JSON_FIELDS = {"address": "{}", "contact": "{}", "settings": "{}"}
 # The management form of the (read-only, empty) members inline on a new group's page.
 MEMBER_FORMSET = {"memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}
@@ -199,6 +200,21 @@ def schema(db) -> Schema:
         org=org_a, name="Patch night", starts_at=timezone.now(), ends_at=timezone.now() + dt.timedelta(hours=2)
     )
     Notification.objects.create(channel=channel, org=org_a, alert=alert, event="alert.opened", payload={"n": 1})
+
+    # One row of every scripts model, written directly like the rows above (the services would add audit rows).
+    script = Script.objects.create(
+        org=org_a, name="Disk report", language="powershell", os_types=["windows"], content="Get-PSDrive\r\n"
+    )
+    ScriptVersion.objects.create(
+        script=script, version=1, content=script.content, language=script.language, timeout_seconds=300
+    )
+    run = ScriptRun.objects.create(
+        org=org_a, script=script, version=1, target={"deviceIds": [str(devices[0].pk)]}, trigger="manual", queued=1
+    )
+    DeviceCommand.objects.create(
+        device=devices[0], org=org_a, type=DeviceCommand.Type.SCRIPT, payload={"content": "Get-PSDrive"}, script_run=run
+    )
+    ScriptSchedule.objects.create(org=org_a, script=script, device_group=group, cron="0 3 * * 0", timezone="UTC")
 
     secrets = {
         "webhook secret": channel.secret,

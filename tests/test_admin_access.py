@@ -33,7 +33,7 @@ from tests.doors import admin_url, inline_data
 
 pytestmark = pytest.mark.django_db
 
-OUR_APPS = ("orgs", "accounts", "devices", "jobs", "alerts")
+OUR_APPS = ("orgs", "accounts", "devices", "jobs", "alerts", "scripts")
 PASSWORD = "correct horse battery staple"
 EMPTY_JSON_FIELDS = {"address": "{}", "contact": "{}", "settings": "{}"}
 MEMBER_FORMSET = {"memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}
