@@ -334,20 +334,21 @@ def fire_due_schedules(*, now: dt.datetime | None = None) -> str:
     what was done in one line (the job's report)."""
     now = now or timezone.now()
     report = FiringReport()
-    done: list[uuid.UUID] = []  # never claimed twice in one pass, whatever happens to its next_run_at
+    done: set[uuid.UUID] = set()
     while True:
         with transaction.atomic():
+            # The row alone, no joins: planning a join for every claim measured more than running it.
             schedule = (
-                ScriptSchedule.objects.select_for_update(skip_locked=True, of=("self",))
+                ScriptSchedule.objects.select_for_update(skip_locked=True)
                 .filter(enabled=True, next_run_at__lte=now)
-                .exclude(pk__in=done)
-                .select_related("script", "org", "site", "device_group")
                 .order_by("next_run_at", "id")
                 .first()
             )
-            if schedule is None:
+            # A fired schedule's next_run_at is after ``now`` (or null): meeting one again would be a bug; it must
+            # not become a pass that never ends.
+            if schedule is None or schedule.pk in done:
                 return str(report)
-            done.append(schedule.pk)
+            done.add(schedule.pk)
             _fire(schedule, now=now, report=report)
 
 
