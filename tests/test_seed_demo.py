@@ -32,6 +32,8 @@ from devices.models import (
 )
 from devices.services.credentials import ENROLLMENT_KEY_MARKER, hash_enrollment_key
 from orgs.models import EnrollmentKey, Organization, Partner, Site
+from scripts.demo import DEMO_SCRIPTS
+from scripts.models import Script, ScriptRun, ScriptSchedule
 
 DEVICE_OWNED = [
     DeviceHardware,
@@ -464,3 +466,32 @@ def test_running_it_twice_keeps_one_set_of_alert_rules(seed):
 
     assert set(AlertRule.objects.values_list("org_id", "name")) == rules
     assert AlertRule.objects.count() == 2 * len(DEMO_RULES)
+
+
+@pytest.mark.django_db
+def test_it_gives_every_organization_a_script_library_with_past_runs_and_a_schedule(seed):
+    output = seed(devices=60)
+
+    names = {demo.name for demo in DEMO_SCRIPTS}
+    for org in Organization.objects.all():
+        scripts = Script.objects.filter(org=org)
+        assert set(scripts.values_list("name", flat=True)) == names
+        assert ScriptRun.objects.filter(org=org).exists(), org.name
+        schedule = ScriptSchedule.objects.get(org=org)
+        assert schedule.enabled and schedule.next_run_at is not None
+    cleanup = Script.objects.filter(name="Disk cleanup").first()
+    assert cleanup.parameters[0]["name"] == "minFreeGb" and cleanup.parameters[0]["type"] == "int"
+    finished = DeviceCommand.objects.filter(script_run__isnull=False, status__in=["completed", "failed"])
+    assert finished.filter(result__exitCode=0).exists() and finished.exclude(result__exitCode=0).exists()
+    assert AuditLog.objects.filter(action="script.create").count() == 2 * len(DEMO_SCRIPTS)
+    assert "library scripts" in output
+
+
+@pytest.mark.django_db
+def test_running_it_twice_keeps_one_script_library(seed):
+    seed()
+    before = (Script.objects.count(), ScriptRun.objects.count(), ScriptSchedule.objects.count())
+
+    seed()
+
+    assert (Script.objects.count(), ScriptRun.objects.count(), ScriptSchedule.objects.count()) == before
