@@ -397,6 +397,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "UserStatusEnum": "accounts.models.User.Status",
         "DeviceStatusEnum": "devices.models.device.DeviceStatus",
+        # A script's os_types are the devices' OS types: one enum, not OsTypeEnum and OsTypesEnum.
+        "OsTypeEnum": "devices.models.device.DeviceOsType",
     },
     "GET_LIB_DOC_EXCLUDES": "rmm.openapi.lib_doc_excludes",
 }

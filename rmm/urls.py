@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/v1/", include("orgs.api.urls")),
     path("api/v1/", include("devices.api.urls")),
     path("api/v1/", include("alerts.api.urls")),
+    path("api/v1/", include("scripts.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its start-up script from /api/docs/?script, not inline: the page's CSP allows no
     # inline script (rmm/csp.py).

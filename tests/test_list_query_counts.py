@@ -38,6 +38,9 @@ from devices.models import (
 )
 from devices.services import groups
 from orgs.models import EnrollmentKey, Organization, Partner, Site
+from scripts.models import Script, ScriptRun, ScriptSchedule
+from scripts.services.library import save_script
+from scripts.services.runs import start_run
 from tests.conftest import World
 
 pytestmark = pytest.mark.django_db
@@ -55,6 +58,8 @@ class Grower:
     permissions: dict[str, Permission]
     device: Device
     group: DeviceGroup  # "A1 servers", a static group of site A1
+    script: Script | None = None  # for the scripts lists: a bash script of org A
+    run: ScriptRun | None = None  # its run on a1-1 (queued) and a1-2 (Windows: skipped)
 
     def new_user(self, n: int, kind: str) -> User:
         return User.objects.create_user(f"{kind}-{n}@a.example", "correct horse battery staple", name=f"{kind} {n}")
@@ -62,13 +67,20 @@ class Grower:
 
 @dataclass(frozen=True)
 class Case:
-    path: str  # "{device}" is replaced by a device of site A1, "{group}" by the static group of site A1
+    path: str  # "{device}" is replaced by a device of site A1, "{group}" by the static group of site A1,
+    # "{script}" and "{run}" by the grower's script and run
     persona: str
     grow: Callable[[Grower, int], object]  # adds row number n, visible to the persona in this list
     queries: int  # per request, whatever the number of rows
 
     def __str__(self) -> str:
-        return self.path.removeprefix("/api/v1/").replace("{device}", "{id}").replace("{group}", "{id}")
+        return (
+            self.path.removeprefix("/api/v1/")
+            .replace("{device}", "{id}")
+            .replace("{group}", "{id}")
+            .replace("{script}", "{id}")
+            .replace("{run}", "{id}")
+        )
 
 
 def _permission(g: Grower, n: int) -> None:
@@ -231,6 +243,42 @@ def _notification(g: Grower, n: int) -> None:
     Notification.objects.create(channel=_email_channel(g, n), org=g.world.org_a, event="channel.test", payload={"n": n})
 
 
+def _script(g: Grower, n: int) -> None:
+    save_script(
+        script=Script(org=g.world.org_a, name=f"Library {n}", language="bash", content=f"echo {n}\n"), actor=g.user
+    )
+
+
+def _script_version(g: Grower, n: int) -> None:
+    assert g.script is not None
+    g.script.content = f"echo version {n}\n"
+    save_script(script=g.script, actor=g.user)
+
+
+def _script_run(g: Grower, n: int) -> None:
+    assert g.script is not None
+    start_run(script=g.script, actor=g.user, trigger="api", device_ids=[g.device.pk])
+
+
+def _run_result(g: Grower, n: int) -> None:
+    # A device of its own (Windows: named in the answer) with a finished command of the run.
+    assert g.run is not None
+    _device(g, n, site=g.world.site_a1)
+    DeviceCommand.objects.create(
+        device=Device.objects.get(hostname=f"grown-{n}"),
+        org_id=g.world.org_a.pk,
+        type=DeviceCommand.Type.SCRIPT,
+        script_run=g.run,
+        status=DeviceCommand.Status.COMPLETED,
+        result={"exitCode": n % 2, "stdout": str(n), "stderr": "", "durationMs": n, "error": None},
+    )
+
+
+def _script_schedule(g: Grower, n: int) -> None:
+    assert g.script is not None
+    ScriptSchedule.objects.create(org=g.world.org_a, script=g.script, name=f"Nightly {n}", cron=f"{n % 60} 3 * * *")
+
+
 CASES = [
     Case("/api/v1/permissions", "partner_technician", _permission, queries=2),
     Case("/api/v1/roles", "partner_admin", _role, queries=8),
@@ -292,6 +340,12 @@ CASES = [
     Case("/api/v1/maintenance-windows", "org_user", _maintenance_window, queries=7),
     Case("/api/v1/notification-channels", "org_admin", _email_channel, queries=7),
     Case("/api/v1/notifications", "partner_technician", _notification, queries=7),
+    Case("/api/v1/scripts", "org_admin", _script, queries=7),
+    Case("/api/v1/scripts/{script}/versions", "org_user", _script_version, queries=8),
+    Case("/api/v1/script-runs", "partner_technician", _script_run, queries=8),  # + the page's progress, one query
+    # + the run's version (its success exit codes) and the skipped devices' names, one query each
+    Case("/api/v1/script-runs/{run}/results", "org_admin", _run_result, queries=10),
+    Case("/api/v1/script-schedules", "org_admin", _script_schedule, queries=7),
 ]
 
 
@@ -312,9 +366,21 @@ def test_a_list_runs_as_many_queries_for_many_rows_as_for_few(request, world, ca
         world.devices[world.site_a1][0],
         world.groups["A1 servers"],
     )
+    if "script" in case.path:
+        grower.script = save_script(
+            script=Script(org=world.org_a, name="Cleanup", language="bash", content="echo hi\n"), actor=None
+        )
+        grower.run = start_run(
+            script=grower.script, actor=None, trigger="api", device_ids=[d.pk for d in world.devices[world.site_a1]]
+        )
     raw, _token = auth.issue_api_token(user=user, name="query counts", lifetime=None)
     client = APIClient(headers={"Authorization": f"Bearer {raw}"})
-    path = case.path.format(device=grower.device.pk, group=grower.group.pk)
+    path = case.path.format(
+        device=grower.device.pk,
+        group=grower.group.pk,
+        script=grower.script.pk if grower.script else None,
+        run=grower.run.pk if grower.run else None,
+    )
     for n in range(FEW):
         case.grow(grower, n)
     client.get(path)  # the token's first use stamps last_used_at (once a minute): keep that write out of the count
@@ -342,4 +408,10 @@ def test_every_list_route_has_a_query_count_case():
     lists = {
         path for path, operations in document["paths"].items() if "get" in operations and is_list(operations["get"])
     }
-    assert lists == {case.path.replace("{device}", "{id}").replace("{group}", "{id}") for case in CASES}
+    assert lists == {
+        case.path.replace("{device}", "{id}")
+        .replace("{group}", "{id}")
+        .replace("{script}", "{id}")
+        .replace("{run}", "{id}")
+        for case in CASES
+    }

@@ -19,8 +19,11 @@ from openapi_schema_validator import OAS30ReadValidator, oas30_format_checker
 from rest_framework.test import APIClient
 
 from alerts.models import Alert, AlertRule, Notification, NotificationChannel
-from devices.models import DeviceCommand, DeviceGroup
+from devices.models import Device, DeviceCommand, DeviceGroup
 from devices.services.groups import refresh_group
+from scripts.models import Script
+from scripts.services.library import save_script
+from scripts.services.runs import start_run
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -100,7 +103,9 @@ def _api_routes() -> dict[str, set[str]]:
         if str(include.pattern) != "api/v1/":  # the agent protocol (api/v1/agents/) is plain Django, not in it
             continue
         for pattern in include.url_patterns:
-            text = re.sub(r"\(\?P<\w+>[^)]*\)", "{id}", str(pattern.pattern))
+            # The lookup (pk) is {id} in the document; any other path parameter keeps its name ({version}).
+            text = re.sub(r"\(\?P<pk>[^)]*\)", "{id}", str(pattern.pattern))
+            text = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", text)
             path = "/api/v1/" + text.removeprefix("^").removesuffix("$").removesuffix("/?")
             callback = pattern.callback
             if hasattr(callback, "actions"):  # a viewset route
@@ -338,6 +343,39 @@ CALLS = {
         "partner_admin", "POST", "/api/v1/notification-channels/{id}/test", 200, target="email_channel"
     ),
     "outbox": Call("partner_admin", "GET", "/api/v1/notifications", 200, target="email_channel"),
+    "new script": Call(
+        "org_admin",
+        "POST",
+        "/api/v1/scripts",
+        201,
+        target="org_a",
+        body={"orgId": "{id}", "name": "Cleanup", "language": "powershell", "content": "Remove-Item $env:TEMP\\*\r\n"},
+    ),
+    "one script": Call("org_admin", "GET", "/api/v1/scripts/{id}", 200, target="script_a"),
+    "script list": Call("org_admin", "GET", "/api/v1/scripts", 200, target="script_a"),
+    "script versions": Call("org_admin", "GET", "/api/v1/scripts/{id}/versions", 200, target="script_a"),
+    "run a script": Call(
+        "partner_technician",
+        "POST",
+        "/api/v1/scripts/{id}/run",
+        201,
+        target="script_a",
+        body={"deviceIds": ["{device_a1}"], "parameters": {"days": 3}},
+    ),
+    "a run": Call("org_admin", "GET", "/api/v1/script-runs/{id}", 200, target="run_a"),
+    "run list": Call("org_admin", "GET", "/api/v1/script-runs", 200, target="run_a"),
+    "run results, commands and skipped devices": Call(
+        "org_admin", "GET", "/api/v1/script-runs/{id}/results", 200, target="run_a"
+    ),
+    "cancel a run": Call("org_admin", "POST", "/api/v1/script-runs/{id}/cancel", 200, target="run_a"),
+    "new script schedule": Call(
+        "org_admin",
+        "POST",
+        "/api/v1/script-schedules",
+        201,
+        target="script_a",
+        body={"scriptId": "{id}", "cron": "30 2 * * 1-5", "timezone": "Europe/Berlin", "parameters": {"days": 3}},
+    ),
 }
 
 
@@ -376,6 +414,28 @@ def _target(world, name: str | None) -> str:
         )
         Notification.objects.create(channel=channel, org=world.org_a, event="channel.test", payload={"x": 1})
         return str(channel.pk)
+    if name in ("script_a", "run_a"):
+        script = save_script(
+            script=Script(
+                org=world.org_a,
+                name="Cleanup",
+                language="python",
+                content="print('ok')\n",
+                parameters=[{"name": "days", "type": "int", "required": False, "default": 7}],
+            ),
+            actor=None,
+        )
+        if name == "script_a":
+            return str(script.pk)
+        Device.objects.filter(pk=world.devices[world.site_a1][1].pk).update(status="quarantined")
+        run = start_run(
+            script=script, actor=None, trigger="api", device_ids=[device.pk for device in world.devices[world.site_a1]]
+        )
+        DeviceCommand.objects.filter(script_run_id=run.pk).update(
+            status="completed",
+            result={"exitCode": 0, "stdout": "ok\n", "stderr": "", "durationMs": 30, "error": None},
+        )
+        return str(run.pk)
     if name == "dynamic_group":
         group = DeviceGroup.objects.create(
             org=world.org_a, name="Linux of A", type="dynamic", filter_rules=LINUX, fields_used=["osType"]

@@ -52,6 +52,7 @@ from devices.models import (
 )
 from devices.services.groups import refresh_group
 from orgs.models import EnrollmentKey, Organization, Partner, Site
+from scripts.models import Script, ScriptRun, ScriptSchedule, ScriptVersion
 from tests.conftest import PASSWORD, REGISTRY
 
 PERSONAS = [
@@ -78,8 +79,13 @@ class Call:
 
     @property
     def operation(self) -> tuple[str, str]:
-        """(method, path template) as the OpenAPI document writes it: every placeholder is the lookup ``{id}``."""
-        return self.method, re.sub(r"\{\w+\}", "{id}", self.path)
+        """(method, path template) as the OpenAPI document writes it: a placeholder is the lookup ``{id}``, unless
+        ``PATH_PARAMETERS`` names it another path parameter (``{v1}``, a version number, is ``{version}``)."""
+        return self.method, re.sub(r"\{(\w+)\}", lambda m: PATH_PARAMETERS.get(m[1], "{id}"), self.path)
+
+
+# Placeholders that stand for a path parameter other than the lookup id → that parameter in the document.
+PATH_PARAMETERS = {"v1": "{version}"}
 
 
 class Check:
@@ -533,6 +539,66 @@ MATRIX = [
                     **dict.fromkeys(["partner_admin", "partner_technician", "viewer"],
                                     "notification_a notification_partner_a"),
                     org_admin="notification_a", org_user="", outsider="notification_b")),
+    # --- scripts: the library, runs, schedules ----------------------------------------------------------------------
+    # The library is read (and run) by whoever holds scripts:read (execute) anywhere in the script's organization,
+    # a site will do, or for a partner's script in any of the partner's organizations; writing it needs
+    # whole-organization reach, partner scope for the partner's library. A run and a schedule need
+    # whole-organization reach, except the runs one started oneself (run_a was started by org_user).
+    _row(Call("GET", "/api/v1/scripts"),                           401, 200, 200, 200, 200, 200, 200, 200,
+         check=Sees(superuser="script_a script_partner_a script_b",
+                    **dict.fromkeys(["partner_admin", "partner_technician", "viewer", "org_admin", "org_user"],
+                                    "script_a script_partner_a"),
+                    outsider="script_b")),
+    _row(Call("GET", "/api/v1/scripts/{script_a}"),                401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("POST", "/api/v1/scripts", {"orgId": "{org_a}", "name": "Matrix", "language": "bash",
+                                          "content": "echo matrix\n"}),
+                                                                   401, 201, 201, 403, 403, 201, 403, 400,
+         check=Writes(exists(Script, name="Matrix"), True)),
+    _row(Call("POST", "/api/v1/scripts", {"partnerId": "{partner_a}", "name": "Matrix", "language": "bash",
+                                          "content": "echo matrix\n"}),
+                                                                   401, 201, 201, 403, 403, 400, 403, 400,
+         check=Writes(exists(Script, name="Matrix"), True)),
+    _row(Call("PATCH", "/api/v1/scripts/{script_a}", {"name": "Renamed"}),
+                                                                   401, 200, 200, 403, 403, 200, 403, 404,
+         check=Writes(field(Script, "script_a", "name"), "Renamed")),
+    _row(Call("PATCH", "/api/v1/scripts/{script_partner_a}", {"content": "echo changed\n"}),
+                                                                   401, 200, 200, 403, 403, 403, 403, 404,
+         check=Writes(field(Script, "script_partner_a", "version"), 2)),
+    _row(Call("DELETE", "/api/v1/scripts/{script_a}"),             401, 204, 204, 403, 403, 204, 403, 404,
+         check=Writes(lambda names, persona: field(Script, "script_a", "archived_at")(names, persona) is not None,
+                      True)),
+    _row(Call("GET", "/api/v1/scripts/{script_a}/versions"),       401, 200, 200, 200, 200, 200, 200, 404,
+         check=Sees(key="version", **dict.fromkeys(PERSONAS[1:-1], "v1"))),
+    _row(Call("GET", "/api/v1/scripts/{script_a}/versions/{v1}"),  401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("POST", "/api/v1/scripts/{script_a}/run", {"deviceIds": ["{device_a1}"]}),
+                                                                   401, 201, 201, 201, 403, 201, 403, 404,
+         check=Writes(count(DeviceCommand, device_id="device_a1"), lambda before: before + 1)),
+    _row(Call("GET", "/api/v1/script-runs"),                       401, 200, 200, 200, 200, 200, 200, 200,
+         check=Sees(superuser="run_a run_a2 run_b",
+                    **dict.fromkeys(["partner_admin", "partner_technician", "viewer", "org_admin"], "run_a run_a2"),
+                    org_user="run_a", outsider="run_b")),
+    _row(Call("GET", "/api/v1/script-runs/{run_a}"),               401, 200, 200, 200, 200, 200, 200, 404),
+    _row(Call("GET", "/api/v1/script-runs/{run_a2}"),              401, 200, 200, 200, 200, 200, 404, 404),
+    _row(Call("GET", "/api/v1/script-runs/{run_a}/results"),       401, 200, 200, 200, 200, 200, 200, 404,
+         check=Sees(key="deviceId", **dict.fromkeys(PERSONAS[1:-1], "a1-2"))),
+    _row(Call("POST", "/api/v1/script-runs/{run_a}/cancel"),       401, 200, 200, 200, 403, 200, 403, 404,
+         check=Writes(lambda names, persona: list(
+             DeviceCommand.objects.filter(script_run_id=names["run_a"]).values_list("status", flat=True)),
+             ["cancelled"])),
+    # Schedules are scripts:write throughout, reading included (the spec's table).
+    _row(Call("GET", "/api/v1/script-schedules"),                  401, 200, 200, 200, 200, 200, 200, 200,
+         check=Sees(superuser="schedule_a schedule_b", partner_admin="schedule_a", partner_technician="",
+                    viewer="", org_admin="schedule_a", org_user="", outsider="schedule_b")),
+    _row(Call("GET", "/api/v1/script-schedules/{schedule_a}"),     401, 200, 200, 404, 404, 200, 404, 404),
+    _row(Call("POST", "/api/v1/script-schedules", {"scriptId": "{script_a}", "siteId": "{site_a1}", "name": "Matrix",
+                                                   "cron": "0 3 * * *"}),
+                                                                   401, 201, 201, 403, 403, 201, 403, 400,
+         check=Writes(exists(ScriptSchedule, name="Matrix"), True)),
+    _row(Call("PATCH", "/api/v1/script-schedules/{schedule_a}", {"name": "Renamed"}),
+                                                                   401, 200, 200, 404, 404, 200, 404, 404,
+         check=Writes(field(ScriptSchedule, "schedule_a", "name"), "Renamed")),
+    _row(Call("DELETE", "/api/v1/script-schedules/{schedule_a}"),  401, 204, 204, 404, 404, 204, 404, 404,
+         check=gone(ScriptSchedule, "schedule_a")),
 ]  # fmt: skip
 
 
@@ -572,6 +638,7 @@ def names(module_world, django_db_blocker) -> dict[str, Any]:
         }
         dynamic = _dynamic_group(w)
         alerting = _alerting(w)
+        scripting = _scripting(w, users["org_user"])
         spare = auth.issue_api_token(user=users["partner_admin"], name="spare", lifetime=None)[1]
         by_name = {
             "partner_a": w.partner_a.pk,
@@ -611,6 +678,7 @@ def names(module_world, django_db_blocker) -> dict[str, Any]:
             "dynamic_a1": dynamic.pk,
             "spare_token": spare.pk,
             **alerting,
+            **scripting,
             **{persona: user.pk for persona, user in users.items()},
             **{str(permission): permission.pk for permission in Permission.objects.all()},
             **{name: token.pk for name, (_raw, token) in tokens.items()},
@@ -694,6 +762,64 @@ def _alerting(world) -> dict[str, Any]:
         )
     }
     return {name: row.pk for group in (rules, alerts, channels, notifications, windows) for name, row in group.items()}
+
+
+def _scripting(world, org_user) -> dict[str, Any]:
+    """Scripts rows, name → id: scripts of org A, of partner A's library and of org B (version 1 each, ``v1``);
+    runs of script_a on a1-2 with its pending command, one started by org_user (run_a) and one by the server
+    (run_a2), and one of org B on b1-1; a schedule of script_a on site A1 and one of org B. Written with the ORM,
+    as the alerting rows are: the services would add audit rows to the one-per-organization audit log above."""
+    scripts = {
+        name: Script.objects.create(
+            **{owner_field: owner},
+            name=name,
+            language="python",
+            os_types=["linux", "windows", "macos"],
+            content="print('hi')\n",
+        )
+        for name, owner_field, owner in (
+            ("script_a", "org", world.org_a),
+            ("script_partner_a", "partner", world.partner_a),
+            ("script_b", "org", world.org_b),
+        )
+    }
+    ScriptVersion.objects.bulk_create(
+        ScriptVersion(script=script, version=1, content=script.content, language=script.language, timeout_seconds=300)
+        for script in scripts.values()
+    )
+    # On a1-2: a1-1's command list is checked above to hold command_a1 alone.
+    a1, b1 = world.devices[world.site_a1][1], world.devices[world.site_b1][0]
+    runs = {}
+    for name, script, device, requested_by in (
+        ("run_a", "script_a", a1, org_user),
+        ("run_a2", "script_a", a1, None),
+        ("run_b", "script_b", b1, None),
+    ):
+        runs[name] = ScriptRun.objects.create(
+            org_id=device.org_id,
+            script=scripts[script],
+            version=1,
+            target={"deviceIds": [str(device.pk)]},
+            trigger="api",
+            requested_by=requested_by,
+            queued=1,
+        )
+        DeviceCommand.objects.create(
+            device=device,
+            org_id=device.org_id,
+            type="script",
+            script_run=runs[name],
+            payload={"language": "python", "content": "print('hi')\n", "scriptRunId": str(runs[name].pk)},
+        )
+    schedules = {
+        "schedule_a": ScriptSchedule.objects.create(
+            org=world.org_a, script=scripts["script_a"], site=world.site_a1, name="A nightly", cron="0 3 * * *"
+        ),
+        "schedule_b": ScriptSchedule.objects.create(
+            org=world.org_b, script=scripts["script_b"], name="B nightly", cron="0 3 * * *"
+        ),
+    }
+    return {"v1": 1, **{name: row.pk for group in (scripts, runs, schedules) for name, row in group.items()}}
 
 
 def _fill(value, names):
