@@ -647,6 +647,9 @@ class _Scope:
     own: str | None = None  # a user id: the requester's own rows are reached with ``own_permission``
     own_permission: str = "*:read"
     read_from_sites: bool = False  # the organization row: a site-restricted member may read it
+    # A library row (scripts): read and run by whoever holds that permission anywhere in its organization (a site
+    # will do) or, for a partner's row, in any organization of that partner. Writing it keeps the rules above.
+    library: bool = False
 
 
 _SCOPES: dict[type[models.Model], _Scope] = {
@@ -665,8 +668,8 @@ _SCOPES: dict[type[models.Model], _Scope] = {
     MaintenanceWindow: _Scope(org="org_id", site="site_id"),
     # Scripts: a library script belongs to an organization or (usable in all its organizations) to a partner. A run
     # may span sites, so it needs whole-organization reach, except for the person who started it.
-    Script: _Scope(org="org_id", partner="partner_id"),
-    ScriptVersion: _Scope(org="script__org_id", partner="script__partner_id"),
+    Script: _Scope(org="org_id", partner="partner_id", library=True),
+    ScriptVersion: _Scope(org="script__org_id", partner="script__partner_id", library=True),
     ScriptRun: _Scope(org="org_id", own="requested_by_id", own_permission="scripts:read"),
     ScriptSchedule: _Scope(org="org_id", site="site_id"),
 }
@@ -773,6 +776,12 @@ def _scoped_filters(current: Reach, perm: str, model: type[models.Model]) -> lis
         partners = current.partners_with(perm)
         if partners:
             parts.append(_in(scope.partner, partners))
+    if scope.library and scope.org and scope.partner and _split(perm)[1] in _LIBRARY_ACTIONS:
+        using = [org_id for org_id, entry in current.orgs.items() if covers(entry.permissions, perm)]
+        if using:
+            parts.append(_in(scope.org, using))
+            their_partners = Organization.objects.filter(pk__in=using).values("partner_id")
+            parts.append(Q((scope.partner + "__in", their_partners)))
     if scope.own and covers([scope.own_permission], perm):
         parts.append(Q((scope.own, current.user_id)))
     if scope.device:
@@ -904,6 +913,11 @@ def _held_on_scoped(current: Reach, scope: _Scope, obj: models.Model) -> frozens
         if partner_perms is not None:
             in_reach = True
             held |= partner_perms
+    if scope.library and scope.org and scope.partner:
+        using = _library_use(current, org_id=_value(obj, scope.org), partner_id=_value(obj, scope.partner))
+        if using is not None:
+            in_reach = True
+            held |= using
     if scope.own and _value(obj, scope.own) == current.user_id:
         in_reach = True
         held.add(scope.own_permission)
@@ -917,6 +931,32 @@ def _held_on_scoped(current: Reach, scope: _Scope, obj: models.Model) -> frozens
         in_reach = True
         held |= object_grants
     return frozenset(held) if in_reach else None
+
+
+_LIBRARY_ACTIONS = ("read", "execute")
+
+
+def _library_use(current: Reach, *, org_id: Any, partner_id: Any) -> frozenset[str] | None:
+    """The read and execute permissions a library row's users hold on it: those held anywhere in its organization,
+    or in any organization of its partner; None when the user is in none of them."""
+    if org_id is not None:
+        orgs = [org_id] if org_id in current.orgs else []
+    elif partner_id is not None and current.orgs:
+        orgs = list(
+            Organization.objects.filter(pk__in=list(current.orgs), partner_id=partner_id).values_list("pk", flat=True)
+        )
+    else:
+        orgs = []
+    if not orgs:
+        return None
+    used: set[str] = set()
+    for perm in frozenset().union(*(current.orgs[org].permissions for org in orgs)):
+        resource, action = _split(perm)
+        if action == "*":
+            used.update(f"{resource}:{wanted}" for wanted in _LIBRARY_ACTIONS)
+        elif action in _LIBRARY_ACTIONS:
+            used.add(perm)
+    return frozenset(used)
 
 
 def _held_on_user(current: Reach, target: User) -> frozenset[str] | None:

@@ -200,14 +200,37 @@ def test_a_technician_with_selected_organizations_cannot_reach_the_others(world,
     assert run.queued == 1
 
 
-def test_who_cannot_execute_the_script_is_refused(world, org_user, viewer, outsider, make_org_member, make_script):
+def test_who_cannot_execute_the_script_is_refused(world, org_user, viewer, outsider, make_script):
     script = make_script(world.org_a)
-    site_admin = make_org_member("site.admin@a.example", world.org_a, "Org Admin", sites=[world.site_a1])
-    # A site-restricted member does not reach organization-level rows such as the library (rmm.authz).
-    for actor in (org_user, viewer, outsider, site_admin):
-        with pytest.raises(Refused):
+    for actor in (org_user, viewer, outsider):
+        with pytest.raises((Refused, Invalid)):
             start_run(script=script, actor=actor, trigger="api", device_ids=[linux(world, world.site_a1).pk])
     assert nothing_queued()
+
+
+def test_a_site_restricted_member_runs_the_library_on_the_devices_of_their_sites_only(
+    world, make_org_member, make_script
+):
+    # The library is used from wherever scripts:execute is held in its organization (rmm.authz, library scopes);
+    # the devices still need devices:execute each.
+    script = make_script(world.org_a)
+    site_admin = make_org_member("site.admin@a.example", world.org_a, "Org Admin", sites=[world.site_a1])
+
+    with pytest.raises(Invalid):
+        start_run(script=script, actor=site_admin, trigger="api", device_ids=[linux(world, world.site_a2_main).pk])
+    assert nothing_queued()
+    run = start_run(script=script, actor=site_admin, trigger="api", device_ids=[linux(world, world.site_a1).pk])
+    assert run.queued == 1
+
+
+def test_an_organization_admin_runs_a_script_of_the_partners_library_in_their_organization(
+    world, org_admin, make_script
+):
+    script = make_script(world.partner_a)
+
+    run = start_run(script=script, actor=org_admin, trigger="api", device_ids=[linux(world, world.site_a1).pk])
+
+    assert run.queued == 1
 
 
 # --- targets ---
