@@ -144,6 +144,26 @@ class Client:
         self.connection = None
 
 
+def simulated_result(agent: SimAgent, command: dict) -> dict:
+    """What a simulated agent reports for a command: a script "runs" (nothing is executed) and prints the
+    parameters it received as environment variables, so a demo shows them arriving; other commands just succeed."""
+    stdout = f"ran {command['type']}\n"
+    if command["type"] == "script":
+        payload = command.get("payload") or {}
+        env = payload.get("env") or {}
+        lines = [f"simulated {payload.get('language', '?')} script on {agent.hostname}"]
+        lines += [f"{name}={value}" for name, value in sorted(env.items())]
+        stdout = "\n".join(lines) + "\n"
+    return {
+        "status": "completed",
+        "exitCode": 0,
+        "stdout": stdout,
+        "stderr": "",
+        "durationMs": random.randrange(50, 3000),  # noqa: S311
+        "error": None,
+    }
+
+
 # ---- what is measured ----
 
 
@@ -431,16 +451,7 @@ async def heartbeat_phase(args, agents: list[SimAgent], stats: Stats, budget: Bu
                     if not budget.take():
                         break
                     counter["commands"] += 1
-                    result = json.dumps(
-                        {
-                            "status": "completed",
-                            "exitCode": 0,
-                            "stdout": f"ran {command['type']}\n",
-                            "stderr": "",
-                            "durationMs": random.randrange(50, 3000),  # noqa: S311
-                            "error": None,
-                        }
-                    ).encode()
+                    result = json.dumps(simulated_result(agent, command)).encode()
                     t0 = loop.time()
                     try:
                         status, _ = await client.send(
