@@ -48,6 +48,9 @@ from alerts.models import Alert, AlertRule, MaintenanceWindow, Notification, Not
 from devices.models import Device, DeviceCommand, DeviceGroup, DeviceGroupMembership
 from orgs.models import EnrollmentKey, Organization, Partner, Site
 from rmm.wsgi import application
+from scripts.models import Script, ScriptRun, ScriptSchedule
+from scripts.services.library import save_script
+from scripts.services.runs import start_run
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10"))
 SEED = int(os.environ.get("SCHEMATHESIS_SEED", "10"))
@@ -169,6 +172,9 @@ COLLECTIONS = {
     "partners": Partner,
     "permissions": Permission,
     "roles": Role,
+    "script-runs": ScriptRun,
+    "script-schedules": ScriptSchedule,
+    "scripts": Script,
     "sites": Site,
     "users": User,
 }
@@ -210,6 +216,8 @@ REFERENCES = {
     "partnerId": "partners",
     "roleId": "roles",
     "ruleId": "alert-rules",
+    "scheduleId": "script-schedules",
+    "scriptId": "scripts",
     "siteId": "sites",
     "siteIds": "sites",
     "userId": "users",
@@ -293,6 +301,7 @@ def ids(world, token) -> dict[str, list[str]]:
         DeviceCommand(device=device, org=device.org, type=DeviceCommand.Type.REBOOT) for device in world.all_devices
     )
     _alerting(world)
+    _scripting(world)
     return {
         name: [str(row.pk) for row in sorted(_in_tenant(model, world.partner_a), key=_stable_key)]
         for name, model in COLLECTIONS.items()
@@ -322,6 +331,27 @@ def _alerting(world) -> None:
         weekdays=[6],
         timezone="Europe/Berlin",
     )
+
+
+def _scripting(world) -> None:
+    """Partner A's scripts rows: a script of org A with an int parameter (version 2 after an edit), one of the
+    partner's library, a run on site A1's devices (one skipped: quarantined) with a finished command, a schedule."""
+    days = [{"name": "days", "type": "int", "required": False, "default": 7}]
+    script = save_script(
+        script=Script(org=world.org_a, name="Cleanup", language="python", content="print(1)\n", parameters=days),
+        actor=None,
+    )
+    script.content = "print(2)\n"
+    save_script(script=script, actor=None)
+    save_script(script=Script(partner=world.partner_a, name="Inventory", language="bash", content="ls\n"), actor=None)
+    a1, a2 = world.devices[world.site_a1]
+    Device.objects.filter(pk=a2.pk).update(status=Device.Status.QUARANTINED)
+    run = start_run(script=script, actor=None, trigger="api", device_ids=[a1.pk, a2.pk])
+    DeviceCommand.objects.filter(script_run_id=run.pk).update(
+        status="completed", result={"exitCode": 0, "stdout": "ok", "stderr": "", "durationMs": 5, "error": None}
+    )
+    Device.objects.filter(pk=a2.pk).update(status=a2.status)
+    ScriptSchedule.objects.create(org=world.org_a, script=script, site=world.site_a1, cron="0 3 * * *", name="Nightly")
 
 
 @schema.parametrize()
