@@ -267,7 +267,7 @@ class SimAgent:
         self.acknowledged_backlog |= new
         return 1 + len(new)
 
-    def heartbeat(self, backlog: int = 0) -> bytes:
+    def heartbeat(self, backlog: int = 0, backlog_offset: float = 0.0) -> bytes:
         rng = self.rng
         self.cpu = min(100.0, max(0.5, self.cpu + rng.gauss(0, 6)))
         self.ram = min(99.0, max(5.0, self.ram + rng.gauss(0, 1.5)))
@@ -288,7 +288,9 @@ class SimAgent:
         self.last_backlog = []
         if backlog:
             now = dt.datetime.now(dt.UTC)
-            self.last_backlog = [(now - dt.timedelta(seconds=60 * (i + 1))).isoformat() for i in range(backlog)]
+            self.last_backlog = [
+                (now - dt.timedelta(seconds=60 * (i + 1) + backlog_offset)).isoformat() for i in range(backlog)
+            ]
             body["metricsBacklog"] = [{"timestamp": ts, **self._metrics()} for ts in self.last_backlog]
         return json.dumps(body).encode()
 
@@ -412,6 +414,10 @@ async def heartbeat_phase(args, agents: list[SimAgent], stats: Stats, budget: Bu
     deadline = started + args.seconds
     counter = {"late": 0, "commands": 0, "samples": 0}
     backlog_every = round(100 / args.backlog_percent) if args.backlog_percent else 0
+    # A backlog's samples are a minute apart, older by half an agent's heartbeat period: at a rate that makes the
+    # period divide a minute (1,500/s over 10,000 agents: 6.67 s), samples exactly a minute old would land on the
+    # agent's earlier heartbeats, and now and then on the very microsecond the server stamped one of them with.
+    backlog_offset = len(agents) / args.rate / 2 if args.rate else 0.0
     # --noop: the same requests with a malformed token, answered 401 before any database access: the ceiling of
     # the HTTP stack itself, against which the heartbeat's own cost is judged (a ratio survives a slower day).
     endpoint, expected = ("heartbeat (no-op 401)", 401) if args.noop else ("heartbeat", 200)
@@ -431,7 +437,7 @@ async def heartbeat_phase(args, agents: list[SimAgent], stats: Stats, budget: Bu
                 counter["late"] += 1
             agent = agents[slot % len(agents)]
             backlog = args.backlog_size if backlog_every and slot % backlog_every == 0 else 0
-            body = agent.heartbeat(backlog)
+            body = agent.heartbeat(backlog, backlog_offset)
             sent = loop.time()
             try:
                 token = "rmm_malformed" if args.noop else agent.token
