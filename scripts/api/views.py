@@ -193,7 +193,10 @@ class ScriptRunViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveMode
     @property
     def orderings(self):
         if self.action == "results":
-            return {"device": Ordering("id")}
+            # Sorted by (script_run_id, id): one run's value, then queue order. Sorting by id alone let PostgreSQL
+            # walk the primary key and filter, which, once ANALYZE had seen a run's 10,000 commands, skipped every
+            # older run's commands first (32 ms instead of 0.05 ms a page; bench/scripts_bench.py).
+            return {"device": Ordering("script_run_id")}
         return {"-createdAt": Ordering("created_at", descending=True)}
 
     @property

@@ -310,8 +310,12 @@ def run_progress(runs: Iterable[ScriptRun]) -> dict[uuid.UUID, dict[str, int]]:
 
 
 def run_results(run: ScriptRun) -> QuerySet[DeviceCommand]:
-    """The run's commands with their devices, in the order they were queued (by id, for keyset pagination)."""
-    return DeviceCommand.objects.filter(script_run_id=run.pk).select_related("device").order_by("id")
+    """The run's commands with their devices, in the order they were queued (by id, for keyset pagination).
+
+    Sorted by (script_run_id, id), the index's order, not by id alone: that let PostgreSQL walk the primary key and
+    filter, skipping every older run's commands first once ANALYZE had seen a large run (32 ms instead of 0.05 ms a
+    page of 100, measured with bench/scripts_bench.py)."""
+    return DeviceCommand.objects.filter(script_run_id=run.pk).select_related("device").order_by("script_run_id", "id")
 
 
 def result_status(command: DeviceCommand, success_exit_codes: Iterable[int]) -> str:
