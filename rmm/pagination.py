@@ -69,6 +69,16 @@ class Ordering:
         return _sort_key(self, model)
 
 
+@dataclass(frozen=True)
+class WithinOneValue(Ordering):
+    """The ``id`` order of a list filtered to one value of ``field`` (a run's commands: ``script_run_id = X``),
+    sorted as the ``(field, id)`` index is so PostgreSQL reads that index rather than walking the primary key and
+    filtering, and continued after the id alone so the next page starts inside the index too."""
+
+    def after(self, value, pk, *, nullable: bool) -> Q:
+        return Q(pk__lt=pk) if self.descending else Q(pk__gt=pk)
+
+
 # --- cursor keys: one encoder for every type, one decoder per model field type -------------------------------------
 
 

@@ -61,6 +61,15 @@ class Grower:
     script: Script | None = None  # for the scripts lists: a bash script of org A
     run: ScriptRun | None = None  # its run on a1-1 (queued) and a1-2 (Windows: skipped)
 
+    def path(self, case: Case) -> str:
+        """``case.path`` with this grower's device, group, script and run."""
+        return case.path.format(
+            device=self.device.pk,
+            group=self.group.pk,
+            script=self.script.pk if self.script else None,
+            run=self.run.pk if self.run else None,
+        )
+
     def new_user(self, n: int, kind: str) -> User:
         return User.objects.create_user(f"{kind}-{n}@a.example", "correct horse battery staple", name=f"{kind} {n}")
 
@@ -355,12 +364,11 @@ def listed(response) -> list[dict]:
     return body["results"] if isinstance(body, dict) else body
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_a_list_runs_as_many_queries_for_many_rows_as_for_few(request, world, case, django_assert_max_num_queries):
-    user = request.getfixturevalue(case.persona)
+def make_grower(request, world: World, case: Case) -> Grower:
+    """The grower of ``case`` for its persona, with the script and run the scripts lists need."""
     grower = Grower(
         world,
-        user,
+        request.getfixturevalue(case.persona),
         request.getfixturevalue("roles"),
         request.getfixturevalue("permissions"),
         world.devices[world.site_a1][0],
@@ -373,14 +381,15 @@ def test_a_list_runs_as_many_queries_for_many_rows_as_for_few(request, world, ca
         grower.run = start_run(
             script=grower.script, actor=None, trigger="api", device_ids=[d.pk for d in world.devices[world.site_a1]]
         )
-    raw, _token = auth.issue_api_token(user=user, name="query counts", lifetime=None)
+    return grower
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_a_list_runs_as_many_queries_for_many_rows_as_for_few(request, world, case, django_assert_max_num_queries):
+    grower = make_grower(request, world, case)
+    raw, _token = auth.issue_api_token(user=grower.user, name="query counts", lifetime=None)
     client = APIClient(headers={"Authorization": f"Bearer {raw}"})
-    path = case.path.format(
-        device=grower.device.pk,
-        group=grower.group.pk,
-        script=grower.script.pk if grower.script else None,
-        run=grower.run.pk if grower.run else None,
-    )
+    path = grower.path(case)
     for n in range(FEW):
         case.grow(grower, n)
     client.get(path)  # the token's first use stamps last_used_at (once a minute): keep that write out of the count
