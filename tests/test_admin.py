@@ -54,7 +54,7 @@ from orgs.models import EnrollmentKey, Organization, Partner, Site
 from scripts.models import Script, ScriptRun, ScriptSchedule, ScriptVersion
 from tests.doors import admin_url
 
-OUR_APPS = ("orgs", "accounts", "devices", "jobs", "alerts", "scripts")
+OUR_APPS = ("jobs", *settings.DOMAIN_APPS)
 EMPTY_JSON_FIELDS = {"address": "{}", "contact": "{}", "settings": "{}"}
 # The management form of the (read-only, empty) members inline on a new group's page.
 MEMBER_FORMSET = {"memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}

@@ -8,6 +8,7 @@ import re
 
 import pyotp
 import pytest
+from django.conf import settings
 from django.contrib import admin
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -33,7 +34,7 @@ from tests.doors import admin_url, inline_data
 
 pytestmark = pytest.mark.django_db
 
-OUR_APPS = ("orgs", "accounts", "devices", "jobs", "alerts", "scripts")
+OUR_APPS = ("jobs", *settings.DOMAIN_APPS)
 PASSWORD = "correct horse battery staple"
 EMPTY_JSON_FIELDS = {"address": "{}", "contact": "{}", "settings": "{}"}
 MEMBER_FORMSET = {"memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import django_filters
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import get_resolver
 from drf_spectacular.generators import SchemaGenerator
@@ -327,7 +328,7 @@ def _our_serializers() -> list[type]:
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        ours = cls.__module__.split(".")[0] in {"accounts", "alerts", "devices", "orgs", "rmm"}
+        ours = cls.__module__.split(".")[0] in {"rmm", *settings.DOMAIN_APPS}
         abstract = issubclass(cls, serializers.ModelSerializer) and not hasattr(cls, "Meta")
         if ours and not abstract and not issubclass(cls, serializers.ListSerializer):
             found.append(cls)
@@ -388,7 +389,7 @@ def test_every_datetime_filter_reads_through_rmm_parsing():
     datetime_filters = [
         f"{cls.__name__}.{name}"
         for cls in filtersets
-        if cls.__module__.split(".")[0] in {"accounts", "devices", "orgs"}
+        if cls.__module__.split(".")[0] in set(settings.DOMAIN_APPS)
         for name, declared in cls.base_filters.items()
         if isinstance(declared, django_filters.DateTimeFilter | django_filters.DateFromToRangeFilter)
         and not isinstance(declared, inputs.DateTimeFilter)

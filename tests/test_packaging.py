@@ -11,11 +11,12 @@ import tomllib
 from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
+from django.conf import settings
 from setuptools import find_packages
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-SERVER_PACKAGES = {"rmm", "orgs", "accounts", "devices", "jobs", "alerts"}
+SERVER_PACKAGES = {"rmm", "jobs", *settings.DOMAIN_APPS}
 
 
 def normalized(name: str) -> str:
