@@ -217,20 +217,34 @@ class ScriptRunViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveMode
             kwargs.setdefault("context", {**self.get_serializer_context(), "progress": runs.run_progress(listed)})
         return super().get_serializer(*args, **kwargs)
 
-    @extend_schema(responses=s.RunResultSerializer(many=True), filters=False)
+    @extend_schema(
+        responses=s.RunResultSerializer(many=True),
+        filters=False,
+        parameters=[
+            OpenApiParameter(
+                "status",
+                str,
+                enum=list(runs.RESULT_STATUSES),
+                description="Only the devices with this status (e.g. `failed`, `skipped`).",
+            )
+        ],
+    )
     @action(detail=True, methods=["get"], url_path="results", verb="read")
     def results(self, request, pk=None):
         """Per targeted device: the command's status (``succeeded`` when its exit code is a success exit code of
         the version that ran), exit code, output and timings; then the skipped devices with their reason.
-        Keyset pages of the commands in the order they were queued, the skipped devices after them."""
+        Keyset pages of the commands in the order they were queued, the skipped devices after them; ``status``
+        keeps the devices of one status."""
         run = self.get_object()
-        commands = runs.run_results(run)
-        page, skipped = self.paginator.paginate_results(commands, list(run.skipped or []), request, self)
+        status = request.query_params.get("status") or None
         success_exit_codes = (
             ScriptVersion.objects.filter(script_id=run.script_id, version=run.version)
             .values_list("success_exit_codes", flat=True)
             .first()
         ) or [0]
+        commands = runs.run_results(run, status=status, success_exit_codes=success_exit_codes)
+        skipped = list(run.skipped or []) if status in (None, "skipped") else []
+        page, skipped = self.paginator.paginate_results(commands, skipped, request, self)
         rows = [_command_result(command, success_exit_codes) for command in page]
         if skipped:
             names = _device_names([entry.get("deviceId") for entry in skipped], org_id=run.org_id)

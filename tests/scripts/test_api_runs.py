@@ -198,6 +198,27 @@ def test_results_list_every_device_with_its_outcome_then_the_skipped_ones_in_key
     assert detail["progress"]["skipped"] == 2 and detail["progress"]["total"] == 4
 
 
+def test_results_filtered_by_status_are_exactly_the_rows_of_that_status(world, org_admin, make_script):
+    # bash: the org's Windows devices are skipped; each linux/macOS command gets another outcome.
+    script = make_script(world.org_a, language="bash", success_exit_codes=[0, 3])
+    devices = [device for devices in world.devices.values() for device in devices if device.org_id == world.org_a.pk]
+    client = client_for(org_admin)
+    created = run(client, script, deviceIds=[str(device.pk) for device in devices]).json()
+    commands = list(DeviceCommand.objects.filter(script_run_id=created["id"]).order_by("id"))
+    assert len(commands) == 2
+    _finish(commands[0], "completed", exitCode=3)  # a success code
+    _finish(commands[1], "completed", exitCode=True)  # not a number: failed, as result_status says
+    url = f"/api/v1/script-runs/{created['id']}/results"
+    everything = client.get(url).json()["results"]
+
+    for status in ("pending", "sent", "succeeded", "failed", "timedOut", "cancelled", "expired", "skipped"):
+        response = client.get(url, {"status": status})
+        assert response.status_code == 200, response.content
+        assert response.json()["results"] == [row for row in everything if row["status"] == status], status
+    assert {row["status"] for row in everything} == {"succeeded", "failed", "skipped"}
+    assert list(assert_error_shape(client.get(url, {"status": "done"}), 400)) == ["status"]
+
+
 def test_a_cursor_this_api_did_not_give_out_gets_400(world, org_admin, make_script):
     script = make_script(world.org_a)
     created = run(client_for(org_admin), script, deviceIds=[str(world.devices[world.site_a1][0].pk)]).json()
