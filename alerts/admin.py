@@ -40,13 +40,16 @@ from rmm import authz
 from rmm.admin import (
     BigTableAdminMixin,
     DomainErrorsAsMessagesMixin,
+    ModelErrorsOnTheFormMixin,
     ReadOnlyAdminMixin,
     ScopedAdminMixin,
     SuperuserOnlyAdminMixin,
+    WrittenThroughServicesMixin,
     domain_error_message,
+    refuse_unless_allowed,
     single_object_filter,
 )
-from rmm.domain_errors import DomainError, Invalid, Refused
+from rmm.domain_errors import DomainError, Invalid
 from rmm.inputs import JSONFormField
 from rmm.net import client_ip
 
@@ -70,23 +73,6 @@ ChannelFilter = single_object_filter("channel")
 AlertFilter = single_object_filter("alert")
 
 
-class ModelErrorsOnTheFormMixin(forms.ModelForm):
-    """A model form that shows a model ``clean()`` error about a field the form does not edit (read-only on this
-    page, e.g. a rule's organization) on the form as a whole, instead of failing: Django refuses to add an error
-    to a field a form does not have."""
-
-    def _update_errors(self, errors: ValidationError) -> None:
-        if hasattr(errors, "error_dict"):
-            remapped: dict[str, list] = {}
-            for name, field_errors in errors.error_dict.items():
-                key = name if name == NON_FIELD_ERRORS or name in self.fields else NON_FIELD_ERRORS
-                if key != name:
-                    field_errors = [ValidationError(f"{name}: {message}") for e in field_errors for message in e]
-                remapped.setdefault(key, []).extend(field_errors)
-            errors = ValidationError(remapped)
-        super()._update_errors(errors)  # type: ignore[misc]  # Django's, undeclared in django-stubs
-
-
 def _visible_choices(request, perm: str, queryset):
     """``queryset`` (of an alerts model, which ``rmm.admin.tenant_models`` does not know) narrowed to what the user
     may pick for ``perm``."""
@@ -104,46 +90,7 @@ def _validation_errors_as_domain_errors(message: str) -> Iterator[None]:
         raise Invalid(message if fields else " ".join(error.messages), fields=fields) from None
 
 
-def _refuse_unless_allowed(request, perm: str, objects) -> None:
-    """An admin action on ``objects`` needs ``perm`` on every one of them (Django asked only whether it is held
-    anywhere): otherwise nothing is done."""
-    if any(not authz.can(request.user, perm, obj) for obj in objects):
-        raise Refused("You may not do this to every row you selected; nothing was changed.")
-
-
 # --- Rules ---------------------------------------------------------------------------------------------------------
-
-
-class WrittenThroughServicesMixin:
-    """Saves and deletes go through the alerts services (the one home of their rules and audit rows): a subclass
-    says how with ``save_through_service`` and ``delete_through_service``. After a save, the object must still be
-    in the writer's reach; a delete, one object at a time, needs ``delete`` on each."""
-
-    def save_through_service(self, request, obj, form, change):
-        raise NotImplementedError
-
-    def delete_through_service(self, request, obj) -> None:
-        raise NotImplementedError
-
-    def save_model(self, request, obj, form, change):
-        saved = self.save_through_service(request, obj, form, change)
-        if saved is not None and saved.pk != obj.pk:
-            obj.pk = saved.pk
-        obj.refresh_from_db()
-        self.check_still_in_reach(request, obj, "change" if change else "add")  # type: ignore[attr-defined]
-        authz.clear_cache(request.user)
-
-    def delete_model(self, request, obj):
-        if not authz.can(request.user, self.permission("delete"), obj):  # type: ignore[attr-defined]
-            raise PermissionDenied
-        self.delete_through_service(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        objs = list(queryset)
-        if any(not authz.can(request.user, self.permission("delete"), obj) for obj in objs):  # type: ignore[attr-defined]
-            raise PermissionDenied
-        for obj in objs:
-            self.delete_through_service(request, obj)
 
 
 class AlertRuleForm(ModelErrorsOnTheFormMixin):
@@ -490,7 +437,7 @@ class AlertAdmin(
         """Run ``transition`` on each selected alert; one refused (already resolved, …) does not undo the others,
         and every outcome is reported."""
         alerts = list(queryset.select_related("device", "site"))
-        _refuse_unless_allowed(request, ACKNOWLEDGE_PERMISSION, alerts)
+        refuse_unless_allowed(request, ACKNOWLEDGE_PERMISSION, alerts)
         changed, refused = 0, []
         for alert in alerts:
             try:
@@ -675,7 +622,7 @@ class NotificationChannelAdmin(
         from alerts.services.channels import send_test
 
         channels = list(queryset)
-        _refuse_unless_allowed(request, self.permission("change"), channels)
+        refuse_unless_allowed(request, self.permission("change"), channels)
         for channel in channels:
             notification = send_test(channel=channel, actor=request.user, ip=client_ip(request))
             level = messages.SUCCESS if notification.status == Notification.Status.SENT else messages.WARNING

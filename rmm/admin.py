@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 from django.contrib.admin.exceptions import AlreadyRegistered
@@ -32,7 +33,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import get_fields_from_path
 from django.contrib.admin.views.autocomplete import AutocompleteJsonView
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections, models, router, transaction
 from django.db.models import Model, QuerySet
@@ -42,6 +43,7 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils.functional import cached_property
 from django.utils.text import capfirst
 
+from rmm.domain_errors import Refused
 from rmm.inputs import JSONFormField
 from rmm.names import snake
 from rmm.net import client_ip
@@ -806,3 +808,62 @@ class CappedTabularInline(ReadOnlyInlineMixin, ScopedInlineMixin, admin.TabularI
             else:
                 formset.see_all_url = f"{url}?{urlencode({self.see_all_param: obj.pk})}"
         return formset
+
+
+# --- writing through services (the alerts and scripts admins) --------------------------------------------------
+
+
+class ModelErrorsOnTheFormMixin(forms.ModelForm):
+    """A model form that shows a model ``clean()`` error about a field the form does not edit (read-only on this
+    page, e.g. a rule's organization) on the form as a whole, instead of failing: Django refuses to add an error
+    to a field a form does not have."""
+
+    def _update_errors(self, errors: ValidationError) -> None:
+        if hasattr(errors, "error_dict"):
+            remapped: dict[str, list] = {}
+            for name, field_errors in errors.error_dict.items():
+                key = name if name == NON_FIELD_ERRORS or name in self.fields else NON_FIELD_ERRORS
+                if key != name:
+                    field_errors = [ValidationError(f"{name}: {message}") for e in field_errors for message in e]
+                remapped.setdefault(key, []).extend(field_errors)
+            errors = ValidationError(remapped)
+        super()._update_errors(errors)  # type: ignore[misc]  # Django's, undeclared in django-stubs
+
+
+def refuse_unless_allowed(request, perm: str, objects) -> None:
+    """An admin action on ``objects`` needs ``perm`` on every one of them (Django asked only whether it is held
+    anywhere): otherwise nothing is done."""
+    if any(not _authz().can(request.user, perm, obj) for obj in objects):
+        raise Refused("You may not do this to every row you selected; nothing was changed.")
+
+
+class WrittenThroughServicesMixin:
+    """Saves and deletes go through the app's services (the one home of their rules and audit rows): a subclass
+    says how with ``save_through_service`` and ``delete_through_service``. After a save, the object must still be
+    in the writer's reach; a delete, one object at a time, needs ``delete`` on each."""
+
+    def save_through_service(self, request, obj, form, change):
+        raise NotImplementedError
+
+    def delete_through_service(self, request, obj) -> None:
+        raise NotImplementedError
+
+    def save_model(self, request, obj, form, change):
+        saved = self.save_through_service(request, obj, form, change)
+        if saved is not None and saved.pk != obj.pk:
+            obj.pk = saved.pk
+        obj.refresh_from_db()
+        self.check_still_in_reach(request, obj, "change" if change else "add")  # type: ignore[attr-defined]
+        _authz().clear_cache(request.user)
+
+    def delete_model(self, request, obj):
+        if not _authz().can(request.user, self.permission("delete"), obj):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        self.delete_through_service(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        objs = list(queryset)
+        if any(not _authz().can(request.user, self.permission("delete"), obj) for obj in objs):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        for obj in objs:
+            self.delete_through_service(request, obj)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models, transaction
 from django.urls import re_path
 from rest_framework import exceptions as drf_exceptions
@@ -12,6 +17,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.routers import SimpleRouter
 
 from rmm import authz, inputs
+from rmm.domain_errors import Invalid
 from rmm.names import camel
 from rmm.net import client_ip
 
@@ -196,3 +202,62 @@ class ScopedViewSet(viewsets.GenericViewSet):
             details=details,
             ip=client_ip(self.request),
         )
+
+
+# --- a model's ValidationError in the API's words -------------------------------------------------------------------
+
+# Model field → the request field that sets it (relations are sent as ids).
+_REQUEST_FIELD = {
+    "org": "orgId",
+    "partner": "partnerId",
+    "site": "siteId",
+    "device_group": "deviceGroupId",
+    NON_FIELD_ERRORS: "nonFieldErrors",
+}
+# "condition.windowMinutes: must be …": a message that names a path inside its field (alerts.conditions, a
+# script's parameters).
+_PATH_MESSAGE = re.compile(r"(?P<path>[A-Za-z_]\w*(?:\.\w+|\[\d+\])+): (?P<message>.+)", re.DOTALL)
+
+
+def request_fields(error: DjangoValidationError) -> dict[str, list[str]]:
+    """``error``'s messages keyed by request field, a path-addressed message by its path: ``{"condition":
+    ["condition.windowMinutes: must be …"]}`` → ``{"condition.windowMinutes": ["must be …"]}``."""
+    by_field = error.message_dict if hasattr(error, "error_dict") else {NON_FIELD_ERRORS: error.messages}
+    fields: dict[str, list[str]] = {}
+    for name, messages in by_field.items():
+        key = _REQUEST_FIELD.get(name) or camel(name)
+        for message in messages:
+            match = _PATH_MESSAGE.fullmatch(message)
+            if match and match["path"].startswith((f"{key}.", f"{key}[")):
+                fields.setdefault(match["path"], []).append(match["message"])
+            else:
+                fields.setdefault(key, []).append(message)
+    return fields
+
+
+@contextmanager
+def model_rules() -> Iterator[None]:
+    """Answer a ``ValidationError`` raised by a model's ``clean()`` (inside a service) as 400 ``validation_error``."""
+    try:
+        yield
+    except DjangoValidationError as exc:
+        raise Invalid("The request has invalid fields.", fields=request_fields(exc)) from None
+
+
+class OwnerFixedMixin:
+    """The owner (``orgId`` / ``partnerId``) of a row (an alert rule, a channel, a window, a script) is set when it
+    is created and never changes: moving it between tenants is deleting it in one and creating it in the other."""
+
+    owner_fields: tuple[str, ...] = ("org", "partner")
+
+    def validate(self, attrs):
+        instance = getattr(self, "instance", None)
+        if instance is not None:
+            changed = {
+                f"{name}_id": ["Cannot change after creation."]
+                for name in self.owner_fields
+                if name in attrs and getattr(attrs[name], "pk", attrs[name]) != getattr(instance, f"{name}_id")
+            }
+            if changed:
+                raise serializers.ValidationError(changed)
+        return super().validate(attrs)  # type: ignore[misc]

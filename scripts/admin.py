@@ -37,7 +37,6 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from alerts.admin import ModelErrorsOnTheFormMixin, WrittenThroughServicesMixin, _refuse_unless_allowed
 from devices.models import Device, DeviceGroup
 from orgs.models import Organization
 from rmm import authz
@@ -45,10 +44,13 @@ from rmm.admin import (
     BigTableAdminMixin,
     CappedTabularInline,
     DomainErrorsAsMessagesMixin,
+    ModelErrorsOnTheFormMixin,
     ReadOnlyAdminMixin,
     ScopedAdminMixin,
+    WrittenThroughServicesMixin,
     add_domain_error,
     organizations_holding,
+    refuse_unless_allowed,
     single_object_filter,
 )
 from rmm.domain_errors import DomainError, Invalid
@@ -270,7 +272,7 @@ class ScriptAdmin(DomainErrorsAsMessagesMixin, WrittenThroughServicesMixin, Scop
         from scripts.services.library import archive_script
 
         scripts = list(queryset)
-        _refuse_unless_allowed(request, self.permission("delete"), scripts)
+        refuse_unless_allowed(request, self.permission("delete"), scripts)
         for script in scripts:
             archive_script(script=script, actor=request.user, ip=client_ip(request))
         self.message_user(request, f"{len(scripts)} script{'s' if len(scripts) != 1 else ''} archived.")
@@ -756,7 +758,7 @@ class ScriptRunAdmin(
         from scripts.services.runs import cancel_run
 
         runs = list(queryset)
-        _refuse_unless_allowed(request, EXECUTE_PERMISSION, runs)
+        refuse_unless_allowed(request, EXECUTE_PERMISSION, runs)
         cancelled = sum(cancel_run(run=run, actor=request.user, ip=client_ip(request)) for run in runs)
         self.message_user(request, f"{cancelled} pending command{'s' if cancelled != 1 else ''} cancelled.")
 

@@ -24,7 +24,7 @@ from alerts.models import (
 from alerts.services.windows import is_occurring
 from devices.models import Device, DeviceGroup
 from orgs.models import Organization, Partner, Site
-from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
+from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, OwnerFixedMixin, ScopedRelatedField
 from rmm.inputs import JSONField
 
 # A reference is looked up among what the caller may read of alerting; the write itself is checked on the saved
@@ -36,25 +36,6 @@ def _reference(model, source: str, *, perm: str = READ, required: bool = False):
     return ScopedRelatedField(
         perm=perm, source=source, queryset=model.objects.all(), required=required, allow_null=not required
     )
-
-
-class OwnerFixedMixin:
-    """The owner (``orgId`` / ``partnerId``) of a rule, a channel or a window is set when it is created and never
-    changes: moving it between tenants is deleting it in one and creating it in the other."""
-
-    owner_fields: tuple[str, ...] = ("org", "partner")
-
-    def validate(self, attrs):
-        instance = getattr(self, "instance", None)
-        if instance is not None:
-            changed = {
-                f"{name}_id": ["Cannot change after creation."]
-                for name in self.owner_fields
-                if name in attrs and getattr(attrs[name], "pk", attrs[name]) != getattr(instance, f"{name}_id")
-            }
-            if changed:
-                raise serializers.ValidationError(changed)
-        return super().validate(attrs)  # type: ignore[misc]
 
 
 # --- alert rules ----------------------------------------------------------------------------------------------------

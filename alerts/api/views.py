@@ -9,12 +9,6 @@ which checks the rules (the models' ``clean()``) and writes the audit row; the v
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from django.core.exceptions import NON_FIELD_ERRORS
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -42,50 +36,11 @@ from alerts.models import (
 )
 from alerts.services import channels, evaluate, lifecycle, rules, windows
 from rmm import authz
-from rmm.api import ScopedViewSet
-from rmm.domain_errors import Invalid, Refused
-from rmm.names import camel
+from rmm.api import ScopedViewSet, model_rules
+from rmm.domain_errors import Refused
 from rmm.net import client_ip
 from rmm.openapi import error_answer
 from rmm.pagination import KeysetPagination, Ordering
-
-# --- a model's ValidationError in the API's words -------------------------------------------------------------------
-
-# Model field → the request field that sets it (relations are sent as ids).
-_REQUEST_FIELD = {
-    "org": "orgId",
-    "partner": "partnerId",
-    "site": "siteId",
-    "device_group": "deviceGroupId",
-    NON_FIELD_ERRORS: "nonFieldErrors",
-}
-# "condition.windowMinutes: must be …": a message that names a path inside its field (alerts.conditions).
-_PATH_MESSAGE = re.compile(r"(?P<path>[A-Za-z_]\w*(?:\.\w+|\[\d+\])+): (?P<message>.+)", re.DOTALL)
-
-
-def request_fields(error: DjangoValidationError) -> dict[str, list[str]]:
-    """``error``'s messages keyed by request field, a path-addressed message by its path: ``{"condition":
-    ["condition.windowMinutes: must be …"]}`` → ``{"condition.windowMinutes": ["must be …"]}``."""
-    by_field = error.message_dict if hasattr(error, "error_dict") else {NON_FIELD_ERRORS: error.messages}
-    fields: dict[str, list[str]] = {}
-    for name, messages in by_field.items():
-        key = _REQUEST_FIELD.get(name) or camel(name)
-        for message in messages:
-            match = _PATH_MESSAGE.fullmatch(message)
-            if match and match["path"].startswith((f"{key}.", f"{key}[")):
-                fields.setdefault(match["path"], []).append(match["message"])
-            else:
-                fields.setdefault(key, []).append(message)
-    return fields
-
-
-@contextmanager
-def model_rules() -> Iterator[None]:
-    """Answer a ``ValidationError`` raised by a model's ``clean()`` (inside a service) as 400 ``validation_error``."""
-    try:
-        yield
-    except DjangoValidationError as exc:
-        raise Invalid("The request has invalid fields.", fields=request_fields(exc)) from None
 
 
 def _needs_partner_scope(user, owner) -> None:

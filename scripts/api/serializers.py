@@ -12,20 +12,20 @@ from collections import Counter
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from alerts.api.serializers import OwnerFixedMixin
 from devices.models import DeviceGroup
 from orgs.models import Organization, Partner, Site
-from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, ScopedRelatedField
+from rmm.api import CamelCaseModelSerializer, CamelCaseSerializer, OwnerFixedMixin, ScopedRelatedField
 from rmm.inputs import JSONField
 from rmm.names import camel
 from scripts.models import Script, ScriptRun, ScriptSchedule, ScriptVersion
+from scripts.services.runs import RESULT_STATUSES as RESULT_STATUSES_OF_RUNS
 
 # A reference is looked up among what the caller may read; the write itself is checked on the saved object
 # (ScopedViewSet._require), so "in reach but not yours to write" is a 403, not a 400.
 READ = "scripts:read"
 
 SKIP_REASONS = ["os_not_supported", "decommissioned", "quarantined"]
-RESULT_STATUSES = ["pending", "sent", "succeeded", "failed", "timedOut", "cancelled", "expired", "skipped"]
+RESULT_STATUSES = list(RESULT_STATUSES_OF_RUNS)
 
 
 def _reference(model, source: str, *, perm: str = READ, required: bool = False):

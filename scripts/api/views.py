@@ -16,10 +16,9 @@ from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from alerts.api.views import model_rules
 from devices.models import Device
 from rmm import authz
-from rmm.api import ScopedViewSet
+from rmm.api import ScopedViewSet, model_rules
 from rmm.domain_errors import NotFound, Refused
 from rmm.net import client_ip
 from rmm.openapi import error_answer
