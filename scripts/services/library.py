@@ -61,7 +61,15 @@ DEFAULT_OS_TYPES: dict[str, list[str]] = {
 
 # What runs: a change to any of these is a new version.
 VERSIONED_FIELDS = ("content", "language", "parameters", "timeout_seconds", "success_exit_codes")
-_API_NAMES = {"__all__": "nonFieldErrors", "org": "orgId", "partner": "partnerId"}
+# A model field's name in the API (relations are sent as ids), for the scripts' and schedules' errors.
+_API_NAMES = {
+    "__all__": "nonFieldErrors",
+    "org": "orgId",
+    "partner": "partnerId",
+    "script": "scriptId",
+    "site": "siteId",
+    "device_group": "deviceGroupId",
+}
 
 
 # --- parameter definitions --------------------------------------------------------------------------------------
@@ -318,9 +326,9 @@ def clean_script(script: Script) -> None:
         raise ValidationError(errors)
 
 
-def _fields_of(error: ValidationError) -> dict[str, list[str]]:
-    """A script's ValidationError → the API's field names; a parameter's messages (``parameters[1].name: …``) are
-    keyed by their own path."""
+def validation_fields(error: ValidationError) -> dict[str, list[str]]:
+    """A script's or a schedule's ValidationError → the API's field names; a parameter's messages
+    (``parameters[1].name: …``, ``parameters.days: …``) are keyed by their own path."""
     fields: dict[str, list[str]] = {}
     for name, messages in error.message_dict.items():
         for message in messages:
@@ -376,7 +384,7 @@ def save_script(*, script: Script, actor, ip: str | None = None) -> Script:
             # The constraints are checked by clean_script with field-named messages (and by the database).
             script.full_clean(validate_constraints=False)
         except ValidationError as exc:
-            raise Invalid(INVALID_MESSAGE, fields=_fields_of(exc)) from None
+            raise Invalid(INVALID_MESSAGE, fields=validation_fields(exc)) from None
         now = timezone.now()
         if stored is None:
             script.version = 1

@@ -52,7 +52,7 @@ from rmm import authz
 from rmm.domain_errors import DomainError, Invalid, Refused
 from rmm.names import camel
 from scripts.models import Script, ScriptRunTrigger, ScriptSchedule
-from scripts.services.library import validate_parameter_values
+from scripts.services.library import validate_parameter_values, validation_fields
 from scripts.services.runs import start_run
 
 logger = logging.getLogger("rmm.scripts")
@@ -75,13 +75,6 @@ _STATE_FIELDS = (
     "timezone",
     "enabled",
 )
-_API_NAMES = {
-    "__all__": "nonFieldErrors",
-    "org": "orgId",
-    "script": "scriptId",
-    "site": "siteId",
-    "device_group": "deviceGroupId",
-}
 
 
 # ---- slots ----
@@ -213,20 +206,6 @@ def _usable_in(script: Script, org: Organization) -> bool:
     return script.org_id == org.pk or (script.partner_id is not None and script.partner_id == org.partner_id)
 
 
-def _fields_of(error: ValidationError) -> dict[str, list[str]]:
-    """A model's ValidationError → the API's field names; a parameter's messages (``parameters.days: …``) are keyed
-    by their own path."""
-    fields: dict[str, list[str]] = {}
-    for name, messages in error.message_dict.items():
-        for message in messages:
-            if name == "parameters" and message.startswith("parameters") and ": " in message:
-                path, text = message.split(": ", 1)
-                fields.setdefault(path, []).append(text)
-            else:
-                fields.setdefault(_API_NAMES.get(name, camel(name)), []).append(message)
-    return fields
-
-
 def _check_reach(actor, schedule: ScriptSchedule) -> None:
     """The actor may write the schedule (``scripts:write``), run its script (``scripts:execute``) and run commands on
     its whole target (``devices:execute`` on the site, or on the whole organization for a group or the
@@ -274,7 +253,7 @@ def save_schedule(
         try:
             schedule.full_clean()
         except ValidationError as exc:
-            raise Invalid(INVALID_MESSAGE, fields=_fields_of(exc)) from None
+            raise Invalid(INVALID_MESSAGE, fields=validation_fields(exc)) from None
         if actor is not None:
             if before is not None:
                 _check_reach(actor, before)
