@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -360,12 +361,24 @@ class Compiled:
     value_follows_clock: bool = False
 
 
-def compile_condition(condition: dict, *, now: dt.datetime, org_ids: list) -> Compiled:
+def compile_condition(
+    condition: dict, *, now: dt.datetime, org_ids: list, metric_tables: Mapping[tuple, str] | None = None
+) -> Compiled:
     """The SQL of a valid ``condition`` at the moment ``now`` (bound; the database clock is never read, so a
     preview and the pass that follows agree, and tests control time) for devices of the organizations
-    ``org_ids`` (the rule's, or every one of its partner's)."""
+    ``org_ids`` (the rule's, or every one of its partner's). ``metric_tables``: :func:`metric_key` → a table of
+    ``(device_id, value)`` that a pass computed once for every watched device, read instead of the samples."""
     kind = condition["kind"]
     if kind == "metric":
+        table = (metric_tables or {}).get(metric_key(condition))
+        if table is not None:
+            op = _comparison(condition["op"])
+            return Compiled(
+                sql=f"""SELECT a.device_id, ''::text, a.value, a.value {op} %s
+                          FROM {table} a JOIN scope s ON s.id = a.device_id""",  # noqa: S608 (names are ours)
+                params=[condition["value"]],
+                absent_is_clear=False,
+            )
         return _compile_metric(condition, now)
     if kind == "offline":
         cutoff = now - dt.timedelta(minutes=condition["minutes"])
@@ -404,9 +417,26 @@ def _comparison(op: str) -> str:
     return op
 
 
+def metric_key(condition: dict) -> tuple[str, str, int]:
+    """What a metric condition aggregates: rules with the same key observe the same value on every device."""
+    return (condition["metric"], condition["aggregate"], condition["windowMinutes"])
+
+
 def _compile_metric(condition: dict, now: dt.datetime) -> Compiled:
+    sql, params = metric_aggregate_sql(condition, now)
+    op = _comparison(condition["op"])
+    return Compiled(
+        sql=f"SELECT device_id, ''::text, value, value {op} %s FROM ({sql}) observed",  # noqa: S608 (a constant op)
+        params=[condition["value"], *params],
+        absent_is_clear=False,
+    )
+
+
+def metric_aggregate_sql(condition: dict, now: dt.datetime) -> tuple[str, list[Any]]:
+    """``(device_id, value)``: the condition's aggregate of its metric over its window, for every device of
+    ``scope`` with a sample in the window."""
     metric = METRICS_BY_NAME[condition["metric"]]  # the column comes from the one table of metrics, never the input
-    column, aggregate, op = metric.column, condition["aggregate"], _comparison(condition["op"])
+    column, aggregate = metric.column, condition["aggregate"]
     window = condition["windowMinutes"]
     start = now - dt.timedelta(minutes=window)
     value_sql = {"avg": "sum(v * n) / sum(n)", "max": "max(v)", "min": "min(v)"}[aggregate]
@@ -434,10 +464,9 @@ def _compile_metric(condition: dict, now: dt.datetime) -> Compiled:
             UNION ALL
             {raw(">=")}"""  # noqa: S608 (table and column names are constants)
         params = [start, now, low, seconds, low, high, high, now]
-    sql = f"""SELECT device_id, ''::text, value, value {op} %s
-                FROM (SELECT device_id, ({value_sql})::float8 AS value FROM ({samples_sql}) samples
-                       GROUP BY device_id) observed"""  # noqa: S608 (operator and aggregate from constants)
-    return Compiled(sql=sql, params=[condition["value"], *params], absent_is_clear=False)
+    sql = f"""SELECT device_id, ({value_sql})::float8 AS value FROM ({samples_sql}) samples
+               GROUP BY device_id"""  # noqa: S608 (the aggregate from constants)
+    return sql, params
 
 
 def _rollup_bounds(window: int, start: dt.datetime, now: dt.datetime) -> tuple[int, dt.datetime, dt.datetime] | None:

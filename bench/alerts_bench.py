@@ -261,15 +261,17 @@ def measure_latency() -> None:
 
 
 def measure_site_outage() -> None:
-    print("== 3. a 5,000-device site offline at once")
+    print("== 3. a site of 5,000 devices or more offline at once (all of its watched devices)")
+    # The smallest site of at least 5,000 devices, all of it: 5,000 devices of a larger site would be a partial
+    # outage (below the 80 % of a site outage), which the per-device alerts and the digest handle instead.
     site = (
-        Site.objects.annotate(n=Count("devices")).filter(n__gte=5000).order_by("-n").first()
+        Site.objects.annotate(n=Count("devices")).filter(n__gte=5000).order_by("n").first()
         or Site.objects.annotate(n=Count("devices")).order_by("-n").first()
     )
     if site is None:
         raise SystemExit("no site to take offline: seed the database first")
     devices = Device.objects.filter(site=site).exclude(status__in=["decommissioned", "quarantined", "maintenance"])
-    ids = list(devices.order_by("id").values_list("id", flat=True)[:5000])
+    ids = list(devices.order_by("id").values_list("id", flat=True))
     channel = NotificationChannel.objects.create(
         org=site.org, name=f"{PREFIX}outage e-mail", kind="email", config={"to": ["noc@example.com"]}
     )

@@ -8,6 +8,8 @@ import datetime as dt
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from alerts.models import Alert, AlertState, MaintenanceWindow, Notification, NotificationChannel
 from alerts.services.evaluate import evaluate_all, preview
@@ -54,6 +56,42 @@ def test_a_metric_rule_opens_for_the_device_whose_average_is_above_and_not_for_t
     assert alert.value == pytest.approx(96.4)
     assert alert.severity == rule.severity
     assert (alert.org_id, alert.site_id, alert.subject, alert.opened_at) == (site.org_id, site.pk, "", now)
+
+
+def test_rules_sharing_an_aggregate_read_it_once_and_each_alerts_only_in_its_own_scope(
+    site, two, now, make_rule, add_samples
+):
+    other_site = factories.site(site.org, name="Branch")
+    hot, cool = two
+    far = factories.device(other_site, hostname="srv-far-01", last_seen_at=now)
+    silent = factories.device(other_site, hostname="srv-silent-01", last_seen_at=now)  # no sample: no data
+    add_samples(hot, now, minutes=10, cpuPercent=96.4)
+    add_samples(cool, now, minutes=10, cpuPercent=50)
+    add_samples(far, now, minutes=10, cpuPercent=99)
+    here = make_rule(site.org, CPU_90, site=site)
+    there = make_rule(site.org, {**CPU_90, "value": 98}, site=other_site)  # same aggregate, another threshold
+    everywhere = make_rule(site.org, {**CPU_90, "op": "<", "value": 60})
+
+    with CaptureQueriesContext(connection) as queries:
+        report = evaluate_all(now=now)
+
+    shared = [q["sql"] for q in queries.captured_queries if "alert_pass_metric_0" in q["sql"]]
+    assert sum("CREATE TEMPORARY TABLE" in sql for sql in shared) == 1
+    assert report.opened == 3
+    assert [a.device for a in active(here)] == [hot]
+    assert [a.device for a in active(there)] == [far]
+    assert [a.device for a in active(everywhere)] == [cool]
+    assert active(here).get().value == pytest.approx(96.4)
+    assert not active(device=silent).exists()
+    assert AlertState.objects.filter(device=silent).count() == 0
+    # The same answers as each rule evaluated alone, from the samples (no shared table: one metric rule).
+    Alert.objects.all().delete()
+    AlertState.objects.all().delete()
+    for rule in (here, there, everywhere):
+        type(rule).objects.exclude(pk=rule.pk).update(enabled=False)
+        type(rule).objects.filter(pk=rule.pk).update(enabled=True)
+        evaluate_all(now=now)
+    assert sorted(a.device.hostname for a in active()) == ["srv-far-01", "srv-sql-01", "srv-web-01"]
 
 
 def test_an_average_is_not_every_sample_a_spike_opens_a_max_rule_only(site, two, now, make_rule, add_samples):
