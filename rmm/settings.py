@@ -391,7 +391,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    # Tags start collapsed: with every operation expanded (the default), Swagger UI stopped rendering after the
+    # first few of the ~140 operations (seen in Chromium once the scripts API was added), and a list of tags is the
+    # better table of contents anyway.
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "docExpansion": "none"},
     "PREPROCESSING_HOOKS": ["rmm.openapi.without_trailing_slash"],
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "rmm.openapi.agent_hot_path"],
     "ENUM_NAME_OVERRIDES": {
