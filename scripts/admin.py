@@ -620,12 +620,9 @@ def result_rows(run: ScriptRun, *, after: uuid.UUID | None, limit: int) -> list[
 
 
 def _success_codes(run: ScriptRun) -> list[int]:
-    codes = (
-        ScriptVersion.objects.filter(script_id=run.script_id, version=run.version)
-        .values_list("success_exit_codes", flat=True)
-        .first()
-    )
-    return list(codes) if codes is not None else [0]
+    from scripts.services.runs import success_exit_codes
+
+    return success_exit_codes(run)
 
 
 @admin.register(ScriptRun)
@@ -733,9 +730,9 @@ class ScriptRunAdmin(
         ids = {str(entry.get("deviceId")): entry for entry in shown}
         hostnames = {
             str(pk): hostname
-            for pk, hostname in Device.objects.filter(pk__in=[i for i in ids if _is_uuid(i)]).values_list(
-                "pk", "hostname"
-            )
+            for pk, hostname in Device.objects.filter(
+                org_id=obj.org_id, pk__in=[i for i in ids if _is_uuid(i)]
+            ).values_list("pk", "hostname")
         }
         rows = (
             (hostnames.get(str(entry.get("deviceId")), entry.get("deviceId")), entry.get("reason")) for entry in shown

@@ -236,11 +236,7 @@ class ScriptRunViewSet(ScopedViewSet, mixins.ListModelMixin, mixins.RetrieveMode
         keeps the devices of one status."""
         run = self.get_object()
         status = request.query_params.get("status") or None
-        success_exit_codes = (
-            ScriptVersion.objects.filter(script_id=run.script_id, version=run.version)
-            .values_list("success_exit_codes", flat=True)
-            .first()
-        ) or [0]
+        success_exit_codes = runs.success_exit_codes(run)
         commands = runs.run_results(run, status=status, success_exit_codes=success_exit_codes)
         skipped = list(run.skipped or []) if status in (None, "skipped") else []
         page, skipped = self.paginator.paginate_results(commands, skipped, request, self)

@@ -352,6 +352,16 @@ def run_results(
     return commands.select_related("device").order_by("script_run_id", "id")
 
 
+def success_exit_codes(run: ScriptRun) -> list[int]:
+    """The success exit codes of the version ``run`` ran (``[0]`` if that version is gone)."""
+    codes = (
+        ScriptVersion.objects.filter(script_id=run.script_id, version=run.version)
+        .values_list("success_exit_codes", flat=True)
+        .first()
+    )
+    return list(codes) if codes is not None else [0]
+
+
 def result_status(command: DeviceCommand, success_exit_codes: Iterable[int]) -> str:
     """One device's status in a run: pending, sent, succeeded, failed, timedOut, cancelled or expired (a completed
     command succeeded when its exit code is a success exit code of the version that ran)."""
