@@ -340,6 +340,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# The console's own styles and script (rmm/static/console/); the apps' static files come from their folders.
+STATICFILES_DIRS = [BASE_DIR / "rmm" / "static"]
 # Collected by gunicorn's start when missing or older than the sources (rmm/static_check.py), or by collectstatic.
 STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "var" / "static").resolve()
 STORAGES = {
