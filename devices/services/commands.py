@@ -161,6 +161,26 @@ def cancel_command(*, command: DeviceCommand, actor, ip: str | None = None) -> D
     return current
 
 
+def rerun_command(*, command: DeviceCommand, actor, ip: str | None = None) -> DeviceCommand:
+    """Queue ``command`` again: a new command for the same device with the same type and payload, through
+    ``queue_command`` (the same checks, the same ``command.queue`` audit row, ``actor`` as its creator). The new
+    command gets the default expiry, as a command queued by hand does. Any command may be run again, whatever its
+    status: a technician re-runs a failed script as readily as a completed one.
+
+    A command of a script run (``script_run`` set, ``scriptRunId`` in its payload) is re-run as a command of its
+    own, not attached to that run: the run's progress and results are what the run queued, and a run's commands are
+    only ever queued by ``scripts.services.runs``. The payload is the same minus ``scriptRunId`` (the script text,
+    timeout and parameters as ``env`` stay), so the agent runs the same script with the same parameters.
+
+    Permission (``devices:execute`` on the device) is the caller's job, as for ``queue_command``. Raises
+    ``Conflict`` (``device_decommissioned``) for a device that will never call again, and ``CommandRejected``
+    for a payload today's checks refuse.
+    """
+    payload = {key: value for key, value in (command.payload or {}).items() if key != "scriptRunId"}
+    device = Device.objects.get(pk=command.device_id)  # its current status, not one cached with the command
+    return queue_command(device=device, type=command.type, payload=payload, created_by=actor, ip=ip)
+
+
 def check_command(*, type: str, payload, expires_in_seconds: int | None) -> int:
     """Validate a command before it is queued for one device or many; answers its expiry in seconds.
 
