@@ -155,3 +155,36 @@ def command_output(command: DeviceCommand, *, limit: int | None = None) -> SafeS
         command.status,
         format_html_join("", "{}", ((part,) for part in parts)),
     )
+
+
+def command_title(command: DeviceCommand) -> str:
+    """``"reboot on host-01"``: what ran where, for titles and breadcrumbs (the device's name, never its id). Reads
+    ``command.device``: load it with the command."""
+    return f"{command.get_type_display().lower()} on {command.device.hostname}"
+
+
+def command_payload(command: DeviceCommand) -> SafeString | str:
+    """What was asked, readable: a script's language, timeout, environment and text (escaped, in a ``<pre>``); an
+    update's version; nothing for the commands that take no payload."""
+    payload = command.payload if isinstance(command.payload, dict) else {}
+    if not payload:
+        return MISSING
+    if command.type != DeviceCommand.Type.SCRIPT:
+        rows = format_html_join(
+            "", "<dt>{}</dt><dd>{}</dd>", ((_label(k), _value(v, None)) for k, v in payload.items())
+        )
+        return format_html('<dl class="command-payload">{}</dl>', rows)
+    env = payload.get("env")
+    if not isinstance(env, dict):
+        env = {}
+    facts = [("Language", payload.get("language") or MISSING)]
+    timeout = payload.get("timeoutSeconds")
+    facts.append(("Timeout", MISSING if timeout is None else duration_words(timeout)))
+    summary = format_html_join("", "<dt>{}</dt><dd>{}</dd>", facts)
+    variables = format_html_join("", "<li><code>{}</code> = <code>{}</code></li>", sorted(env.items()))
+    return format_html(
+        '<dl class="command-payload">{}{}</dl><pre class="command-stream command-script">{}</pre>',
+        summary,
+        format_html("<dt>Environment</dt><dd><ul>{}</ul></dd>", variables) if env else "",
+        payload.get("content") or "",
+    )
