@@ -5,13 +5,15 @@ devices over 4 organizations, 24 h of telemetry for 1,000 of them, rolled up). R
     bench/console_bench.py --prepare               # the two-organization technician, VACUUM ANALYZE
     bench/console_bench.py [--requests 100]        # measure; --json FILE keeps the figures
     bench/console_bench.py --only technician:list   # one person, or person:page (repeatable)
+    bench/console_bench.py --profile operator:device # cProfile of that case's requests too (when SQL is not why)
 
 "Server time" is the time Django takes to produce a response: each request goes through the whole WSGI stack of
 ``django.test.Client`` in this process (middleware, session, the admin view, the template), signed in with
 ``force_login``, timed with ``time.perf_counter``; there is no network, no gunicorn and no browser. Each case is
 requested ``--warmup`` times first, then ``--requests`` times; p50/p95/max are of those. One more request per case
-runs under ``CaptureQueriesContext`` for the number of SQL statements (timing it would count the capture's own
-cost), and the slowest statements of that request get ``EXPLAIN (ANALYZE, BUFFERS)`` into ``--explain-dir``.
+runs under ``CaptureQueriesContext`` for the number of SQL statements and their summed time (the rest of a page's
+time is Python: view and template), and the slowest statements of that request get ``EXPLAIN (ANALYZE, BUFFERS)``
+into ``--explain-dir``.
 
 The persons: the superuser of seed_demo (an operator: no scoping), and ``console-tech@example.com``, a Partner
 Technician of the demo partner whose membership selects two organizations (``org_access=selected``), the two that
@@ -25,10 +27,13 @@ first page, filtered (``?status__exact=offline`` and one organization) and searc
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime as dt
+import io
 import json
 import os
 import platform
+import pstats
 import shutil
 import statistics
 import subprocess
@@ -180,6 +185,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for name, url in cases:
             if args.only and person not in args.only and f"{person}:{name}" not in args.only:
                 continue
+            if f"{person}:{name}" in args.profile:
+                _profile(client, url, explain_dir / f"console-profile-{person}-{name}.txt", runs=args.warmup + 10)
             for _ in range(args.warmup):
                 response = client.get(url)
             elapsed = []
@@ -201,6 +208,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "p95_ms": _percentile(elapsed, 0.95),
                 "max_ms": max(elapsed),
                 "queries": len(captured.captured_queries),
+                "sql_ms": sum(float(q["time"]) for q in captured.captured_queries) * 1000,
                 "slowest_query_ms": slow[0] if slow else 0.0,
                 "target_ms": TARGET_MS[name],
             }
@@ -219,9 +227,24 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _profile(client: Client, url: str, path: Path, *, runs: int) -> None:
+    """cProfile of ``runs`` requests (after one untimed), the 40 costliest functions by cumulative time, into
+    ``path``: where a page's time goes when its SQL is not the cause."""
+    client.get(url)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(runs):
+        client.get(url)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(40)
+    path.write_text(out.getvalue())
+    print(f"  profile of {runs} requests of {url}: {path}")
+
+
 HEADER = (
     f"{'person':<11} {'page':<14} {'status':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'queries':>7} "
-    f"{'slowest SQL':>11} {'target':>6}  met"
+    f"{'SQL ms':>6} {'slowest':>7} {'target':>6}  met"
 )
 
 
@@ -232,7 +255,8 @@ def _print_row(row: dict[str, Any]) -> None:
     status = f"{row['status']}" + (f" → {row['location']}" if row["location"] else "")
     print(
         f"{row['person']:<11} {row['page']:<14} {status:>6} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} "
-        f"{row['max_ms']:>8.1f} {row['queries']:>7} {row['slowest_query_ms']:>8.1f} ms {row['target_ms']:>6}  "
+        f"{row['max_ms']:>8.1f} {row['queries']:>7} {row['sql_ms']:>6.0f} {row['slowest_query_ms']:>7.0f} "
+        f"{row['target_ms']:>6}  "
         f"{'yes' if row['met'] else 'NO'}",
         flush=True,
     )
@@ -287,6 +311,9 @@ def main() -> None:
         help="the filtered list's query string; {org} is the organization's id (default: %(default)s)",
     )
     parser.add_argument("--only", action="append", default=[], help="person or person:page (repeatable)")
+    parser.add_argument(
+        "--profile", action="append", default=[], help="person:page to run under cProfile first (repeatable)"
+    )
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--explain-dir", default="var/bench", help="where EXPLAIN of the slowest statements go")
     args = parser.parse_args()
