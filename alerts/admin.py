@@ -49,6 +49,7 @@ from rmm.admin import (
     refuse_unless_allowed,
     single_object_filter,
 )
+from rmm.console import severity_label, status_badge, time_ago
 from rmm.domain_errors import DomainError, Invalid
 from rmm.inputs import JSONFormField
 from rmm.net import client_ip
@@ -327,14 +328,14 @@ class AlertAdmin(
     resource = "alerts"
     list_display = (
         "title",
-        "status",
-        "severity",
-        "device",
-        "org",
+        "status_label",
+        "severity_level",
+        "device_hostname",
         "site_name",
+        "org",
         "rule",
         "value",
-        "opened_at",
+        "opened",
         "acknowledged_at",
         "resolved_at",
     )
@@ -347,11 +348,11 @@ class AlertAdmin(
     fields = (
         "title",
         "message",
-        "status",
-        "severity",
+        "status_label",
+        "severity_level",
         "org",
         "site",
-        "device",
+        "device_hostname",
         "rule",
         "subject",
         "value",
@@ -420,6 +421,25 @@ class AlertAdmin(
     @admin.display(description="site", ordering="site__name")
     def site_name(self, obj: Alert) -> str:
         return obj.site.name
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, obj: Alert):
+        return status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="severity", ordering="severity")
+    def severity_level(self, obj: Alert):
+        return severity_label(obj.severity, obj.get_severity_display())
+
+    @admin.display(description="device", ordering="device__hostname")
+    def device_hostname(self, obj: Alert):
+        if obj.device_id is None:
+            return "(the whole site)"
+        url = reverse("admin:devices_device_change", args=[obj.device_id])
+        return format_html('<a href="{}">{}</a>', url, obj.device.hostname)
+
+    @admin.display(description="opened", ordering="opened_at")
+    def opened(self, obj: Alert):
+        return time_ago(obj.opened_at)
 
     @admin.action(description="Acknowledge selected alerts", permissions=["acknowledge"])
     def acknowledge(self, request, queryset):
