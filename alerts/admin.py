@@ -432,10 +432,11 @@ class AlertAdmin(
 
     @admin.display(description="device", ordering="device__hostname")
     def device_hostname(self, obj: Alert):
-        if obj.device_id is None:
+        device = obj.device
+        if device is None:
             return "(the whole site)"
-        url = reverse("admin:devices_device_change", args=[obj.device_id])
-        return format_html('<a href="{}">{}</a>', url, obj.device.hostname)
+        url = reverse("admin:devices_device_change", args=[device.pk])
+        return format_html('<a href="{}">{}</a>', url, device.hostname)
 
     @admin.display(description="opened", ordering="opened_at")
     def opened(self, obj: Alert):
