@@ -72,13 +72,79 @@ def is_operator(user) -> bool:
     return bool(user.is_active and user.is_superuser)
 
 
-class RmmAdminSite(admin.AdminSite):
-    """The admin of the installation: every table of the data model, browsable by operators and, within their
-    reach, by partners' technicians and customers' admins."""
+# The sidebar and the index group the admin's lists by the work they serve, not by the app that defines them: each
+# section with its models (``app_label.model_name``) in the order a technician reaches for them. "dashboard" is the
+# landing page (admin:index). A registered model missing here is listed under "Other" at the end (and
+# tests/console/test_navigation.py fails, so that it gets a place).
+NAVIGATION: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (
+        "fleet",
+        "Fleet",
+        (
+            "dashboard",
+            "devices.device",
+            "devices.devicegroup",
+            "alerts.alert",
+            "devices.devicecommand",
+            "scripts.script",
+            "scripts.scriptrun",
+            "scripts.scriptschedule",
+            "scripts.scriptversion",
+            "alerts.alertrule",
+            "alerts.maintenancewindow",
+            "alerts.notificationchannel",
+            "alerts.notification",
+        ),
+    ),
+    (
+        "inventory",
+        "Inventory",
+        (
+            "devices.devicehardware",
+            "devices.devicedisk",
+            "devices.devicenetworkinterface",
+            "devices.devicesoftware",
+            "devices.deviceregistryentry",
+            "devices.deviceconfigentry",
+            "devices.devicenetworkconnection",
+            "devices.devicetelemetry",
+            "devices.devicegroupmembership",
+            "devices.devicegroupmembershiplog",
+        ),
+    ),
+    ("tenancy", "Tenancy", ("orgs.partner", "orgs.organization", "orgs.site", "orgs.enrollmentkey")),
+    (
+        "access",
+        "Access",
+        (
+            "accounts.user",
+            "accounts.role",
+            "accounts.rolepermission",
+            "accounts.permission",
+            "accounts.partneruser",
+            "accounts.organizationuser",
+            "auth.group",
+            "accounts.apitoken",
+            "accounts.mfarecoverycode",
+            "accounts.recentfailures",
+            "accounts.auditlog",
+        ),
+    ),
+    # Operators' tables (SuperuserOnlyAdminMixin): nobody else sees them, so nobody else sees the section.
+    ("operations", "Operations", ("jobs.scheduledjob", "jobs.jobrun", "alerts.alertstate")),
+)
+DASHBOARD_ENTRY = "dashboard"
+OTHER_SECTION = ("other", "Other")
 
-    site_header = "RMM administration"
-    site_title = "RMM admin"
-    index_title = "Schema browser"
+
+class RmmAdminSite(admin.AdminSite):
+    """The console of the installation: a dashboard, then every table of the data model grouped by the work it
+    serves (``NAVIGATION``), for operators and, within their reach, for partners' technicians and customers'
+    admins."""
+
+    site_header = "RMM console"
+    site_title = "RMM console"
+    index_title = "Dashboard"
     login_template = "admin/login_with_mfa.html"
 
     def __init__(self, name: str = "admin") -> None:
@@ -134,7 +200,35 @@ class RmmAdminSite(admin.AdminSite):
         # Ahead of the stock URLs: those end in a catch-all pattern.
         return pages + super().get_urls()
 
+    def index(self, request: HttpRequest, extra_context=None):
+        """The landing page: the dashboard of what needs attention within the person's reach."""
+        from rmm.dashboard import build_dashboard  # imports models (see the module docstring)
+
+        context = {"dashboard": build_dashboard(request.user, self), **(extra_context or {})}
+        return super().index(request, context)
+
     def get_app_list(self, request: HttpRequest, app_label: str | None = None):
+        """Without ``app_label`` (the sidebar, the index): the sections of ``NAVIGATION``, each shaped like one of
+        Django's apps (name, app_label, app_url, models), so that the admin's templates show them. With it (an app's
+        own index page, /admin/<app>/): that app's models, as Django lists them. Every entry says whether it is the
+        page being shown (``current``; templates/admin/app_list.html)."""
+        app_list = self._apps(request, app_label)
+        if app_label is None:
+            app_list = self._sections(app_list)
+        for app in app_list:
+            for entry in app["models"]:
+                url = entry.get("admin_url")
+                entry["current"] = bool(url) and (
+                    request.path == url if url == self._index_url() else request.path.startswith(url)
+                )
+            app["current"] = any(entry["current"] for entry in app["models"])
+        return app_list
+
+    def _index_url(self) -> str:
+        return reverse("admin:index", current_app=self.name)
+
+    def _apps(self, request: HttpRequest, app_label: str | None):
+        """Django's app list, with the models served by ``register_page`` added to their apps."""
         app_list = super().get_app_list(request, app_label)
         apps = {app["app_label"]: app for app in app_list}
         for model, (_view, permission) in self._pages.items():
@@ -157,6 +251,41 @@ class RmmAdminSite(admin.AdminSite):
             )
             models.sort(key=lambda entry: entry["name"])
         return app_list
+
+    def _sections(self, app_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``app_list`` regrouped into the sections of ``NAVIGATION``, in its order; empty sections left out."""
+        entries = {entry["model"]._meta.label_lower: entry for app in app_list for entry in app["models"]}
+        entries[DASHBOARD_ENTRY] = {
+            "model": None,
+            "name": self.index_title,
+            "object_name": "Dashboard",
+            "perms": {"add": False, "change": False, "delete": False, "view": True},
+            "admin_url": self._index_url(),
+            "add_url": None,
+            "view_only": True,
+        }
+        sections = []
+        for key, name, labels in NAVIGATION:
+            models = [entries.pop(label) for label in labels if label in entries]
+            sections.append({"key": key, "name": name, "models": models})
+        sections.append(
+            {"key": OTHER_SECTION[0], "name": OTHER_SECTION[1], "models": sorted(entries.values(), key=_by_name)}
+        )
+        return [
+            {
+                "name": section["name"],
+                "app_label": section["key"],
+                "app_url": self._index_url(),
+                "has_module_perms": True,
+                "models": section["models"],
+            }
+            for section in sections
+            if section["models"]
+        ]
+
+
+def _by_name(entry: dict[str, Any]) -> str:
+    return str(entry["name"])
 
 
 class RmmAdminConfig(AdminConfig):
