@@ -16,9 +16,9 @@ from devices.admin.common import (
     _telemetry_row,
     _telemetry_url,
 )
+from devices.admin.device_page import DevicePageMixin
 from devices.models import (
     Device,
-    DeviceCommand,
     DeviceConfigEntry,
     DeviceDisk,
     DeviceGroupMembership,
@@ -113,17 +113,6 @@ class GroupMembershipInline(CappedTabularInline):
         return super().get_queryset(request).select_related("group")
 
 
-class RecentCommandInline(CappedTabularInline):
-    model = DeviceCommand
-    verbose_name_plural = "recent commands"
-    fields = ("type", "status", "created_at", "sent_at", "completed_at", "created_by")
-    ordering = ("-created_at",)
-    max_rows = 20
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("created_by")
-
-
 class DeviceForm(forms.ModelForm):
     """A device's editable fields. Its site can change within its organization only: moving a device to another
     organization is not an admin operation (its rows, keys and history carry the organization). The rules are
@@ -152,7 +141,7 @@ class DeviceForm(forms.ModelForm):
 
 
 @admin.register(Device)
-class DeviceAdmin(DomainErrorsAsMessagesMixin, BigTableAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+class DeviceAdmin(DevicePageMixin, DomainErrorsAsMessagesMixin, BigTableAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     """Managed endpoints. Devices are created by enrollment; here only the display name, the tags and the site
     (among the sites of its organization where the user may write devices) can change, and the list's actions
     start and end maintenance, approve quarantined devices, ask agents to rotate their tokens and decommission,
@@ -183,30 +172,6 @@ class DeviceAdmin(DomainErrorsAsMessagesMixin, BigTableAdminMixin, ScopedAdminMi
     search_fields = ("hostname", "display_name", "agent_id", "hardware__serial_number", "last_seen_ip")
     # (hostname, id) is indexed: the first page is an index scan, not a sort of every device.
     ordering = ("hostname", "id")
-    fieldsets = (
-        (None, {"fields": ("hostname", "display_name", "agent_id", "org", "site", "tags", "status")}),
-        ("System", {"fields": ("os_type", "os_version", "os_build", "architecture", "agent_version")}),
-        ("Contact", {"fields": ("last_seen_at", "last_seen_ip")}),
-        ("Telemetry", {"fields": ("recent_telemetry",)}),
-        (
-            "Enrollment and credentials",
-            {
-                "classes": ("collapse",),
-                "fields": (
-                    "enrolled_at",
-                    "enrolled_by",
-                    "agent_token_issued_at",
-                    "previous_token_expires_at",
-                    "mtls_cert_serial_number",
-                    "mtls_cert_issued_at",
-                    "mtls_cert_expires_at",
-                    "mtls_cert_cf_id",
-                ),
-            },
-        ),
-        ("Quarantine", {"classes": ("collapse",), "fields": ("quarantined_at", "quarantined_reason")}),
-        ("Record", {"classes": ("collapse",), "fields": ("id", "created_at", "updated_at")}),
-    )
     readonly_fields = (
         "agent_id",
         "org",
@@ -240,7 +205,6 @@ class DeviceAdmin(DomainErrorsAsMessagesMixin, BigTableAdminMixin, ScopedAdminMi
         NetworkInterfaceInline,
         DiskInline,
         GroupMembershipInline,
-        RecentCommandInline,
         SoftwareInline,
         RegistryEntryInline,
         ConfigEntryInline,
