@@ -307,7 +307,7 @@ class ScriptAdmin(DomainErrorsAsMessagesMixin, WrittenThroughServicesMixin, Scop
             if form.is_valid():
                 run = self._start_run(request, script, form)
                 if run is not None:
-                    self.message_user(request, _run_summary(run), messages.SUCCESS)
+                    self.message_user(request, run_summary(run), messages.SUCCESS)
                     return HttpResponseRedirect(reverse("admin:scripts_scriptrun_change", args=[run.pk]))
         else:
             form = RunForm(initial=_run_initial(request), script=script, user=request.user)
@@ -327,29 +327,36 @@ class ScriptAdmin(DomainErrorsAsMessagesMixin, WrittenThroughServicesMixin, Scop
         return TemplateResponse(request, "admin/scripts/script/run.html", context, status=status)
 
     def _start_run(self, request, script: Script, form: RunForm) -> ScriptRun | None:
-        from scripts.services.runs import start_run
+        return start_run_from_form(request, script, form)
 
-        target: dict[str, Any] = (
-            {"group": form.cleaned_data["group"]}
-            if form.cleaned_data.get("group") is not None
-            else {"device_ids": form.cleaned_data["device_ids"]}
-        )
-        try:
-            with transaction.atomic():
-                return start_run(
-                    script=script,
-                    actor=request.user,
-                    trigger=ScriptRun.Trigger.MANUAL,
-                    parameters=form.parameter_values(),
-                    ip=client_ip(request),
-                    **target,
-                )
-        except DomainError as error:
-            add_domain_error(form, error, field_names=form.error_field_names())
-        except ValidationError as error:
-            for message in error.messages:
-                form.add_error(None, message)
-        return None
+
+def start_run_from_form(request, script: Script, form: RunForm) -> ScriptRun | None:
+    """Start the run a valid ``RunForm`` describes (trigger ``manual``), for the script's "Run on…" and a group's
+    "Run on group". ``start_run`` decides everything; its refusals land on the form (None is answered) and nothing
+    is queued."""
+    from scripts.services.runs import start_run
+
+    target: dict[str, Any] = (
+        {"group": form.cleaned_data["group"]}
+        if form.cleaned_data.get("group") is not None
+        else {"device_ids": form.cleaned_data["device_ids"]}
+    )
+    try:
+        with transaction.atomic():
+            return start_run(
+                script=script,
+                actor=request.user,
+                trigger=ScriptRun.Trigger.MANUAL,
+                parameters=form.parameter_values(),
+                ip=client_ip(request),
+                **target,
+            )
+    except DomainError as error:
+        add_domain_error(form, error, field_names=form.error_field_names())
+    except ValidationError as error:
+        for message in error.messages:
+            form.add_error(None, message)
+    return None
 
 
 def _run_initial(request) -> dict[str, Any]:
@@ -363,7 +370,7 @@ def _run_initial(request) -> dict[str, Any]:
     return initial
 
 
-def _run_summary(run: ScriptRun) -> str:
+def run_summary(run: ScriptRun) -> str:
     skipped = run.skipped if isinstance(run.skipped, list) else []
     reasons: dict[str, int] = {}
     for entry in skipped:

@@ -57,11 +57,13 @@ _PROBLEM_FIELDS = {
 REFRESH_SECONDS_WHILE_WAITING = 10
 
 
-class QueueCommandForm(forms.ModelForm):
-    """Queue one command: the device (its autocomplete offers the devices the person may run commands on), the type
-    and, for the types that take one, the payload. The payload is checked by ``command_service.check_command``, the
-    check ``queue_command`` and the API run; its problems are shown on the fields they concern."""
+class CommandFields(forms.Form):
+    """A command's type and, for the types that take one, its payload and expiry: the fields shared by queueing one
+    command ("Add" on the commands list) and a command for a whole group ("Run on group"). The payload is checked
+    by ``command_service.check_command``, the check ``queue_command``, ``queue_group_commands`` and the API run;
+    its problems are shown on the fields they concern."""
 
+    type = forms.ChoiceField(choices=[("", "---------"), *DeviceCommand.Type.choices])
     language = forms.ChoiceField(
         required=False,
         choices=[("", "—"), *((language, language) for language in command_service.SCRIPT_LANGUAGES)],
@@ -91,10 +93,6 @@ class QueueCommandForm(forms.ModelForm):
         help_text="A command the agent has not fetched by then expires unrun (default: the server's).",
     )
 
-    class Meta:
-        model = DeviceCommand
-        fields = ("device", "type")
-
     def payload(self) -> dict[str, Any]:
         """The payload of the chosen type from the fields filled in (the other types' fields are ignored)."""
         data = self.cleaned_data
@@ -122,6 +120,15 @@ class QueueCommandForm(forms.ModelForm):
         except DomainError as error:
             add_domain_error(self, error, field_names=_PROBLEM_FIELDS)
         return cleaned
+
+
+class QueueCommandForm(CommandFields, forms.ModelForm):
+    """Queue one command: the device (its autocomplete offers the devices the person may run commands on), then
+    the command's fields."""
+
+    class Meta:
+        model = DeviceCommand
+        fields = ("device", "type")
 
 
 class CommandChangeList(InputCheckingChangeList):
