@@ -160,7 +160,8 @@ def line_chart(
         lines=format_html_join(
             "",
             '<polyline class="chart-line {}" data-points="{}" points="{}"><title>{}</title></polyline>',
-            ((css, count, coordinates, name) for css, count, name, coordinates in lines),
+            # The first series is drawn last, on top of the others (an average over its peak).
+            ((css, count, coordinates, name) for css, count, name, coordinates in reversed(lines)),
         ),
     )
 

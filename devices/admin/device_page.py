@@ -181,7 +181,9 @@ class CommandForm(forms.Form):
 
     type = forms.ChoiceField(choices=DeviceCommand.Type.choices, initial=DeviceCommand.Type.SCRIPT)
     language = forms.ChoiceField(
-        choices=[(language, language) for language in command_service.SCRIPT_LANGUAGES], required=False
+        choices=[(language, language) for language in command_service.SCRIPT_LANGUAGES],
+        required=False,
+        help_text="For a script.",
     )
     content = forms.CharField(
         required=False,
@@ -189,7 +191,12 @@ class CommandForm(forms.Form):
         label="Script",
         widget=forms.Textarea(attrs={"rows": 10, "cols": 100, "class": "console-code", "spellcheck": "false"}),
     )
-    timeout_seconds = forms.IntegerField(required=False, min_value=1, label="Timeout (seconds)")
+    timeout_seconds = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Timeout (seconds)",
+        help_text="For a script; left empty, the default timeout applies.",
+    )
     version = forms.CharField(required=False, max_length=20, help_text="For an agent update: the version to install.")
 
     FIELD_NAMES = {
@@ -455,7 +462,7 @@ def _header(device: Device) -> dict[str, Any]:
         "hostname": device.hostname,
         "status": status_badge(device.status, device.get_status_display()),
         "last_seen": time_ago(device.last_seen_at),
-        "last_seen_ip": device.last_seen_ip or MISSING,
+        "last_seen_ip": device.last_seen_ip,
         "os": os_words + (f" ({device.architecture})" if device.architecture else ""),
         "agent_version": device.agent_version or MISSING,
         "org": device.org.name,
