@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import flatten
@@ -16,6 +14,7 @@ from devices.admin.common import (
     _telemetry_row,
     _telemetry_url,
 )
+from devices.admin.device_list import DeviceListMixin
 from devices.admin.device_page import DevicePageMixin
 from devices.models import (
     Device,
@@ -30,7 +29,6 @@ from devices.models import (
     DeviceTelemetry,
 )
 from devices.services import status as device_status
-from orgs.admin import SiteFilter
 from rmm import authz
 from rmm.admin import (
     BigTableAdminMixin,
@@ -40,7 +38,6 @@ from rmm.admin import (
     ScopedAdminMixin,
     ScopedInlineMixin,
     add_domain_error,
-    refuse_unless_allowed,
 )
 from rmm.domain_errors import DomainError
 from rmm.net import client_ip
@@ -141,7 +138,14 @@ class DeviceForm(forms.ModelForm):
 
 
 @admin.register(Device)
-class DeviceAdmin(DevicePageMixin, DomainErrorsAsMessagesMixin, BigTableAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
+class DeviceAdmin(
+    DeviceListMixin,
+    DevicePageMixin,
+    DomainErrorsAsMessagesMixin,
+    BigTableAdminMixin,
+    ScopedAdminMixin,
+    admin.ModelAdmin,
+):
     """Managed endpoints. Devices are created by enrollment; here only the display name, the tags and the site
     (among the sites of its organization where the user may write devices) can change, and the list's actions
     start and end maintenance, approve quarantined devices, ask agents to rotate their tokens and decommission,
@@ -152,24 +156,8 @@ class DeviceAdmin(DevicePageMixin, DomainErrorsAsMessagesMixin, BigTableAdminMix
     inventory row of the device, and an RMM keeps the device row for its history.
     """
 
-    list_display = (
-        "hostname",
-        "display_name",
-        "org",
-        "site_name",
-        "status",
-        "os_type",
-        "os_version",
-        "agent_version",
-        "last_seen_at",
-        "last_seen_ip",
-    )
     resource = "devices"
     form = DeviceForm
-    list_display_links = ("hostname",)
-    list_filter = ("status", "os_type", "org", SiteFilter)
-    list_select_related = ("org", "site")
-    search_fields = ("hostname", "display_name", "agent_id", "hardware__serial_number", "last_seen_ip")
     # (hostname, id) is indexed: the first page is an index scan, not a sort of every device.
     ordering = ("hostname", "id")
     readonly_fields = (
@@ -199,7 +187,6 @@ class DeviceAdmin(DevicePageMixin, DomainErrorsAsMessagesMixin, BigTableAdminMix
         "created_at",
         "updated_at",
     )
-    actions = ("start_maintenance", "end_maintenance", "approve", "request_token_rotation", "decommission")
     inlines = (
         HardwareInline,
         NetworkInterfaceInline,
@@ -221,9 +208,6 @@ class DeviceAdmin(DevicePageMixin, DomainErrorsAsMessagesMixin, BigTableAdminMix
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def has_decommission_permission(self, request) -> bool:
-        return self.holds_anywhere(request, "delete")
-
     def save_model(self, request, obj, form, change):
         # update_device writes the row and its device.update audit row; the form's clean() ran its checks, which
         # it repeats under the row lock.
@@ -232,41 +216,6 @@ class DeviceAdmin(DevicePageMixin, DomainErrorsAsMessagesMixin, BigTableAdminMix
         obj.refresh_from_db()
         self.check_still_in_reach(request, obj, "change")
         authz.clear_cache(request.user)
-
-    def _run_on_each(self, request, queryset, action: str, transition, done: str) -> None:
-        devices = list(queryset)
-        refuse_unless_allowed(request, self.permission(action), devices)
-        for device in devices:
-            transition(device=device, actor=request.user, ip=client_ip(request))
-        self.message_user(request, f"{len(devices)} {done}.")
-
-    @admin.action(description="Decommission selected devices (final)", permissions=["decommission"])
-    def decommission(self, request, queryset):
-        self._run_on_each(request, queryset, "delete", device_status.decommission, "devices decommissioned")
-
-    @admin.action(description="Put selected devices in maintenance", permissions=["change"])
-    def start_maintenance(self, request, queryset):
-        into = functools.partial(device_status.update_device, status=Device.Status.MAINTENANCE)
-        self._run_on_each(request, queryset, "change", into, "devices in maintenance")
-
-    @admin.action(description="Take selected devices out of maintenance", permissions=["change"])
-    def end_maintenance(self, request, queryset):
-        out = functools.partial(device_status.update_device, status=Device.Status.ONLINE)
-        self._run_on_each(request, queryset, "change", out, "devices out of maintenance")
-
-    @admin.action(description="Approve selected quarantined devices", permissions=["change"])
-    def approve(self, request, queryset):
-        self._run_on_each(request, queryset, "change", device_status.approve, "devices approved")
-
-    @admin.action(description="Ask the agents of selected devices to rotate their tokens", permissions=["change"])
-    def request_token_rotation(self, request, queryset):
-        self._run_on_each(
-            request, queryset, "change", device_status.request_token_rotation, "token rotations requested"
-        )
-
-    @admin.display(description="site", ordering="site__name")
-    def site_name(self, obj: Device) -> str:
-        return obj.site.name
 
     @admin.display(description="latest samples")
     def recent_telemetry(self, obj: Device) -> str:

@@ -36,6 +36,8 @@ class DeviceHardware(DeviceOwned):
         verbose_name_plural = "device hardware"
         indexes = [
             models.Index(fields=["org", "serial_number"], name="device_hardware_org_serial"),
+            # The console's search by serial number across organizations (an operator's; migration 0012).
+            models.Index(fields=["serial_number"], name="device_hardware_serial"),
             # hardware.manufacturer equals/in, as rules compare it (case-insensitively, within one organization).
             models.Index(F("org"), Upper("manufacturer"), name="device_hardware_org_maker"),
         ]
@@ -65,7 +67,11 @@ class DeviceNetworkInterface(DeviceOwned):
     class Meta:
         db_table = "device_network_interfaces"
         constraints = [choices_check("ip_type", DeviceNetworkInterfaceIpType)]
-        indexes = [models.Index(fields=["org", "ip_address"], name="device_netif_org_ip")]
+        indexes = [
+            models.Index(fields=["org", "ip_address"], name="device_netif_org_ip"),
+            # The console's search by LAN address, exact or a prefix (migration 0012).
+            models.Index(fields=["ip_address"], name="device_netif_ip", opclasses=["varchar_pattern_ops"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.interface_name} {self.ip_address}".strip()

@@ -199,7 +199,8 @@ def decommission(door: str, client, user: User, device: Device):
     if door == "api":
         return api_as(user).delete(f"/api/v1/devices/{device.pk}")
     return admin_as(user, client).post(
-        admin_url(Device, "changelist"), {"action": "decommission", "_selected_action": [str(device.pk)]}
+        admin_url(Device, "changelist"),
+        {"action": "decommission", "_selected_action": [str(device.pk)], "confirm": "yes"},  # past its confirmation
     )
 
 
@@ -282,7 +283,8 @@ def set_status(door: str, client, user: User, device: Device, action: str, statu
     if door == "api":
         return api_as(user).patch(f"/api/v1/devices/{device.pk}", {"status": status}, format="json")
     return admin_as(user, client).post(
-        admin_url(Device, "changelist"), {"action": action, "_selected_action": [str(device.pk)]}
+        admin_url(Device, "changelist"),
+        {"action": action, "_selected_action": [str(device.pk)], "confirm": "yes"},  # past its confirmation page
     )
 
 
