@@ -53,6 +53,7 @@ from rmm.admin import (
     refuse_unless_allowed,
     single_object_filter,
 )
+from rmm.console import MISSING, status_badge, time_ago
 from rmm.domain_errors import DomainError, Invalid
 from rmm.inputs import JSONFormField
 from rmm.net import client_ip
@@ -256,12 +257,33 @@ class ScriptAdmin(DomainErrorsAsMessagesMixin, WrittenThroughServicesMixin, Scop
     def status(self, obj: Script) -> str:
         return "archived" if obj.archived_at else "active"
 
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        scripts = list(changelist.result_list)  # evaluated once here; the template iterates the cached rows
+        runnable = set(
+            authz.visible(request.user, EXECUTE_PERMISSION, Script.objects.filter(pk__in=[s.pk for s in scripts]))
+            .order_by()
+            .values_list("pk", flat=True)
+        )
+        for script in scripts:
+            script.may_run = script.pk in runnable
+        return changelist
+
+    def get_object(self, request, object_id, from_field=None):
+        script = super().get_object(request, object_id, from_field)
+        if script is not None:
+            # "Run on…" is offered to who may run it (on the object: this admin is shared by every request).
+            script.may_run = authz.can(request.user, EXECUTE_PERMISSION, script)
+        return script
+
     @admin.display(description="run")
     def run_on(self, obj: Script):
         if obj is None or obj.pk is None or obj._state.adding:
             return "Save the script first."
         if obj.archived_at is not None:
             return "Archived: it cannot run."
+        if not getattr(obj, "may_run", False):
+            return "—"
         url = reverse("admin:scripts_script_run", args=[obj.pk])
         return format_html('<a class="button" href="{}">Run on…</a>', url)
 
@@ -801,24 +823,35 @@ class ScriptRunAdmin(
         return TemplateResponse(request, "admin/scripts/scriptrun/results.html", context)
 
 
+RESULT_STATUS_LABELS = {"timedOut": "timed out"}
+
+
 def _results_table(rows: list[dict[str, Any]]):
+    """A run's per-device results, readable: the status as a badge, the exit code, how long it ran, stdout and
+    stderr (or the error) as preformatted text cut at ``OUTPUT_SHOWN`` characters with a link to the command's page
+    for the rest, and when it finished."""
+    from devices.admin.command_results import duration_words
+
     if not rows:
         return format_html("<p>{}</p>", "No device in this list.")
     body = format_html_join(
         "",
-        '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
-        '<td><a href="{}">command</a></td></tr>',
+        '<tr data-command-id="{}" data-command-status="{}"><td><a href="{}">{}</a></td><td>{}</td><td>{}</td>'
+        '<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href="{}">{}</a></td></tr>',
         (
             (
+                row["command"].pk,
+                row["command"].status,
                 reverse("admin:devices_device_change", args=[row["device"].pk]),
                 row["device"].hostname,
-                row["status"],
-                "" if row["exit_code"] is None else row["exit_code"],
-                "" if row["duration_ms"] is None else f"{row['duration_ms'] / 1000:.1f} s",
+                status_badge(row["status"], RESULT_STATUS_LABELS.get(row["status"], row["status"])),
+                MISSING if row["exit_code"] is None else row["exit_code"],
+                MISSING if row["duration_ms"] is None else duration_words(row["duration_ms"] / 1000),
                 _pre(row["stdout"]),
                 _pre(row["stderr"] or row["error"]),
-                row["command"].completed_at.strftime("%Y-%m-%d %H:%M:%S") if row["command"].completed_at else "",
+                time_ago(row["command"].completed_at),
                 reverse("admin:devices_devicecommand_change", args=[row["command"].pk]),
+                "full output" if row["truncated"] else "command",
             )
             for row in rows
         ),
