@@ -1,8 +1,10 @@
-"""The admin site (our schema browser) and the building blocks the apps' ``admin.py`` modules share.
+"""The admin site (the technicians' console) and the building blocks the apps' ``admin.py`` modules share.
 
 ``RmmAdminConfig`` replaces ``django.contrib.admin`` in ``INSTALLED_APPS`` so that ``admin.site`` is an
 ``RmmAdminSite``. The site adds what stock Django lacks:
 
+- a dashboard as its landing page (``rmm/dashboard.py``, ``templates/admin/index.html``), and the sidebar's lists
+  grouped by the work they serve (``NAVIGATION``) rather than by the app that defines them;
 - read-only pages for models the admin refuses to register (Django 5.2 rejects composite primary keys, and
   ``device_telemetry`` has one), listed in the app index and the sidebar like any other model;
 - the same access rules as the API: any active staff user signs in (with their authenticator code when MFA is on,
