@@ -19,8 +19,10 @@ from typing import cast
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.admin import GroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
 from django.forms.models import BaseInlineFormSet
 
 from accounts import audit, services
@@ -157,8 +159,8 @@ class UserCreationForm(AdminUserCreationForm):
         model = User
         fields = ("email", "name")
         help_texts = {
-            "email": "The new user has no membership yet: give them one on the partner-user or organization-user "
-            "page. (Technicians invite people through the API, which creates both at once.)"
+            "email": "The new user has no membership yet: give them one on the partner-membership or "
+            "organization-membership page. (Technicians invite people through the API, which creates both at once.)"
         }
 
     def clean_email(self):
@@ -170,6 +172,8 @@ class UserForm(UserChangeForm):
     class Meta:
         model = User
         fields = ("email", "name", "password", "status", "is_staff", "is_superuser", "groups", "user_permissions")
+        # Django's own groups and permissions, not the roles of memberships (which decide access: rmm/authz.py).
+        labels = {"groups": "Django groups", "user_permissions": "Django permissions"}
 
     def clean_email(self):
         return User.objects.normalize_email(self.cleaned_data["email"]).lower()
@@ -729,7 +733,7 @@ class AuditLogAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, ScopedAdminMixin, ad
 
     resource = "audit"
 
-    list_display = ("created_at", "action", "actor_user", "actor_device", "org", "target_type", "target_id", "ip")
+    list_display = ("created_at", "action", "actor_user", "actor_device", "org", "target", "ip")
     list_filter = ("created_at", "org")
     # Actors and organizations have no foreign-key constraint (the log outlives them): these are LEFT JOINs.
     list_select_related = ("actor_user", "actor_device", "org")
@@ -737,8 +741,32 @@ class AuditLogAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, ScopedAdminMixin, ad
     # Newest first by primary key (a time-ordered UUIDv7): an index scan, where "-created_at" alone would sort the
     # whole table (its indexes all lead with org, actor, action or target).
     ordering = ("-pk",)
-    fields = ("created_at", "action", "actor_user", "actor_device", "org", "target_type", "target_id", "ip", "details")
+    fields = (
+        "created_at",
+        "action",
+        "actor_user",
+        "actor_device",
+        "org",
+        "target",
+        "target_type",
+        "target_id",
+        "ip",
+        "details",
+    )
     readonly_fields = fields
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        # The rows keep only the target's type and id: its name is read for the whole page at once.
+        labels = audit.target_labels(changelist.result_list)
+        for entry in changelist.result_list:
+            entry._rmm_target_label = labels[entry.pk]
+        return changelist
+
+    @admin.display(description="target")
+    def target(self, obj: AuditLog) -> str:
+        label = getattr(obj, "_rmm_target_label", None)
+        return audit.target_labels([obj])[obj.pk] if label is None else label
 
 
 @admin.register(MfaRecoveryCode)
@@ -768,3 +796,25 @@ class RecentFailuresAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, SuperuserOnlyA
     @admin.display(description="failures kept")
     def failures(self, obj: RecentFailures) -> int:
         return len(obj.failed_at)
+
+
+# --- Django's own groups ----------------------------------------------------------------------------------------------
+
+
+class DjangoGroupAdmin(SuperuserOnlyAdminMixin, GroupAdmin):
+    """Django's permission groups ("Groups" of the auth app). Access here comes from roles and memberships
+    (``rmm/authz.py``), so an installation normally has none, and "Groups" beside "Device groups" only misleads.
+    Listed in the sidebar for operators once some exist; the page stays at its URL for an operator who wants one,
+    and for nobody else (a technician could otherwise grant Django permissions through it)."""
+
+    def has_module_permission(self, request):
+        if not super().has_module_permission(request):
+            return False
+        # Every admin page's sidebar asks: one query per request.
+        if "_rmm_django_groups_exist" not in request.__dict__:
+            request.__dict__["_rmm_django_groups_exist"] = Group.objects.exists()
+        return request.__dict__["_rmm_django_groups_exist"]
+
+
+admin.site.unregister(Group)
+admin.site.register(Group, DjangoGroupAdmin)

@@ -8,10 +8,13 @@ admin and the services all name an action through :func:`action_for`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.db.models import Model
+from django.core.exceptions import ValidationError
+from django.db.models import CompositePrimaryKey, Model
 
 from accounts.models import AuditAction, AuditLog
 from rmm.names import snake
@@ -84,3 +87,69 @@ def changes(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -
         elif old != new or key not in before or key not in after:
             changed[key] = {"from": old, "to": new}
     return changed
+
+
+# Keys of an audit row's details that name its target, for a target that no longer exists (the log outlives it).
+_NAME_KEYS = ("hostname", "name", "email", "title")
+
+
+@functools.cache
+def _models_by_target_type() -> dict[str, type[Model]]:
+    from django.apps import apps
+    from django.conf import settings
+
+    return {
+        str(model._meta.model_name): model
+        for label in ("jobs", *settings.DOMAIN_APPS)
+        for model in apps.get_app_config(label).get_models()
+        if not isinstance(model._meta.pk, CompositePrimaryKey)  # telemetry samples are no audit target
+    }
+
+
+def _target_model(target_type: str) -> type[Model] | None:
+    # record() writes a model's model_name ("devicecommand"); rows written elsewhere use the snake-case noun
+    # ("device_command"): both name the same model.
+    return _models_by_target_type().get(target_type.replace("_", "").lower())
+
+
+def target_labels(entries: Iterable[AuditLog]) -> dict[Any, str]:
+    """What a person reads as each audit row's target ("device command: reboot on host-01"), never a bare id: the
+    row's pk → its label ("" for a row without a target).
+
+    The rows store only the target's type and id, so the targets are read: one query per target type among
+    ``entries`` (not per row), each with its non-null foreign keys joined (``select_related()``), which is what the
+    models' ``__str__`` read. A target that no longer exists is named from the row's details when they hold a
+    name, else by its type and the start of its id.
+    """
+    entries = list(entries)
+    wanted: dict[type[Model], set[str]] = defaultdict(set)
+    for entry in entries:
+        model = _target_model(entry.target_type) if entry.target_id else None
+        if model is not None:
+            wanted[model].add(entry.target_id)
+    found: dict[tuple[type[Model], str], str] = {}
+    for model, ids in wanted.items():
+        pk = model._meta.pk
+        valid = []
+        for raw in ids:
+            try:
+                valid.append(pk.to_python(raw))
+            except ValidationError:
+                continue  # not an id of this model: left to the fallback
+        for target in model._default_manager.filter(pk__in=valid).select_related():
+            found[(model, str(target.pk))] = str(target)
+    return {entry.pk: _label(entry, found) for entry in entries}
+
+
+def _label(entry: AuditLog, found: Mapping[tuple[type[Model], str], str]) -> str:
+    if not entry.target_type and not entry.target_id:
+        return ""
+    model = _target_model(entry.target_type)
+    noun = str(model._meta.verbose_name) if model is not None else entry.target_type.replace("_", " ")
+    if model is not None and (model, entry.target_id) in found:
+        return f"{noun}: {found[(model, entry.target_id)]}"
+    details = entry.details if isinstance(entry.details, dict) else {}
+    name = next((details[key] for key in _NAME_KEYS if isinstance(details.get(key), str) and details[key]), None)
+    if name is not None:
+        return f"{noun}: {name}"
+    return f"{noun} {entry.target_id[:8]}… (deleted)" if entry.target_id else noun

@@ -54,15 +54,15 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     Status = UserStatus
 
-    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    id = models.UUIDField("ID", primary_key=True, default=uuid7, editable=False)
     email = models.EmailField(max_length=254)
     name = models.CharField(max_length=255, blank=True)
-    mfa_enabled = models.BooleanField(default=False)
-    mfa_secret = models.CharField(max_length=64, blank=True, editable=False)
+    mfa_enabled = models.BooleanField("MFA enabled", default=False)
+    mfa_secret = models.CharField("MFA secret", max_length=64, blank=True, editable=False)
     # The 30-second TOTP time step of the last accepted code: a code is accepted once, never replayed.
-    mfa_last_totp_step = models.BigIntegerField(null=True, blank=True, editable=False)
+    mfa_last_totp_step = models.BigIntegerField("last TOTP time step", null=True, blank=True, editable=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
-    is_staff = models.BooleanField(default=False, help_text="May sign in to the admin.")
+    is_staff = models.BooleanField("staff status", default=False, help_text="May sign in to the admin.")
     date_joined = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -134,8 +134,8 @@ class Role(TimeStampedModel):
         related_name="roles",
         help_text="Empty for a built-in role.",
     )
-    is_system = models.BooleanField(default=False, help_text="Built-in roles cannot be edited.")
-    force_mfa = models.BooleanField(default=False)
+    is_system = models.BooleanField("built-in", default=False, help_text="Built-in roles cannot be edited.")
+    force_mfa = models.BooleanField("requires MFA", default=False)
     description = models.TextField(blank=True)
     permissions: models.ManyToManyField[Permission, RolePermission] = models.ManyToManyField(
         Permission, through="RolePermission", related_name="roles"
@@ -197,13 +197,16 @@ class PartnerUser(TimeStampedModel):
     partner = models.ForeignKey("orgs.Partner", on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="partner_memberships")
     role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="partner_memberships")
-    org_access = models.CharField(max_length=20, choices=OrgAccess.choices, default=OrgAccess.NONE)
+    org_access = models.CharField(
+        "organization access", max_length=20, choices=OrgAccess.choices, default=OrgAccess.NONE
+    )
     selected_organizations = models.ManyToManyField(
         "orgs.Organization", blank=True, related_name="selected_by", db_table="partner_user_organizations"
     )
 
     class Meta:
         db_table = "partner_users"
+        verbose_name = "partner membership"
         constraints = [
             models.UniqueConstraint(fields=["partner", "user"], name="%(app_label)s_%(class)s_unique"),
             choices_check("org_access", PartnerUserOrgAccess),
@@ -216,7 +219,9 @@ class PartnerUser(TimeStampedModel):
 class OrganizationUser(TimeStampedModel):
     """A user's membership in one organization; with sites listed, only those sites are reached."""
 
-    org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="memberships")
+    org = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, related_name="memberships", verbose_name="organization"
+    )
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="org_memberships")
     role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="org_memberships")
     sites = models.ManyToManyField(
@@ -229,6 +234,7 @@ class OrganizationUser(TimeStampedModel):
 
     class Meta:
         db_table = "organization_users"
+        verbose_name = "organization membership"
         constraints = [models.UniqueConstraint(fields=["org", "user"], name="%(app_label)s_%(class)s_unique")]
 
     def __str__(self) -> str:
@@ -248,6 +254,7 @@ class ApiToken(TimeStampedModel):
 
     class Meta:
         db_table = "api_tokens"
+        verbose_name = "API token"
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -352,9 +359,11 @@ class AuditLog(UUIDModel):
         db_constraint=False,
         db_index=False,
         related_name="+",
+        verbose_name="person",
     )
     actor_device = models.ForeignKey(
         "devices.Device",
+        verbose_name="device (agent)",
         null=True,
         blank=True,
         on_delete=models.DO_NOTHING,
@@ -369,16 +378,19 @@ class AuditLog(UUIDModel):
         db_constraint=False,
         db_index=False,
         related_name="+",
+        verbose_name="organization",
     )
     action = models.CharField(max_length=100)
     target_type = models.CharField(max_length=50, blank=True)
-    target_id = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField("target ID", max_length=64, blank=True)
     details = models.JSONField(default=dict, blank=True)
-    ip = models.GenericIPAddressField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    ip = models.GenericIPAddressField("IP address", null=True, blank=True)
+    created_at = models.DateTimeField("time", default=timezone.now, editable=False)
 
     class Meta:
         db_table = "audit_log"
+        verbose_name = "audit log entry"
+        verbose_name_plural = "audit log entries"
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["org", "-created_at"], name="audit_log_org_created"),
@@ -401,12 +413,14 @@ class MfaRecoveryCode(UUIDModel):
 
     class Meta:
         db_table = "mfa_recovery_codes"
+        verbose_name = "MFA recovery code"
         constraints = [
             models.UniqueConstraint(fields=["user", "code_hash"], name="%(app_label)s_%(class)s_unique"),
         ]
 
     def __str__(self) -> str:
-        return f"recovery code of {self.user_id} ({'used' if self.used_at else 'unused'})"
+        # Names the user (a query unless it is loaded: the admin's list selects it with the row).
+        return f"recovery code of {self.user} ({'used' if self.used_at else 'unused'})"
 
 
 class ThrottleScope(models.TextChoices):

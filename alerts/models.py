@@ -53,7 +53,13 @@ class NotificationChannel(TimeStampedModel):
         "orgs.Partner", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     org = models.ForeignKey(
-        "orgs.Organization", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+        "orgs.Organization",
+        verbose_name="organization",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
     )
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=10, choices=Kind.choices)
@@ -91,7 +97,13 @@ class AlertRule(TimeStampedModel):
         "orgs.Partner", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     org = models.ForeignKey(
-        "orgs.Organization", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+        "orgs.Organization",
+        verbose_name="organization",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
     )
     site = models.ForeignKey("orgs.Site", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     device_group = models.ForeignKey(
@@ -101,11 +113,13 @@ class AlertRule(TimeStampedModel):
     enabled = models.BooleanField(default=True)
     severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.WARNING)
     condition = models.JSONField()
-    for_minutes = _minutes(default=0)
-    resolve_after_minutes = _minutes(default=0)
+    for_minutes = _minutes(default=0, verbose_name="for (minutes)")
+    resolve_after_minutes = _minutes(default=0, verbose_name="resolve after (minutes)")
     auto_resolve = models.BooleanField(default=True)
-    cooldown_minutes = _minutes(default=5)
-    renotify_minutes = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    cooldown_minutes = _minutes(default=5, verbose_name="cooldown (minutes)")
+    renotify_minutes = models.PositiveIntegerField(
+        "re-notify every (minutes)", null=True, blank=True, validators=[MinValueValidator(1)]
+    )
     channels = models.ManyToManyField(
         NotificationChannel, blank=True, related_name="rules", db_table="alert_rule_channels"
     )
@@ -149,10 +163,10 @@ class AlertStatus(models.TextChoices):
 
 
 class ResolveReason(models.TextChoices):
-    CONDITION_CLEARED = "condition_cleared"
-    MANUAL = "manual"
-    RULE_CHANGED = "rule_changed"
-    DEVICE_DECOMMISSIONED = "device_decommissioned"
+    CONDITION_CLEARED = "condition_cleared", "Condition cleared"
+    MANUAL = "manual", "Manual"
+    RULE_CHANGED = "rule_changed", "Rule changed"
+    DEVICE_DECOMMISSIONED = "device_decommissioned", "Device decommissioned"
 
 
 class Alert(UUIDModel):
@@ -166,7 +180,9 @@ class Alert(UUIDModel):
     Status = AlertStatus
     ResolveReason = ResolveReason
 
-    org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="+", db_index=False)
+    org = models.ForeignKey(
+        "orgs.Organization", verbose_name="organization", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     site = models.ForeignKey("orgs.Site", on_delete=models.CASCADE, related_name="+", db_index=False)
     device = models.ForeignKey(
         "devices.Device", null=True, blank=True, on_delete=models.CASCADE, db_constraint=False, related_name="alerts"
@@ -239,7 +255,8 @@ class AlertState(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.rule_id} / {self.device_id} / {self.subject or '-'}"
+        # The rule's and the device's names (a query each unless loaded with the row, as the admin's list does).
+        return " / ".join(filter(None, [str(self.rule), str(self.device), self.subject]))
 
 
 class Recurrence(models.TextChoices):
@@ -254,7 +271,9 @@ class MaintenanceWindow(TimeStampedModel):
 
     Recurrence = Recurrence
 
-    org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="+")
+    org = models.ForeignKey(
+        "orgs.Organization", verbose_name="organization", on_delete=models.CASCADE, related_name="+"
+    )
     site = models.ForeignKey("orgs.Site", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     device_group = models.ForeignKey(
         "devices.DeviceGroup", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
@@ -315,7 +334,13 @@ class Notification(UUIDModel):
         "orgs.Partner", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     org = models.ForeignKey(
-        "orgs.Organization", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+        "orgs.Organization",
+        verbose_name="organization",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
     )
     alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.SET_NULL, related_name="notifications")
     event = models.CharField(max_length=20, choices=Event.choices)
@@ -343,4 +368,5 @@ class Notification(UUIDModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.event} → {self.channel_id} ({self.status})"
+        # The channel's name (a query unless loaded with the row, as the admin's list does).
+        return f"{self.event} → {self.channel.name} ({self.status})"

@@ -27,13 +27,15 @@ class ScheduledJob(models.Model):
     """
 
     name = models.CharField(primary_key=True, max_length=100)
-    interval_seconds = models.PositiveIntegerField(help_text="The cadence the last runner used (settings may differ).")
+    interval_seconds = models.PositiveIntegerField(
+        "interval (seconds)", help_text="The cadence the last runner used (settings may differ)."
+    )
     next_run_at = models.DateTimeField()
     running_since = models.DateTimeField(null=True, blank=True)
     runner = models.CharField(max_length=200, blank=True, help_text="host:pid of the process of the latest run.")
     last_started_at = models.DateTimeField(null=True, blank=True)
     last_finished_at = models.DateTimeField(null=True, blank=True)
-    last_duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_duration_ms = models.PositiveIntegerField("last duration (ms)", null=True, blank=True)
     last_outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True)
     last_report = models.TextField(blank=True, help_text="The run's one-line report, or its error.")
     last_succeeded_at = models.DateTimeField(null=True, blank=True)
@@ -59,12 +61,12 @@ class JobRun(models.Model):
     """One run of a job, kept a week (``jobs.periodic.prune_job_runs``). ``(job, scheduled_for)`` is unique:
     the database itself refuses a second run of the same tick."""
 
-    id = models.BigAutoField(primary_key=True)
+    id = models.BigAutoField("ID", primary_key=True)
     job = models.ForeignKey(ScheduledJob, on_delete=models.CASCADE, related_name="run_log", db_column="job_name")
     scheduled_for = models.DateTimeField(help_text="The tick this run was for (the job's next_run_at it claimed).")
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField("duration (ms)", null=True, blank=True)
     outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RUNNING)
     report = models.TextField(blank=True)
     runner = models.CharField(max_length=200)

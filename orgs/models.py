@@ -17,7 +17,7 @@ class PartnerStatus(models.TextChoices):
 
 
 class PartnerType(models.TextChoices):
-    MSP = "msp"
+    MSP = "msp", "MSP"
     ENTERPRISE = "enterprise"
     INTERNAL = "internal"
 
@@ -102,7 +102,7 @@ class Organization(TimeStampedModel):
 class Site(TimeStampedModel):
     """A location or network of one organization; every device sits in exactly one site."""
 
-    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="sites")
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="sites", verbose_name="organization")
     name = models.CharField(max_length=255)
     timezone = time_zone_field()
     address = models.JSONField(default=dict, blank=True)
@@ -130,13 +130,15 @@ class EnrollmentKey(TimeStampedModel):
     characters) is for display and lookup.
     """
 
-    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="enrollment_keys")
+    org = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="enrollment_keys", verbose_name="organization"
+    )
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="enrollment_keys")
     name = models.CharField(max_length=255)
     key_prefix = models.CharField(max_length=8, db_index=True)
     key_hash = models.CharField(max_length=64, unique=True)
-    usage_count = models.PositiveIntegerField(default=0)
-    max_usage = models.PositiveIntegerField(null=True, blank=True, help_text="Empty means unlimited.")
+    usage_count = models.PositiveIntegerField("uses", default=0)
+    max_usage = models.PositiveIntegerField("maximum uses", null=True, blank=True, help_text="Empty means unlimited.")
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty means never.")
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(

@@ -14,7 +14,7 @@ from rmm.ids import uuid7
 class UUIDModel(models.Model):
     """A row whose primary key is a time-ordered UUID generated in Python."""
 
-    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    id = models.UUIDField("ID", primary_key=True, default=uuid7, editable=False)
 
     class Meta:
         abstract = True

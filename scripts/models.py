@@ -56,17 +56,25 @@ class Script(TimeStampedModel):
         "orgs.Partner", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     org = models.ForeignKey(
-        "orgs.Organization", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False
+        "orgs.Organization",
+        verbose_name="organization",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
     )
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     category = models.CharField(max_length=100, blank=True)
     language = models.CharField(max_length=20, choices=Language.choices)
-    os_types = ArrayField(models.CharField(max_length=10, choices=OsType.choices), default=_default_os_types)
+    os_types = ArrayField(
+        models.CharField(max_length=10, choices=OsType.choices), default=_default_os_types, verbose_name="OS types"
+    )
     content = models.TextField()
     parameters = models.JSONField(default=list, blank=True)
     timeout_seconds = models.PositiveIntegerField(
-        default=300, validators=[MinValueValidator(1), MaxValueValidator(MAX_TIMEOUT_SECONDS)]
+        "timeout (seconds)", default=300, validators=[MinValueValidator(1), MaxValueValidator(MAX_TIMEOUT_SECONDS)]
     )
     success_exit_codes = ArrayField(models.IntegerField(), default=_default_exit_codes)
     version = models.PositiveIntegerField(default=1)
@@ -114,7 +122,7 @@ class ScriptVersion(UUIDModel):
     content = models.TextField()
     language = models.CharField(max_length=20, choices=ScriptLanguage.choices)
     parameters = models.JSONField(default=list, blank=True)
-    timeout_seconds = models.PositiveIntegerField()
+    timeout_seconds = models.PositiveIntegerField("timeout (seconds)")
     success_exit_codes = ArrayField(models.IntegerField(), default=_default_exit_codes)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -130,13 +138,14 @@ class ScriptVersion(UUIDModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.script_id} v{self.version}"
+        # The script's name (a query unless loaded with the row, as the admin's lists and inline do).
+        return f"{self.script.name} v{self.version}"
 
 
 class ScriptRunTrigger(models.TextChoices):
-    MANUAL = "manual"  # from the admin
-    SCHEDULE = "schedule"
-    API = "api"
+    MANUAL = "manual", "Manual"  # from the admin
+    SCHEDULE = "schedule", "Schedule"
+    API = "api", "API"
 
 
 class ScriptRun(UUIDModel):
@@ -148,7 +157,9 @@ class ScriptRun(UUIDModel):
 
     Trigger = ScriptRunTrigger
 
-    org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="+", db_index=False)
+    org = models.ForeignKey(
+        "orgs.Organization", verbose_name="organization", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     script = models.ForeignKey(Script, on_delete=models.CASCADE, related_name="runs")
     version = models.PositiveIntegerField()
     parameters = models.JSONField(default=dict, blank=True)
@@ -174,7 +185,8 @@ class ScriptRun(UUIDModel):
         ]
 
     def __str__(self) -> str:
-        return f"run of {self.script_id} v{self.version} ({self.created_at:%Y-%m-%d %H:%M})"
+        # The script's name (a query unless loaded with the row, as the admin's lists do).
+        return f"{self.script.name} v{self.version} ({self.created_at:%Y-%m-%d %H:%M})"
 
 
 class ScriptSchedule(TimeStampedModel):
@@ -182,7 +194,9 @@ class ScriptSchedule(TimeStampedModel):
     time, a site, or (neither set) the whole organization. ``next_run_at`` is the next slot to fire; the scheduler
     fires a due schedule once (a missed slot after downtime fires once, then it moves to the next future slot)."""
 
-    org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="+", db_index=False)
+    org = models.ForeignKey(
+        "orgs.Organization", verbose_name="organization", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     script = models.ForeignKey(Script, on_delete=models.CASCADE, related_name="schedules")
     name = models.CharField(max_length=200, blank=True)
     parameters = models.JSONField(default=dict, blank=True)

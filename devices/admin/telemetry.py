@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import cast
 
 from django import forms
@@ -33,9 +34,15 @@ from rmm.inputs import QueryDateTimeField
 
 
 class TelemetryQueryForm(forms.Form):
-    """The telemetry page's query string: an optional device, and the keyset position of the page."""
+    """The telemetry page's query string: an optional device (its hostname, or its ID as the page's own links give
+    it), and the keyset position of the page."""
 
-    device = forms.UUIDField(required=False, label="Device id")
+    device = forms.CharField(
+        required=False,
+        max_length=255,  # a hostname's length (Device.hostname)
+        label="Device",
+        widget=forms.TextInput(attrs={"placeholder": "hostname or ID"}),
+    )
     before = QueryDateTimeField(required=False, label="Older than")  # rmm.parsing: offsets PostgreSQL holds
     # With no device filter several devices can share a ts, so the position is (ts, device id).
     before_device = forms.UUIDField(required=False, widget=forms.HiddenInput)
@@ -77,12 +84,31 @@ def _telemetry_samples(
     return samples, older_url, window_start
 
 
+def _find_device(devices, wanted: str) -> tuple[Device | None, str, int]:
+    """The device of ``devices`` (those in the reader's reach) that ``wanted`` names, by ID or by hostname; with
+    none, why not and the page's status."""
+    try:
+        pk = uuid.UUID(wanted)
+    except ValueError:
+        pass
+    else:
+        device = devices.filter(pk=pk).first()
+        return (device, "", 200) if device else (None, "No device has this ID.", 404)
+    # The exact hostname first (an index scan of devices_hostname_id), then regardless of case.
+    matches = list(devices.filter(hostname=wanted)[:2]) or list(devices.filter(hostname__iexact=wanted)[:2])
+    if len(matches) == 1:
+        return matches[0], "", 200
+    if matches:
+        return None, f"Several devices are named “{wanted}”: open the one you mean from the device list.", 400
+    return None, f"No device is named “{wanted}”.", 404
+
+
 def telemetry_page(request, site) -> TemplateResponse:
     """Device telemetry, newest first, read-only, ``TELEMETRY_PAGE_SIZE`` samples per page.
 
-    ``?device=<uuid>`` shows one device's samples (an index scan of its (device_id, ts) primary key). Without it,
-    the page shows one ``TELEMETRY_UNFILTERED_WINDOW`` at a time. Paging is by keyset (``before`` = the last ts
-    shown), never by offset, and nothing counts the table: it holds a sample per device every minute or so.
+    ``?device=<hostname or id>`` shows one device's samples (an index scan of its (device_id, ts) primary key).
+    Without it, the page shows one ``TELEMETRY_UNFILTERED_WINDOW`` at a time. Paging is by keyset (``before`` = the
+    last ts shown), never by offset, and nothing counts the table: it holds a sample per device every minute or so.
 
     Only samples of devices the user may read are shown (``authz.visible``, by organization, site and device); a
     device out of reach is answered like one that does not exist (404). The site serves the page only to users who
@@ -96,12 +122,11 @@ def telemetry_page(request, site) -> TemplateResponse:
         status = 400
     else:
         before = form.cleaned_data["before"]
-        if form.cleaned_data["device"] is not None:
+        if form.cleaned_data["device"]:
             devices = authz.visible(request.user, TELEMETRY_PERMISSION, Device.objects.select_related("org", "site"))
-            device = devices.filter(pk=form.cleaned_data["device"]).first()
+            device, problem, status = _find_device(devices, form.cleaned_data["device"])
             if device is None:
-                form.add_error("device", "No device has this id.")
-                status = 404
+                form.add_error("device", problem)
         if status == 200:
             samples, older_url, window_start = _telemetry_samples(
                 user=request.user, device=device, before=before, before_device=form.cleaned_data["before_device"]

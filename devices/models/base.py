@@ -15,7 +15,12 @@ class DeviceOwned(UUIDModel):
 
     device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, db_constraint=False)
     org = models.ForeignKey(
-        "orgs.Organization", on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
+        "orgs.Organization",
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+        verbose_name="organization",
     )
 
     class Meta:

@@ -24,7 +24,7 @@ class DeviceCommandType(models.TextChoices):
     REBOOT = "reboot"
     SHUTDOWN = "shutdown"
     UPDATE = "update"
-    REFRESH_INVENTORY = "refresh_inventory"
+    REFRESH_INVENTORY = "refresh_inventory", "Refresh inventory"
 
 
 class DeviceCommand(UUIDModel):
@@ -40,7 +40,12 @@ class DeviceCommand(UUIDModel):
 
     device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, db_constraint=False, related_name="commands")
     org = models.ForeignKey(
-        "orgs.Organization", on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
+        "orgs.Organization",
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+        verbose_name="organization",
     )
     type = models.CharField(max_length=30, choices=Type.choices)
     payload = models.JSONField(default=dict, blank=True)
@@ -87,4 +92,6 @@ class DeviceCommand(UUIDModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.type} → {self.device_id} ({self.status})"
+        # "reboot on host-01": the device's name, never its id (admin titles and breadcrumbs read this). It costs a
+        # query unless the device is loaded with the row; lists that show it select it.
+        return f"{self.get_type_display().lower()} on {self.device}"

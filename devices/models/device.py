@@ -36,12 +36,18 @@ class Device(TimeStampedModel):
     OsType = DeviceOsType
     Status = DeviceStatus
 
-    org = models.ForeignKey("orgs.Organization", on_delete=models.PROTECT, related_name="devices", db_index=False)
+    org = models.ForeignKey(
+        "orgs.Organization",
+        on_delete=models.PROTECT,
+        related_name="devices",
+        db_index=False,
+        verbose_name="organization",
+    )
     site = models.ForeignKey("orgs.Site", on_delete=models.PROTECT, related_name="devices")
     agent_id = models.CharField("agent ID", max_length=64, unique=True)
     # NULL (not "") for devices created before tokens existed, as the spec says.
     agent_token_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)  # noqa: DJ001
-    agent_token_issued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    agent_token_issued_at = models.DateTimeField("agent token issued at", null=True, blank=True, editable=False)
     previous_token_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)  # noqa: DJ001
     previous_token_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     hostname = models.CharField(max_length=255)
@@ -64,12 +70,12 @@ class Device(TimeStampedModel):
         help_text="Empty when the device enrolled itself with an enrollment key.",
     )
     tags = ArrayField(models.TextField(), default=list, blank=True)
-    mtls_cert_serial_number = models.CharField(max_length=128, blank=True)
-    mtls_cert_expires_at = models.DateTimeField(null=True, blank=True)
-    mtls_cert_issued_at = models.DateTimeField(null=True, blank=True)
-    mtls_cert_cf_id = models.CharField(max_length=128, blank=True)
+    mtls_cert_serial_number = models.CharField("client cert serial number (mTLS)", max_length=128, blank=True)
+    mtls_cert_expires_at = models.DateTimeField("client cert expires at (mTLS)", null=True, blank=True)
+    mtls_cert_issued_at = models.DateTimeField("client cert issued at (mTLS)", null=True, blank=True)
+    mtls_cert_cf_id = models.CharField("client cert ID at Cloudflare (mTLS)", max_length=128, blank=True)
     quarantined_at = models.DateTimeField(null=True, blank=True)
-    quarantined_reason = models.CharField(max_length=255, blank=True)
+    quarantined_reason = models.CharField("quarantine reason", max_length=255, blank=True)
 
     class Meta:
         db_table = "devices"

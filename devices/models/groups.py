@@ -20,7 +20,9 @@ class DeviceGroup(TimeStampedModel):
 
     Type = DeviceGroupType
 
-    org = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="device_groups")
+    org = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, related_name="device_groups", verbose_name="organization"
+    )
     site = models.ForeignKey(
         "orgs.Site",
         null=True,
@@ -55,7 +57,7 @@ class DeviceGroup(TimeStampedModel):
 
 class DeviceGroupMembershipAddedBy(models.TextChoices):
     MANUAL = "manual"
-    DYNAMIC_RULE = "dynamic_rule"
+    DYNAMIC_RULE = "dynamic_rule", "Dynamic rule"
 
 
 class DeviceGroupMembership(UUIDModel):
@@ -71,9 +73,14 @@ class DeviceGroupMembership(UUIDModel):
         DeviceGroup, on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="memberships"
     )
     org = models.ForeignKey(
-        "orgs.Organization", on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
+        "orgs.Organization",
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+        verbose_name="organization",
     )
-    is_pinned = models.BooleanField(default=False)
+    is_pinned = models.BooleanField("pinned", default=False)
     added_by = models.CharField(max_length=20, choices=AddedBy.choices, default=AddedBy.MANUAL)
     added_at = models.DateTimeField(default=timezone.now)
 
@@ -86,7 +93,8 @@ class DeviceGroupMembership(UUIDModel):
         indexes = [models.Index(fields=["group", "device"], name="device_group_memb_group_device")]
 
     def __str__(self) -> str:
-        return f"{self.device_id} in {self.group_id}"
+        # Names both ends (a query each unless loaded with the row, as the admin's lists and inlines do).
+        return f"{self.device} in {self.group}"
 
 
 class DeviceGroupMembershipChange(models.TextChoices):
@@ -118,14 +126,24 @@ class DeviceGroupMembershipLog(UUIDModel):
         "devices.Device", on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
     )
     org = models.ForeignKey(
-        "orgs.Organization", on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
+        "orgs.Organization",
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+        verbose_name="organization",
     )
     change = models.CharField(max_length=10, choices=Change.choices)
     reason = models.CharField(max_length=10, choices=Reason.choices)
     actor_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name="person",
     )
-    at = models.DateTimeField(default=timezone.now)
+    at = models.DateTimeField("time", default=timezone.now)
 
     class Meta:
         db_table = "device_group_membership_log"
@@ -141,4 +159,7 @@ class DeviceGroupMembershipLog(UUIDModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.device_id} {self.change} {self.group_id}"
+        # "host-01 added to Windows servers" (a query for each end unless loaded with the row).
+        prepositions: dict[str, str] = {self.Change.ADDED: "to", self.Change.REMOVED: "from"}
+        preposition = prepositions.get(self.change, "in")
+        return f"{self.device} {self.change} {preposition} {self.group}"

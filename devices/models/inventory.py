@@ -47,8 +47,8 @@ class DeviceHardware(DeviceOwned):
 
 
 class DeviceNetworkInterfaceIpType(models.TextChoices):
-    IPV4 = "ipv4"
-    IPV6 = "ipv6"
+    IPV4 = "ipv4", "IPv4"
+    IPV6 = "ipv6", "IPv6"
 
 
 class DeviceNetworkInterface(DeviceOwned):
@@ -56,11 +56,11 @@ class DeviceNetworkInterface(DeviceOwned):
 
     IpType = DeviceNetworkInterfaceIpType
 
-    interface_name = models.CharField(max_length=255)
+    interface_name = models.CharField("interface", max_length=255)
     mac_address = models.CharField("MAC address", max_length=17, blank=True)
     ip_address = models.CharField("IP address", max_length=45, blank=True)
     ip_type = models.CharField("IP type", max_length=4, choices=IpType.choices, default=IpType.IPV4)
-    is_primary = models.BooleanField(default=False)
+    is_primary = models.BooleanField("primary", default=False)
     public_ip = models.CharField("public IP", max_length=45, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -91,11 +91,11 @@ class DeviceDisk(DeviceOwned):
 
     mount_point = models.CharField(max_length=1024)
     device_name = models.CharField(max_length=1024, blank=True, db_column="device", verbose_name="device")
-    fs_type = models.CharField(max_length=50, blank=True)
-    total_gb = models.FloatField(null=True, blank=True)
-    used_gb = models.FloatField(null=True, blank=True)
-    free_gb = models.FloatField(null=True, blank=True)
-    used_percent = models.FloatField(null=True, blank=True)
+    fs_type = models.CharField("file system", max_length=50, blank=True)
+    total_gb = models.FloatField("total (GB)", null=True, blank=True)
+    used_gb = models.FloatField("used (GB)", null=True, blank=True)
+    free_gb = models.FloatField("free (GB)", null=True, blank=True)
+    used_percent = models.FloatField("used (%)", null=True, blank=True)
     health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -176,10 +176,10 @@ class DeviceConfigEntry(DeviceOwned):
 
 
 class DeviceNetworkConnectionProtocol(models.TextChoices):
-    TCP = "tcp"
-    TCP6 = "tcp6"
-    UDP = "udp"
-    UDP6 = "udp6"
+    TCP = "tcp", "TCP"
+    TCP6 = "tcp6", "TCP (IPv6)"
+    UDP = "udp", "UDP"
+    UDP6 = "udp6", "UDP (IPv6)"
 
 
 class DeviceNetworkConnection(DeviceOwned):
@@ -188,12 +188,12 @@ class DeviceNetworkConnection(DeviceOwned):
     Protocol = DeviceNetworkConnectionProtocol
 
     protocol = models.CharField(max_length=4, choices=Protocol.choices)
-    local_addr = models.CharField(max_length=45)
+    local_addr = models.CharField("local address", max_length=45)
     local_port = models.PositiveIntegerField()
-    remote_addr = models.CharField(max_length=45, blank=True)
+    remote_addr = models.CharField("remote address", max_length=45, blank=True)
     remote_port = models.PositiveIntegerField(null=True, blank=True)
     state = models.CharField(max_length=20, blank=True)
-    pid = models.PositiveIntegerField(null=True, blank=True)
+    pid = models.PositiveIntegerField("PID", null=True, blank=True)
     process_name = models.CharField(max_length=255, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -19,17 +19,22 @@ class DeviceTelemetry(models.Model):
     pk = models.CompositePrimaryKey("device_id", "ts")
     device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, db_constraint=False, related_name="+")
     org = models.ForeignKey(
-        "orgs.Organization", on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="+"
+        "orgs.Organization",
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+        verbose_name="organization",
     )
-    ts = models.DateTimeField()
-    cpu_percent = models.FloatField(null=True, blank=True)
-    ram_percent = models.FloatField(null=True, blank=True)
-    ram_used_mb = models.BigIntegerField(null=True, blank=True)
-    disk_percent = models.FloatField(null=True, blank=True)
-    disk_used_gb = models.FloatField(null=True, blank=True)
-    network_in_bytes = models.BigIntegerField(null=True, blank=True)
-    network_out_bytes = models.BigIntegerField(null=True, blank=True)
-    process_count = models.IntegerField(null=True, blank=True)
+    ts = models.DateTimeField("time")
+    cpu_percent = models.FloatField("CPU (%)", null=True, blank=True)
+    ram_percent = models.FloatField("RAM (%)", null=True, blank=True)
+    ram_used_mb = models.BigIntegerField("RAM used (MB)", null=True, blank=True)
+    disk_percent = models.FloatField("disk (%)", null=True, blank=True)
+    disk_used_gb = models.FloatField("disk used (GB)", null=True, blank=True)
+    network_in_bytes = models.BigIntegerField("network in (bytes)", null=True, blank=True)
+    network_out_bytes = models.BigIntegerField("network out (bytes)", null=True, blank=True)
+    process_count = models.IntegerField("processes", null=True, blank=True)
 
     class Meta:
         db_table = "device_telemetry"
@@ -37,7 +42,8 @@ class DeviceTelemetry(models.Model):
         ordering = ["-ts"]
 
     def __str__(self) -> str:
-        return f"{self.device_id} @ {self.ts:%Y-%m-%d %H:%M:%S}"
+        # The device's name (a query unless loaded with the row; the telemetry page selects it).
+        return f"{self.device} at {self.ts:%Y-%m-%d %H:%M:%S}"
 
 
 # 2**31 - 1 and 2**63 - 1: the largest integer and bigint PostgreSQL stores.
