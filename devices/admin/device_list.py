@@ -454,7 +454,7 @@ class DeviceListMixin(ModelAdminMixinBase):
         "status_column",
         "where",
         "os_column",
-        "agent_version",
+        "agent",
         "last_seen",
         "lan_ip",
         "tags_column",
@@ -509,11 +509,28 @@ class DeviceListMixin(ModelAdminMixinBase):
 
     @admin.display(description="organization / site", ordering="org__name")
     def where(self, obj: Device) -> SafeString:
-        return format_html('{}<span class="site"> / {}</span>', obj.org.name, obj.site.name)
+        return format_html(
+            '<span class="cell" title="{} / {}">{}<span class="site">{}</span></span>',
+            obj.org.name,
+            obj.site.name,
+            obj.org.name,
+            obj.site.name,
+        )
 
     @admin.display(description="OS", ordering="os_type")
-    def os_column(self, obj: Device) -> str:
-        return f"{obj.get_os_type_display()} {obj.os_version}".strip()
+    def os_column(self, obj: Device) -> SafeString:
+        if not obj.os_version:
+            return format_html("{}", obj.get_os_type_display())
+        return format_html(
+            '<span class="cell" title="{}">{}<span class="os-version">{}</span></span>',
+            f"{obj.get_os_type_display()} {obj.os_version}",
+            obj.get_os_type_display(),
+            obj.os_version,
+        )
+
+    @admin.display(description="agent", ordering="agent_version")
+    def agent(self, obj: Device) -> str:
+        return obj.agent_version or MISSING
 
     @admin.display(description="last seen", ordering="last_seen_at")
     def last_seen(self, obj: Device):
@@ -536,10 +553,10 @@ class DeviceListMixin(ModelAdminMixinBase):
         shown = format_html_join("", '<span class="tag">{}</span>', ((tag,) for tag in tags[:TAGS_IN_A_CELL]))
         more = len(tags) - TAGS_IN_A_CELL
         if more > 0:
-            return format_html('{}<span class="more" title="{}">+{}</span>', shown, ", ".join(tags), more)
-        return shown
+            shown = format_html('{}<span class="more">+{}</span>', shown, more)
+        return format_html('<span class="tags" title="{}">{}</span>', ", ".join(tags), shown)
 
-    @admin.display(description="open alerts")
+    @admin.display(description="alerts")
     def open_alerts_column(self, obj: Device):
         count = getattr(obj, "open_alerts", 0) or 0
         if not count:
@@ -829,7 +846,7 @@ class DeviceListMixin(ModelAdminMixinBase):
                 (
                     (
                         reverse("admin:scripts_scriptrun_results", args=[run.pk], current_app=self.admin_site.name),
-                        run.org,
+                        run.org.name if len(runs) > 1 else "see the results",  # one run per organization
                     )
                     for run in runs
                 ),
@@ -837,7 +854,7 @@ class DeviceListMixin(ModelAdminMixinBase):
             self.message_user(
                 request,
                 format_html(
-                    "Queued “{}” on {}{}. Results: {}",
+                    "Queued “{}” on {}{}. Results: {}.",
                     script.name,
                     _plural(queued),
                     f"; {skipped} skipped (OS, quarantined or decommissioned)" if skipped else "",

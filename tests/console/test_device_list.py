@@ -321,7 +321,10 @@ def test_run_script_on_three_devices_leaves_three_pending_commands(world, partne
     commands = DeviceCommand.objects.filter(script_run=run)
     assert sorted(commands.values_list("status", flat=True)) == ["pending"] * 3
     assert set(commands.values_list("device_id", flat=True)) == {d.pk for d in devices}
-    assert messages_of(done)[0].startswith("Queued “Disk cleanup” on 3 devices. Results:")
+    results = admin_url(ScriptRun, "results", run.pk)
+    assert messages_of(done) == [
+        f'Queued “Disk cleanup” on 3 devices. Results: <a href="{results}">see the results</a>.'
+    ]
 
 
 def test_run_script_starts_one_run_per_organization(world, partner_technician):
@@ -481,4 +484,34 @@ def test_a_selection_with_nothing_in_reach_offers_no_confirm_button(world, reads
     assert page.status_code == 200
     assert 'name="confirm"' not in page.content.decode()
     assert refused.status_code == 400
+    assert set(Device.objects.values_list("status", flat=True)) == {"online"}
+
+
+def test_selecting_across_the_filtered_list_acts_on_the_filtered_devices(world, org_user, a1):
+    filtered = f"{URL}?status__exact=online"
+    Device.objects.filter(pk=a1[1].pk).update(status=Device.Status.OFFLINE)
+    client = admin_as(org_user)
+    data = {"action": "start_maintenance", "_selected_action": [str(a1[0].pk)], "select_across": "1"}
+
+    page = client.post(filtered, data)
+    done = client.post(filtered, {**data, "confirm": "yes"})
+
+    assert page.status_code == 200
+    assert [d.hostname for d in page.context["selection"].targets] == ["a1-1"]
+    assert done.status_code == 302
+    assert dict(Device.objects.filter(pk__in=[d.pk for d in a1]).values_list("hostname", "status")) == {
+        "a1-1": "maintenance",
+        "a1-2": "offline",
+    }
+
+
+def test_a_bulk_action_refuses_more_devices_than_its_limit(world, partner_admin, monkeypatch):
+    monkeypatch.setattr("devices.admin.device_list.BULK_LIMIT", 2)
+    client = admin_as(partner_admin)
+    data = {"action": "start_maintenance", "_selected_action": [str(world.devices[world.site_a1][0].pk)]}
+
+    response = client.post(URL, {**data, "select_across": "1", "confirm": "yes"})
+
+    assert response.status_code == 302
+    assert messages_of(response)[0].startswith("A bulk action acts on at most 2 devices")
     assert set(Device.objects.values_list("status", flat=True)) == {"online"}
