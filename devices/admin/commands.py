@@ -161,7 +161,6 @@ class DeviceCommandAdmin(DomainErrorsAsMessagesMixin, DeviceRowAdmin):
         "device_link",
         "org",
         "type",
-        "status_label",
         "output",
         "what_ran",
         "script_run_link",
