@@ -74,7 +74,9 @@ def build_console_world(*, now: dt.datetime | None = None) -> ConsoleWorld:
     now = now or timezone.now()
     world = build_world()
     roles = build_roles(build_permissions())
-    personas = {name: build_persona(name, world, roles) for name in ("partner_technician", "org_admin", "outsider")}
+    personas = {
+        name: build_persona(name, world, roles) for name in ("partner_technician", "org_admin", "org_user", "outsider")
+    }
     User.objects.filter(pk__in=[user.pk for user in personas.values()]).update(is_staff=True)
 
     _rename_b(world)
