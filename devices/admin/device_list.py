@@ -25,7 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -43,9 +43,9 @@ from django.utils.safestring import SafeString
 
 from alerts.models import Alert
 from alerts.services.lifecycle import ACTIVE as ACTIVE_ALERT_STATUSES
+from devices.admin.commands import CommandFields
 from devices.models import (
     Device,
-    DeviceCommand,
     DeviceGroup,
     DeviceGroupMembership,
     DeviceHardware,
@@ -312,53 +312,6 @@ class GroupForm(forms.Form):
         field.queryset = authz.visible(
             user, DEVICES_WRITE, DeviceGroup.objects.filter(type=DeviceGroup.Type.STATIC).select_related("org", "site")
         ).order_by("org__name", "name")
-
-
-SCRIPT_LANGUAGES = [(language, language) for language in command_service.SCRIPT_LANGUAGES]
-
-
-class CommandForm(forms.Form):
-    """An ad-hoc command: its type and what its payload needs (a script's language, text and timeout; an update's
-    agent version). ``command_service.check_command`` judges it, as for the API; its problems land on these fields."""
-
-    type = forms.ChoiceField(choices=DeviceCommand.Type.choices, initial=DeviceCommand.Type.REBOOT)
-    language = forms.ChoiceField(choices=[("", "—"), *SCRIPT_LANGUAGES], required=False, help_text="For a script.")
-    content = forms.CharField(
-        required=False,
-        strip=False,
-        widget=forms.Textarea(attrs={"rows": 8, "cols": 80, "class": "monospace"}),
-        help_text="For a script: the text to run.",
-    )
-    timeout_seconds = forms.IntegerField(required=False, min_value=1, help_text="For a script (default: the agent's).")
-    version = forms.CharField(required=False, max_length=20, help_text="For an update: the agent version to install.")
-
-    FIELD_NAMES: ClassVar[dict[str, str]] = {
-        "payload.language": "language",
-        "payload.content": "content",
-        "payload.timeoutSeconds": "timeout_seconds",
-        "payload.version": "version",
-        "payload.env": "content",
-    }
-
-    def payload(self) -> dict[str, Any]:
-        data = self.cleaned_data
-        if data.get("type") == DeviceCommand.Type.SCRIPT:
-            payload: dict[str, Any] = {"language": data.get("language"), "content": data.get("content") or ""}
-            if data.get("timeout_seconds") is not None:
-                payload["timeoutSeconds"] = data["timeout_seconds"]
-            return payload
-        if data.get("type") == DeviceCommand.Type.UPDATE:
-            return {"version": (data.get("version") or "").strip()}
-        return {}
-
-    def clean(self):
-        cleaned = super().clean() or {}
-        if "type" in cleaned and not self.errors:
-            try:
-                command_service.check_command(type=cleaned["type"], payload=self.payload(), expires_in_seconds=None)
-            except DomainError as error:
-                add_domain_error(self, error, field_names=self.FIELD_NAMES)
-        return cleaned
 
 
 @dataclass(frozen=True)
@@ -644,7 +597,7 @@ class DeviceListMixin(ModelAdminMixinBase):
     def _input_form(self, request, action: BulkAction, bound: bool) -> forms.Form | None:
         data = request.POST if bound else None
         if action.name == "run_command":
-            return CommandForm(data)
+            return CommandFields(data)  # the commands list's own fields and checks (devices.admin.commands)
         if action.form is GroupForm:
             return GroupForm(data, user=request.user)
         return action.form(data) if action.form is not None else None
@@ -723,9 +676,9 @@ class DeviceListMixin(ModelAdminMixinBase):
     def _per_device(self, action: BulkAction, form, user, ip) -> Callable[[Device], Any]:
         name = action.name
         if name == "run_command":
-            command_type, payload = form.cleaned_data["type"], form.payload()
+            command_type, payload, expires = form.cleaned_data["type"], form.payload(), form.expires_in_seconds()
             return lambda device: command_service.queue_command(
-                device=device, type=command_type, payload=payload, created_by=user, ip=ip
+                device=device, type=command_type, payload=payload, created_by=user, expires_in_seconds=expires, ip=ip
             )
         if name in ("add_tag", "remove_tag"):
             tag = form.cleaned_data["tag"]
