@@ -305,13 +305,15 @@ class GroupChoiceField(forms.ModelChoiceField):
 class GroupForm(forms.Form):
     group = GroupChoiceField(queryset=DeviceGroup.objects.none(), help_text="A static group you may change.")
 
-    def __init__(self, *args, user, **kwargs):
+    def __init__(self, *args, user, org_ids, **kwargs):
+        """The static groups ``user`` may change in the organizations ``org_ids`` (the selected devices')."""
         super().__init__(*args, **kwargs)
         field = self.fields["group"]
         assert isinstance(field, forms.ModelChoiceField)
-        field.queryset = authz.visible(
-            user, DEVICES_WRITE, DeviceGroup.objects.filter(type=DeviceGroup.Type.STATIC).select_related("org", "site")
-        ).order_by("org__name", "name")
+        groups = DeviceGroup.objects.filter(type=DeviceGroup.Type.STATIC, org_id__in=org_ids)
+        field.queryset = authz.visible(user, DEVICES_WRITE, groups.select_related("org", "site")).order_by(
+            "org__name", "name"
+        )
 
 
 @dataclass(frozen=True)
@@ -586,7 +588,7 @@ class DeviceListMixin(ModelAdminMixinBase):
                 context["title"] = f"Run “{script.name}” on {_plural(len(selection.targets))}"
             ready = confirmed and script is not None and form.is_valid()
         else:
-            form = self._input_form(request, action, confirmed)
+            form = self._input_form(request, action, confirmed, selection)
             ready = confirmed and (form is None or form.is_valid())
         if ready and selection.targets:
             done = self._perform(request, action, selection, form)
@@ -594,12 +596,12 @@ class DeviceListMixin(ModelAdminMixinBase):
                 return None  # Django goes back to the list (with its filters), where the messages show
         return self._confirmation_page(request, action, selection, form, context)
 
-    def _input_form(self, request, action: BulkAction, bound: bool) -> forms.Form | None:
+    def _input_form(self, request, action: BulkAction, bound: bool, selection: Selection) -> forms.Form | None:
         data = request.POST if bound else None
         if action.name == "run_command":
             return CommandFields(data)  # the commands list's own fields and checks (devices.admin.commands)
         if action.form is GroupForm:
-            return GroupForm(data, user=request.user)
+            return GroupForm(data, user=request.user, org_ids={d.org_id for d in selection.targets})
         return action.form(data) if action.form is not None else None
 
     def _script_form(self, request, selection: Selection, confirmed: bool):

@@ -381,8 +381,11 @@ def test_add_to_group_adds_the_devices_of_the_groups_site(world, partner_admin, 
     a2_first = world.devices[world.site_a2][0]
     group = world.groups["A1 servers"]
 
-    _page, done = confirm(admin_as(partner_admin), "add_to_group", [*a1, a2_first], group=str(group.pk))
+    page, done = confirm(admin_as(partner_admin), "add_to_group", [*a1, a2_first], group=str(group.pk))
 
+    # The choices are the static groups of the selected devices' organization (not Org A2's, not B's).
+    offered = {g.name for g in page.context["form"].fields["group"].queryset}
+    assert offered == {"A1 servers", "A2 servers", "All of A"}
     assert set(group.memberships.values_list("device_id", flat=True)) == {d.pk for d in a1}
     assert "1 device left out: not in the group's site." in messages_of(done)
 
