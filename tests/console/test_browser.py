@@ -255,14 +255,23 @@ def test_the_dashboards_alert_counts_are_the_open_alerts_in_the_technicians_reac
     assert tab.problems == []
 
 
-def test_each_status_count_on_the_dashboard_links_to_the_device_list_filtered_by_it(console, open_tab):
+def test_each_status_and_os_count_on_the_dashboard_links_to_the_device_list_showing_that_many(console, open_tab):
     tab = open_tab(console.personas["partner_technician"])
     assert tab.open("/admin/").status == 200
-    tab.submit('a:has([data-count="status:offline"]), a[data-count="status:offline"]')
-    assert DEVICE_LIST in tab.page.url
-    html = tab.html()
-    assert "a2-1" in html  # the one offline device of partner A
-    assert "a1-1" not in html  # online
+    keys = [f"status:{status}" for status in Device.Status.values] + [f"os:{os}" for os in Device.OsType.values]
+    counts = {key: dashboard_count(tab, key) for key in keys}
+    links = {
+        key: tab.page.locator(f'a:has([data-count="{key}"]), a[data-count="{key}"]').first.get_attribute("href")
+        for key in keys
+    }
+
+    for key, href in links.items():
+        assert href is not None and href.startswith(DEVICE_LIST), f"{key} links to {href}"
+        assert tab.open(href).status == 200
+        rows = tab.page.locator("#result_list tbody tr")
+        assert rows.count() == counts[key], f"{key}: the dashboard says {counts[key]}, its list shows {rows.count()}"
+        if key == "status:offline":
+            assert "a2-1" in rows.first.inner_text()  # partner A's one offline device
     assert tab.problems == []
 
 
