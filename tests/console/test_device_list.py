@@ -146,6 +146,14 @@ def test_search_finds_a_lan_ip_exactly_and_a_subnet_by_its_prefix(world, partner
     assert hostnames(client.get(URL, {"q": "192.168.7."})) == ["a1-1", "a2-1"]
 
 
+def test_search_finds_the_address_a_device_was_last_seen_from(world, partner_technician):
+    Device.objects.filter(hostname="a2-1").update(last_seen_ip="203.0.113.9")
+    Device.objects.filter(hostname="b1-1").update(last_seen_ip="203.0.113.9")  # another tenant's
+    client = admin_as(partner_technician)
+
+    assert hostnames(client.get(URL, {"q": "203.0.113.9"})) == ["a2-1"]
+
+
 def test_search_finds_an_exact_tag(world, partner_technician):
     Device.objects.filter(hostname="a2-2").update(tags=["front-desk"])
 
