@@ -7,8 +7,10 @@ apt-get); the tests are skipped only where it is missing.
 The world is built ONCE per module and committed (no transaction around it): the live server answers from its own
 threads and connections, so it must see the rows, and building the tenants, personas, telemetry and rollups per
 test would cost more than the browser. The module's fixture flushes the database at its end, as Django's
-TransactionTestCase does after each test. Organization B's rows carry the marker ``zulu`` in every name (hostnames,
-organization, site, group, script, alert, user), so a page that leaks any of them is found by one substring search.
+TransactionTestCase does after each test (and empties the few tables without a model that flush leaves).
+
+Organization B's rows carry the marker ``zulu`` in every name (hostnames, organization, site, group, script, alert,
+user), so a page that leaks any of them is found by one substring search.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class ConsoleWorld:
     mfa_secret: str
     script: Script
     device: Device  # a1-1: the device page's device, with a day of telemetry
-    alerts: dict[str, Alert]  # "page" / "list": open alerts of org A acknowledged by two tests; "zulu": B's
+    # "page" / "list": org A's open alerts that two tests acknowledge; "info": one that stays open; "zulu": B's
+    alerts: dict[str, Alert]
     zulu_device: Device
     devices: dict[str, Device] = field(default_factory=dict)  # hostname → device, for A and B
 
