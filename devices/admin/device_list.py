@@ -696,7 +696,9 @@ class DeviceListMixin(ModelAdminMixinBase):
             )
         if name in ("add_tag", "remove_tag"):
             tag = form.cleaned_data["tag"]
-            return lambda device: _retag(device, tag, add=name == "add_tag", actor=user, ip=ip)
+            return lambda device: device_status.change_tag(
+                device=device, tag=tag, add=name == "add_tag", actor=user, ip=ip
+            )
         if name == "start_maintenance":
             return lambda device: device_status.update_device(
                 device=device, status=Device.Status.MAINTENANCE, actor=user, ip=ip
@@ -833,17 +835,6 @@ class DeviceListMixin(ModelAdminMixinBase):
             self.message_user(request, f"{reason} ({_plural(count)} not run)", messages.ERROR)
         self._say_left_out(request, selection)
         return True
-
-
-def _retag(device: Device, tag: str, *, add: bool, actor, ip: str | None) -> bool:
-    """Add or remove ``tag`` through ``update_device``; a device that already has it (or lacks it) is left alone
-    (False), so no audit row says it changed."""
-    tags = list(device.tags or [])
-    if (tag in tags) == add:
-        return False
-    new = [*tags, tag] if add else [t for t in tags if t != tag]
-    device_status.update_device(device=device, tags=new, actor=actor, ip=ip)
-    return True
 
 
 def _changelist_url(request: HttpRequest, opts) -> str:

@@ -168,6 +168,19 @@ def update_device(
     return locked
 
 
+def change_tag(*, device: Device, tag: str, add: bool, actor, ip: str | None = None) -> bool:
+    """Add ``tag`` to the device, or remove it, as one person's edit (``update_device``), deciding on the row as it
+    is under its lock: two people tagging the same device at once both keep their tag. A device that already has
+    it (or lacks it) is left alone and answers False, so no audit row says it changed."""
+    with transaction.atomic():
+        locked = _locked(device)
+        tags = list(locked.tags or [])
+        if (tag in tags) == add:
+            return False
+        update_device(device=locked, tags=[*tags, tag] if add else [t for t in tags if t != tag], actor=actor, ip=ip)
+    return True
+
+
 # --- quarantine, approval, token rotation, decommissioning --------------------------------------------------------
 
 
