@@ -45,7 +45,7 @@ from rmm.domain_errors import DomainError
 from rmm.net import client_ip
 
 # The add form's fields that carry a payload or the expiry, by the name check_command gives their problems.
-_PROBLEM_FIELDS = {
+PROBLEM_FIELDS = {
     "payload.language": "language",
     "payload.content": "content",
     "payload.timeoutSeconds": "timeout_seconds",
@@ -118,7 +118,7 @@ class CommandFields(forms.Form):
                 type=cleaned["type"], payload=self.payload(), expires_in_seconds=self.expires_in_seconds()
             )
         except DomainError as error:
-            add_domain_error(self, error, field_names=_PROBLEM_FIELDS)
+            add_domain_error(self, error, field_names=PROBLEM_FIELDS)
         return cleaned
 
 

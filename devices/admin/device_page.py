@@ -41,6 +41,7 @@ from django.utils.safestring import SafeString
 from alerts.models import Alert, AlertStatus
 from devices.admin.charts import Series, legend, line_chart
 from devices.admin.command_results import command_output
+from devices.admin.commands import PROBLEM_FIELDS, CommandFields
 from devices.models import (
     Device,
     DeviceCommand,
@@ -173,49 +174,6 @@ def offered_actions(user, device: Device) -> list[DeviceAction]:
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(max_length=255, help_text="Recorded with the quarantine and in the audit log.")
-
-
-class CommandForm(forms.Form):
-    """An ad-hoc command: its type and, for a script, the script; for an agent update, the version. The commands
-    service checks the payload (its refusals land on these fields)."""
-
-    type = forms.ChoiceField(choices=DeviceCommand.Type.choices, initial=DeviceCommand.Type.SCRIPT)
-    language = forms.ChoiceField(
-        choices=[(language, language) for language in command_service.SCRIPT_LANGUAGES],
-        required=False,
-        help_text="For a script.",
-    )
-    content = forms.CharField(
-        required=False,
-        strip=False,
-        label="Script",
-        widget=forms.Textarea(attrs={"rows": 10, "cols": 100, "class": "console-code", "spellcheck": "false"}),
-    )
-    timeout_seconds = forms.IntegerField(
-        required=False,
-        min_value=1,
-        label="Timeout (seconds)",
-        help_text="For a script; left empty, the default timeout applies.",
-    )
-    version = forms.CharField(required=False, max_length=20, help_text="For an agent update: the version to install.")
-
-    FIELD_NAMES = {
-        "payload.language": "language",
-        "payload.content": "content",
-        "payload.timeoutSeconds": "timeout_seconds",
-        "payload.version": "version",
-    }
-
-    def payload(self) -> dict[str, Any]:
-        data = self.cleaned_data
-        if data["type"] == DeviceCommand.Type.SCRIPT:
-            payload: dict[str, Any] = {"language": data.get("language"), "content": data.get("content") or ""}
-            if data.get("timeout_seconds"):
-                payload["timeoutSeconds"] = data["timeout_seconds"]
-            return payload
-        if data["type"] == DeviceCommand.Type.UPDATE:
-            return {"version": data.get("version") or ""}
-        return {}
 
 
 DEFAULT_LANGUAGE = {Device.OsType.WINDOWS: "powershell", Device.OsType.MACOS: "zsh", Device.OsType.LINUX: "bash"}
@@ -722,9 +680,11 @@ class DevicePageMixin(ModelAdminMixinBase):
 
     def _do_run_command(self, request, device, context):
         if request.method == "POST":
-            form = CommandForm(request.POST)
+            form = CommandFields(request.POST)
         else:
-            form = CommandForm(initial={"language": DEFAULT_LANGUAGE.get(device.os_type)})
+            form = CommandFields(
+                initial={"type": DeviceCommand.Type.SCRIPT, "language": DEFAULT_LANGUAGE.get(device.os_type)}
+            )
         context["form"] = form
         if request.method != "POST" or not form.is_valid():
             return None
@@ -735,11 +695,12 @@ class DevicePageMixin(ModelAdminMixinBase):
                 type=form.cleaned_data["type"],
                 payload=form.payload(),
                 created_by=request.user,
+                expires_in_seconds=form.expires_in_seconds(),
                 ip=client_ip(request),
             )
             return f"{command.get_type_display()} queued for {device}; its result appears under Recent commands."
 
-        return self._finish(request, device, work, form=form, field_names=CommandForm.FIELD_NAMES)
+        return self._finish(request, device, work, form=form, field_names=PROBLEM_FIELDS)
 
     def _do_run_script(self, request, device, context):
         scripts = runnable_scripts(request.user, device)
