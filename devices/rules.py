@@ -133,12 +133,12 @@ OPERATORS_BY_TYPE: dict[str, tuple[str, ...]] = {
 }
 SOFTWARE_OPERATORS = ("equals", "contains", "in")
 _KNOWN_OPERATORS = frozenset(op for ops in OPERATORS_BY_TYPE.values() for op in ops)
-_VALUELESS = frozenset({"isNull", "isNotNull", "isEmpty", "isNotEmpty"})
-_LISTS = frozenset({"in", "notIn", "hasAny", "hasAll"})
+VALUELESS_OPERATORS = frozenset({"isNull", "isNotNull", "isEmpty", "isNotEmpty"})
+LIST_OPERATORS = frozenset({"in", "notIn", "hasAny", "hasAll"})
 # Each negative operator is the complement of this positive one.
 _COMPLEMENT_OF = {"notEquals": "equals", "notContains": "contains", "notIn": "in", "notWithinLast": "withinLast"}
 _GROUP_OPERATORS = ("AND", "OR")
-_UNITS = ("minutes", "hours", "days", "weeks")
+DURATION_UNITS = ("minutes", "hours", "days", "weeks")
 
 # Where a field's value is read.
 DEVICE, HARDWARE, INTERFACES, DISKS, LATEST_SAMPLE, SOFTWARE, COMPUTED = (
@@ -437,7 +437,7 @@ class _Parser:
     # Values. Each returns the normalised value, or _INVALID after recording why.
 
     def value(self, field: Field, operator_: str, raw: object, path: str) -> Any:
-        if operator_ in _VALUELESS:
+        if operator_ in VALUELESS_OPERATORS:
             if raw is not None:
                 self.error(path, f"{operator_!r} takes no value")
                 return _INVALID
@@ -445,7 +445,7 @@ class _Parser:
         if raw is None:
             self.error(path, f"{operator_!r} needs a value")
             return _INVALID
-        if operator_ in _LISTS:
+        if operator_ in LIST_OPERATORS:
             return self.list_of(field, operator_, raw, path)
         if operator_ == "between":
             return self.between(field, raw, path)
@@ -577,9 +577,9 @@ class _Parser:
         if isinstance(amount, bool) or not isinstance(amount, int) or not 1 <= amount <= MAX_AMOUNT:
             self.error(_join(path, "amount"), f"the amount is a whole number from 1 to {MAX_AMOUNT:,}")
             ok = False
-        if unit not in _UNITS:
+        if unit not in DURATION_UNITS:
             shown = f", not {_quote(unit)}" if isinstance(unit, str) else ""
-            self.error(_join(path, "unit"), f"the unit is one of {', '.join(_UNITS)}{shown}")
+            self.error(_join(path, "unit"), f"the unit is one of {', '.join(DURATION_UNITS)}{shown}")
             ok = False
         return timedelta(**{unit: amount}) if ok else _INVALID
 

@@ -105,9 +105,9 @@ RULE_EDITOR_SITES = 1000
 
 def operator_shape(operator: str) -> str:
     """How the editor takes the value of ``operator``: none, list, range, duration or single."""
-    if operator in rules._VALUELESS:
+    if operator in rules.VALUELESS_OPERATORS:
         return "none"
-    if operator in rules._LISTS:
+    if operator in rules.LIST_OPERATORS:
         return "list"
     if operator in RANGE_OPERATORS:
         return "range"
@@ -146,7 +146,7 @@ def rule_grammar(sites: list[dict[str, str]]) -> dict[str, Any]:
             for field in rules.FIELDS.values()
         ],
         "operators": {op: {"label": OPERATOR_LABELS.get(op, op), "shape": operator_shape(op)} for op in operators},
-        "units": list(rules._UNITS),
+        "units": list(rules.DURATION_UNITS),
         "sites": sites,
         "sitesComplete": len(sites) < RULE_EDITOR_SITES,
     }
