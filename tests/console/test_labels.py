@@ -260,6 +260,17 @@ def test_the_audit_log_names_each_target_instead_of_its_id(client, superuser, wo
         assert str(target) not in text
 
 
+def test_an_audit_rows_page_names_its_target(client, superuser, world):
+    device = world.devices[world.site_a1][0]
+    entry = audit.record(action=AuditAction.DEVICE_QUARANTINE, target=device)
+    admin_as(superuser, client)
+
+    response = client.get(admin_url(AuditLog, "change", entry.pk))
+
+    assert response.status_code == 200
+    assert re.search(r"device: a1-1\s*</div>", response.content.decode())
+
+
 def test_the_audit_logs_target_names_cost_the_same_queries_for_more_rows(
     client, superuser, world, django_assert_max_num_queries
 ):
