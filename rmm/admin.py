@@ -135,6 +135,21 @@ NAVIGATION: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # Operators' tables (SuperuserOnlyAdminMixin): nobody else sees them, so nobody else sees the section.
     ("operations", "Operations", ("jobs.scheduledjob", "jobs.jobrun", "alerts.alertstate")),
 )
+# Names in the sidebar where a section already says what the model's own name repeats ("Device hardware" under
+# Inventory, "Device commands" under Fleet); an app's own page keeps the models' names.
+SHORT_NAMES = {
+    "devices.devicecommand": "Commands",
+    "devices.devicehardware": "Hardware",
+    "devices.devicedisk": "Disks",
+    "devices.devicenetworkinterface": "Network interfaces",
+    "devices.devicesoftware": "Software",
+    "devices.deviceregistryentry": "Registry entries",
+    "devices.deviceconfigentry": "Config entries",
+    "devices.devicenetworkconnection": "Network connections",
+    "devices.devicetelemetry": "Telemetry",
+    "devices.devicegroupmembership": "Group memberships",
+    "devices.devicegroupmembershiplog": "Group membership changes",
+}
 DASHBOARD_ENTRY = "dashboard"
 OTHER_SECTION = ("other", "Other")
 
@@ -268,7 +283,11 @@ class RmmAdminSite(admin.AdminSite):
         }
         sections = []
         for key, name, labels in NAVIGATION:
-            models = [entries.pop(label) for label in labels if label in entries]
+            models = [
+                {**entries.pop(label), "name": SHORT_NAMES[label]} if label in SHORT_NAMES else entries.pop(label)
+                for label in labels
+                if label in entries
+            ]
             sections.append({"key": key, "name": name, "models": models})
         sections.append(
             {"key": OTHER_SECTION[0], "name": OTHER_SECTION[1], "models": sorted(entries.values(), key=_by_name)}

@@ -131,3 +131,10 @@ def test_an_apps_own_page_still_lists_that_apps_models(world, partner_technician
     assert page.status_code == 200
     assert [app["app_label"] for app in page.context["app_list"]] == ["devices"]
     assert reverse("admin:devices_devicetelemetry_changelist") in page.content.decode()
+
+
+def test_every_short_sidebar_name_belongs_to_a_model_of_the_navigation():
+    from rmm.admin import NAVIGATION, SHORT_NAMES
+
+    placed = {label for _key, _name, labels in NAVIGATION for label in labels}
+    assert set(SHORT_NAMES) <= placed
