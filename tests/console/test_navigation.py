@@ -12,7 +12,7 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from devices.models import Device
-from rmm.admin import DASHBOARD_ENTRY, NAVIGATION
+from rmm.admin import DASHBOARD_ENTRY, NAVIGATION, SHORT_NAMES
 from tests.doors import admin_as, admin_url
 
 pytestmark = pytest.mark.django_db
@@ -134,7 +134,5 @@ def test_an_apps_own_page_still_lists_that_apps_models(world, partner_technician
 
 
 def test_every_short_sidebar_name_belongs_to_a_model_of_the_navigation():
-    from rmm.admin import NAVIGATION, SHORT_NAMES
-
     placed = {label for _key, _name, labels in NAVIGATION for label in labels}
     assert set(SHORT_NAMES) <= placed
