@@ -5,7 +5,7 @@
 # and the device page with its charts, for a technician reaching two organizations and for the superuser. See
 # bench/README.md; figures in bench/RESULTS.md.
 #
-#   bench/console_bench.sh                  # drop and re-create rmm_console_bench, seed (~2-5 min), measure
+#   bench/console_bench.sh                  # drop and re-create rmm_console_bench, seed (~4 min), measure (~2 min)
 #   SKIP_SEED=1 bench/console_bench.sh      # measure again on the seeded database (after migrate)
 #   REQUESTS=200 DEVICES=20000 bench/console_bench.sh
 #
