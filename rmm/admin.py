@@ -281,7 +281,7 @@ class RmmAdminSite(admin.AdminSite):
             "add_url": None,
             "view_only": True,
         }
-        sections = []
+        sections: list[dict[str, Any]] = []
         for key, name, labels in NAVIGATION:
             models = [
                 {**entries.pop(label), "name": SHORT_NAMES[label]} if label in SHORT_NAMES else entries.pop(label)
