@@ -62,6 +62,7 @@ from rmm.console import MISSING, status_badge, time_ago
 from rmm.domain_errors import DomainError
 from rmm.net import client_ip
 from scripts.models import Script, ScriptRun
+from scripts.services import library
 
 # A bulk action acts on at most this many devices (each gets its own service call and audit row); a run on more
 # devices goes through a group ("Run on group").
@@ -619,15 +620,7 @@ class DeviceListMixin(ModelAdminMixinBase):
     def _script_form(self, request, selection: Selection, confirmed: bool):
         """The run_script page's form: first the script (among those the user may run in the targets'
         organizations), then its parameters, with the fields of the script library's "Run on…" form."""
-        org_ids = {d.org_id for d in selection.targets}
-        partner_ids = {d.org.partner_id for d in selection.targets}
-        scripts = authz.visible(
-            request.user,
-            SCRIPTS_EXECUTE,
-            Script.objects.filter(archived_at__isnull=True).filter(
-                Q(org_id__in=org_ids) | Q(partner_id__in=partner_ids)
-            ),
-        ).order_by("name", "id")
+        scripts = library.runnable_scripts(request.user, orgs={d.org for d in selection.targets}).order_by("name", "id")
         script = None
         picked = request.POST.get("script")
         if picked:

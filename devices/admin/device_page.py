@@ -26,7 +26,7 @@ from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
-from django.db.models import Count, JSONField, Q, Window
+from django.db.models import Count, JSONField, Window
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
 from django.db.models.functions import Left, Length
@@ -63,6 +63,7 @@ from rmm.domain_errors import DomainError
 from rmm.net import client_ip
 from scripts.admin import RunForm
 from scripts.models import Script, ScriptRun
+from scripts.services import library
 
 EXECUTE = "devices:execute"
 WRITE = "devices:write"
@@ -196,11 +197,10 @@ class DeviceScriptRunForm(RunForm):
 
 
 def runnable_scripts(user, device: Device):
-    """The library scripts ``user`` may run on ``device``: not archived, of its organization or its partner's
-    library, for its OS."""
-    usable = Q(org_id=device.org_id) | Q(partner_id=device.org.partner_id)
-    scripts = Script.objects.filter(usable, archived_at__isnull=True, os_types__contains=[device.os_type])
-    return authz.visible(user, SCRIPTS_EXECUTE, scripts).order_by("name", "id")
+    """The library scripts ``user`` may run on ``device``: of its organization or its partner's library, for its
+    OS."""
+    scripts = library.runnable_scripts(user, orgs=[device.org]).filter(os_types__contains=[device.os_type])
+    return scripts.order_by("name", "id")
 
 
 def _run_summary(run: ScriptRun, script: Script) -> str:

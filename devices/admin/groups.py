@@ -9,7 +9,7 @@ from typing import Any, cast
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
+from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
@@ -48,7 +48,6 @@ from rmm.net import client_ip
 
 # Reading a group's rule and previewing one needs devices:read, as POST /api/v1/groups/preview does.
 READ_PERMISSION = "devices:read"
-SCRIPT_PERMISSION = "scripts:execute"
 
 # --- Groups and commands -------------------------------------------------------------------------------------------
 
@@ -496,12 +495,10 @@ class GroupCommandForm(CommandFields):
 
 
 def runnable_scripts(user, group: DeviceGroup):
-    """The library scripts ``user`` may run (``scripts:execute``) that can run in the group's organization: its own
-    and its partner's, not archived."""
-    from scripts.models import Script
+    """The library scripts ``user`` may run (``scripts:execute``) that can run in the group's organization."""
+    from scripts.services import library
 
-    usable = Script.objects.filter(Q(org_id=group.org_id) | Q(partner_id=group.org.partner_id), archived_at=None)
-    return authz.visible(user, SCRIPT_PERMISSION, usable)
+    return library.runnable_scripts(user, orgs=[group.org])
 
 
 def _picked(scripts, script_id):

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts import audit
 from accounts.models import AuditAction
 from devices.services.commands import MAX_ENV_BYTES, MAX_ENV_VARIABLES
+from orgs.models import Organization
+from rmm import authz
 from rmm.domain_errors import Conflict, Invalid
 from rmm.names import camel
 from scripts.models import (
@@ -73,6 +77,21 @@ _API_NAMES = {
 
 
 # --- parameter definitions --------------------------------------------------------------------------------------
+
+
+def usable_in(script: Script, org: Organization) -> bool:
+    """A script runs in its own organization, or (a partner's library) in every organization of its partner."""
+    if script.org_id is not None:
+        return script.org_id == org.pk
+    return script.partner_id == org.partner_id
+
+
+def runnable_scripts(user, *, orgs: Iterable[Organization]) -> QuerySet[Script]:
+    """The library scripts ``user`` may run (``scripts:execute``), not archived, that can run in one of ``orgs``
+    (``usable_in``, as a query): what the console offers on its "run a script" pages."""
+    orgs = list(orgs)
+    usable = Q(org_id__in={org.pk for org in orgs}) | Q(partner_id__in={org.partner_id for org in orgs})
+    return authz.visible(user, "scripts:execute", Script.objects.filter(usable, archived_at__isnull=True))
 
 
 def validate_parameter_definitions(value: object) -> list[dict]:

@@ -32,7 +32,7 @@ from orgs.models import Organization, Site
 from rmm import authz
 from rmm.domain_errors import Conflict, Invalid, Refused
 from scripts.models import MAX_RUN_DEVICES, Script, ScriptRun, ScriptSchedule, ScriptVersion
-from scripts.services.library import parameter_env, validate_parameter_values
+from scripts.services.library import parameter_env, usable_in, validate_parameter_values
 
 SKIP_OS_NOT_SUPPORTED = "os_not_supported"
 SKIP_DECOMMISSIONED = "decommissioned"
@@ -46,13 +46,6 @@ _LISTED_IDS = 20  # ids named in an error message; the rest are counted
 def _ids_text(ids: list[str]) -> str:
     shown = ", ".join(ids[:_LISTED_IDS])
     return shown if len(ids) <= _LISTED_IDS else f"{shown} and {len(ids) - _LISTED_IDS} more"
-
-
-def _usable_in(script: Script, org: Organization) -> bool:
-    """A script runs in its own organization, or (a partner's library) in every organization of its partner."""
-    if script.org_id is not None:
-        return script.org_id == org.pk
-    return script.partner_id == org.partner_id
 
 
 def _device_ids_target(device_ids: list, actor) -> tuple[Organization, list[tuple[uuid.UUID, str, str]]]:
@@ -181,7 +174,7 @@ def start_run(
         if device_ids is not None:
             target_org, rows = _device_ids_target(device_ids, actor)
             target = {"deviceIds": [str(row[0]) for row in rows]}
-            if not _usable_in(script, target_org):
+            if not usable_in(script, target_org):
                 raise Invalid.field(
                     "deviceIds", "These devices are in an organization that cannot use this script's library."
                 )
@@ -198,7 +191,7 @@ def start_run(
                 assert org is not None
                 target_org, target, field, what = org, {"orgId": str(org.pk)}, "orgId", "organization"
                 members = Device.objects.filter(org_id=org.pk)
-            if not _usable_in(script, target_org):
+            if not usable_in(script, target_org):
                 raise Invalid.field(field, "This script's library is not available in that organization.")
             rows = _members_target(members, actor, field, what)
 

@@ -52,7 +52,7 @@ from rmm import authz
 from rmm.domain_errors import DomainError, Invalid, Refused
 from rmm.names import camel
 from scripts.models import Script, ScriptRunTrigger, ScriptSchedule
-from scripts.services.library import validate_parameter_values, validation_fields
+from scripts.services.library import usable_in, validate_parameter_values, validation_fields
 from scripts.services.runs import start_run
 
 logger = logging.getLogger("rmm.scripts")
@@ -171,7 +171,7 @@ def clean_schedule(schedule: ScriptSchedule) -> None:
     org = Organization.objects.filter(pk=schedule.org_id).first() if schedule.org_id is not None else None
     script = Script.objects.filter(pk=schedule.script_id).first() if schedule.script_id is not None else None
     if org is not None and script is not None:
-        if not _usable_in(script, org):
+        if not usable_in(script, org):
             error("script", "The script belongs to another organization's library.")
         elif script.archived_at is not None:
             error("script", "The script is archived; archived scripts cannot be scheduled.")
@@ -200,10 +200,6 @@ def clean_schedule(schedule: ScriptSchedule) -> None:
 
     if errors:
         raise ValidationError(errors)
-
-
-def _usable_in(script: Script, org: Organization) -> bool:
-    return script.org_id == org.pk or (script.partner_id is not None and script.partner_id == org.partner_id)
 
 
 def _check_reach(actor, schedule: ScriptSchedule) -> None:
