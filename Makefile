@@ -9,11 +9,11 @@ MANAGE := RMM_ENV_FILE=$(ENV_FILE) $(BIN)/python manage.py
 
 .PHONY: install run test lint typecheck format
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml agent/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; run: make PYTHON=python3.12 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./agent
 	@touch $@
 
 install: $(BIN)/.installed
