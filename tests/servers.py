@@ -91,14 +91,15 @@ def manage(database: str, *args: str, timeout: float = 120) -> str:
 
 
 class Gunicorn:
-    """``gunicorn -c rmm/gunicorn.conf.py rmm.wsgi`` on 127.0.0.1 and a port of the kernel's choosing."""
+    """``gunicorn -c rmm/gunicorn.conf.py rmm.wsgi`` on 127.0.0.1 and a port of the kernel's choosing, or on
+    ``port`` when given (a server that is stopped and started again where its clients expect it)."""
 
-    def __init__(self, database: str, log: Path, **env: str) -> None:
+    def __init__(self, database: str, log: Path, *, port: int = 0, **env: str) -> None:
         self.database = database
         self.log = log
         self.env = server_environment(
             database,
-            GUNICORN_BIND="127.0.0.1:0",
+            GUNICORN_BIND=f"127.0.0.1:{port}",
             WEB_CONCURRENCY="1",
             GUNICORN_ACCESS_LOG="off",
             GUNICORN_MAX_REQUESTS="0",
@@ -108,6 +109,7 @@ class Gunicorn:
         self.port = 0
 
     def __enter__(self) -> Gunicorn:
+        self.port = 0
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own server
                 [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "rmm" / "gunicorn.conf.py"), "rmm.wsgi"],
