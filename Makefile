@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` (install, migrate, seed, serve) and `make test` (lint, type check, all
-# tests).
+# tests); and `make agent`, which enrolls this machine into the demo that `make run` serves and runs its agent.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ENV_FILE ?= .env
 MANAGE := RMM_ENV_FILE=$(ENV_FILE) $(BIN)/python manage.py
 
-.PHONY: install run test lint typecheck format
+.PHONY: install run test lint typecheck format agent
 
 $(BIN)/.installed: pyproject.toml agent/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; run: make PYTHON=python3.12 ...")'
@@ -31,6 +31,29 @@ run: install $(ENV_FILE)
 	$(MANAGE) loaddata default_roles
 	$(MANAGE) seed_demo
 	$(MANAGE) runserver 127.0.0.1:8000
+
+# This machine as a managed device of the demo, after `make run` in another terminal: a fresh single-use key for the
+# demo's first organization and site, enrollment with the agent's state under var/agent/ (skipped when that state
+# already belongs to AGENT_SERVER), then the agent in the foreground (Ctrl-C stops it).
+AGENT_SERVER ?= http://127.0.0.1:8000
+AGENT_STATE ?= var/agent
+AGENT_ORG ?= acme-corp
+AGENT_SITE ?= Headquarters
+AGENT := $(BIN)/rmm-agent --state-dir $(AGENT_STATE)
+ENROLLED_HERE := import sys; from rmm_agent.state import StateDir; \
+	identity = StateDir(sys.argv[1]).identity(); sys.exit(0 if identity and identity.server == sys.argv[2] else 1)
+
+agent: install $(ENV_FILE)
+	@if $(BIN)/python -c '$(ENROLLED_HERE)' '$(AGENT_STATE)' '$(AGENT_SERVER)' 2>/dev/null; then \
+		echo "$(AGENT_STATE) is already enrolled with $(AGENT_SERVER): running the agent"; \
+	else \
+		made=$$($(MANAGE) create_enrollment_key --org '$(AGENT_ORG)' --site '$(AGENT_SITE)' --max-usage 1 \
+			--expires-in-hours 1 --name "make agent on $$(hostname)") || exit 1; \
+		key=$$(printf '%s\n' "$$made" | tail -n 1); \
+		$(AGENT) enroll --server '$(AGENT_SERVER)' --key "$$key" --force || { \
+			echo "enrollment failed: is the server running (make run in another terminal)?" >&2; exit 1; }; \
+	fi
+	$(AGENT) run
 
 test: install
 	$(BIN)/ruff check .

@@ -127,6 +127,19 @@ def test_the_readme_shows_management_commands_and_the_two_make_commands():
     assert [command.split("#")[0].strip() for command in quick_start] == ["make run", "make test"]
 
 
+def test_every_make_command_of_the_readme_is_a_target_of_the_makefile():
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.MULTILINE))
+    named = {
+        shlex.split(command, comments=True)[1]
+        for block in shell_blocks(README.read_text())
+        for command in logical_lines(block)
+        if command.startswith("make ")
+    }
+    assert "agent" in named  # "Manage this machine": enroll this machine into the demo, in one command
+    assert named <= targets, named - targets
+
+
 @pytest.mark.parametrize("command", readme_manage_commands(), ids=subcommand)
 def test_a_readme_command_works_as_written(shell, command):
     before = shell.query("SELECT (SELECT count(*) FROM enrollment_keys), (SELECT count(*) FROM partner_users)")
