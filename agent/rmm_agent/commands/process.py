@@ -84,17 +84,31 @@ def output_text(raw: bytes, total: int, limit: int = STREAM_LIMIT_BYTES) -> str:
             return text
     # The marker's number is at most ``total``: reserving room for that many digits is always enough.
     budget = max(0, limit - len(truncation_marker(total).encode("utf-8")))
-    end = min(len(raw), budget)
-    while True:
+
+    def shown_within(end: int) -> tuple[str, int] | None:
+        """The text of raw[:end] and how many raw bytes it stands for, if its encoding fits the budget."""
         # final=False leaves a character cut by ``end`` out of the text rather than turning it into U+FFFD.
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         text = decoder.decode(raw[:end], final=False).replace("\x00", "\ufffd")
-        size = len(text.encode("utf-8"))
-        if size <= budget:
-            break
-        # Each raw byte left out shortens the text by at least one encoded byte (a replaced byte by three).
-        end = max(0, end - (size - budget))
-    shown = end - len(decoder.getstate()[0])
+        if len(text.encode("utf-8")) > budget:
+            return None
+        return text, end - len(decoder.getstate()[0])
+
+    # Valid UTF-8 re-encodes to as many bytes as it was: the first try fits. Replaced bytes grow (one byte becomes
+    # three), and then the longest prefix that fits is searched for.
+    end = min(len(raw), budget)
+    fitted = shown_within(end)
+    if fitted is None:
+        low, high = 0, end
+        while low < high:
+            middle = (low + high + 1) // 2
+            if shown_within(middle) is None:
+                high = middle - 1
+            else:
+                low = middle
+        fitted = shown_within(low)
+        assert fitted is not None  # an empty prefix always fits
+    text, shown = fitted
     return text + truncation_marker(total - shown)
 
 
