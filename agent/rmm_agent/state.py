@@ -8,6 +8,7 @@ Layout (every file 0600, the directories 0700, every write atomic through write_
     inventory.json         kind → content hash of the last inventory upload the server acknowledged
     outbox/<id>.json       a command result not yet acknowledged by the server, one file per command id
     running/<id>.json      a command started and not finished, so a restart can report it as failed
+    run.lock               held (locked, empty) by the one `rmm-agent run` using the directory
 
 A file is never edited in place: a crash (or a full disk) leaves either the old or the new content, never half.
 """
@@ -323,6 +324,7 @@ class StateDir:
         for name in (self.IDENTITY, self.STATUS, self.BACKLOG, self.INVENTORY):
             _tighten_file(self.path / name)
         self._lock = threading.Lock()
+        self._run_lock: int | None = None
         self.backlog = Backlog(self.path / self.BACKLOG)
         self.outbox = Outbox(self.path / "outbox")
         self._running_dir = self.path / "running"
@@ -424,6 +426,30 @@ class StateDir:
         """Forget every hash, so the next check uploads every kind (refresh_inventory, a new enrollment)."""
         with self._lock, contextlib.suppress(FileNotFoundError):
             os.unlink(self.path / self.INVENTORY)
+
+    # the run lock -------------------------------------------------------------------------------------------------
+
+    def acquire_run_lock(self) -> bool:
+        """Take the lock that lets one `rmm-agent run` use this directory; False when another process holds it.
+
+        Two loops on one state would post the same backlog twice and run each command twice. The lock is the
+        operating system's (flock / msvcrt.locking) on run.lock, so it goes away with the process, even killed.
+        """
+        descriptor = os.open(self.path / "run.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+        try:
+            if sys.platform == "win32":
+                import msvcrt
+
+                msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            return False
+        self._run_lock = descriptor  # held, open, for the life of the process
+        return True
 
     # running markers ------------------------------------------------------------------------------------------
 

@@ -376,3 +376,13 @@ def test_files_written_by_the_state_are_json(tmp_path):
 
     assert stored["auth_token"] == TOKEN
     assert stored["server"] == "https://rmm.example.com"
+
+
+def test_only_one_run_lock_is_granted_until_its_holder_goes(tmp_path):
+    first = StateDir(tmp_path)
+    assert first.acquire_run_lock() is True
+
+    assert StateDir(tmp_path).acquire_run_lock() is False
+
+    os.close(first._run_lock)  # what the holder's exit does
+    assert StateDir(tmp_path).acquire_run_lock() is True
