@@ -368,7 +368,9 @@ _KEY_VALUE = re.compile(r"^([^\s=]+)(?:\s*=\s*|\s+)(.*?)\s*$")
 
 def _is_ssh_config(path: str) -> bool:
     name = os.path.basename(path).lower()
-    return "ssh_config" in name or os.path.dirname(path).replace("\\", "/").startswith("/etc/ssh")
+    return (
+        "sshd_config" in name or "ssh_config" in name or os.path.dirname(path).replace("\\", "/").startswith("/etc/ssh")
+    )
 
 
 def parse_config_text(text: str, *, ssh_style: bool = False) -> dict[str, str]:

@@ -67,15 +67,17 @@ HIVES = {
 
 
 def install_date(value: object) -> str:
-    """The registry's InstallDate (YYYYMMDD, by convention only) as YYYY-MM-DD; "" when it is not a real date (the
-    server would refuse the whole upload for one bad date)."""
+    """The registry's InstallDate (YYYYMMDD by convention, YYYY-MM-DD from some installers) as YYYY-MM-DD; "" when
+    it is not a real date (the server would refuse the whole upload for one bad date)."""
     text = str(value or "").strip()
-    if len(text) != 8 or not text.isdigit():
-        return ""
     try:
-        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:])).isoformat()
+        if len(text) == 8 and text.isdigit():
+            return dt.date(int(text[:4]), int(text[4:6]), int(text[6:])).isoformat()
+        if len(text) == 10 and text[4] == "-" and text[7] == "-":
+            return dt.date.fromisoformat(text).isoformat()
     except ValueError:
-        return ""
+        pass
+    return ""
 
 
 def software_from_uninstall(entries: list[dict[str, Any]]) -> list[dict]:
