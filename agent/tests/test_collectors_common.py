@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 
 import psutil
@@ -156,13 +157,28 @@ def test_a_metrics_sample_is_cheap_and_within_the_servers_ranges():
     assert sample["networkInBytes"] <= sum(c.bytes_recv for c in counters.values()) - loopback_in
 
 
-def test_cpu_percent_is_the_average_since_the_previous_sample():
+def test_cpu_percent_is_the_average_since_the_previous_sample_whichever_thread_samples():
     sampler = collectors.MetricsSampler()
+    psutil.cpu_percent(interval=None)
     deadline = time.perf_counter() + 0.3
     while time.perf_counter() < deadline:  # one core busy for the whole interval
         pass
-    busy = sampler.sample()["cpuPercent"]
-    assert busy >= 100 / psutil.cpu_count() * 0.5
+    samples: list[dict] = []
+    sampling = threading.Thread(target=lambda: samples.append(sampler.sample()))
+    sampling.start()
+    sampling.join()
+    psutil_says = psutil.cpu_percent(interval=None)
+
+    assert samples[0]["cpuPercent"] >= 100 / psutil.cpu_count() * 0.5
+    assert abs(samples[0]["cpuPercent"] - psutil_says) < 10  # psutil's own figure over the same interval
+
+
+def test_busy_percent_counts_idle_and_iowait_as_idle():
+    times = psutil.cpu_times()
+    later = times._replace(user=times.user + 3, idle=times.idle + 5, iowait=getattr(times, "iowait", 0) + 2)
+    expected = 30.0 if hasattr(times, "iowait") else 3 / 8 * 100
+    assert common.busy_percent(times, later) == round(expected, 1)
+    assert common.busy_percent(times, times) == 0.0
 
 
 # ---- the inventory and its hash ---------------------------------------------------------------------------------

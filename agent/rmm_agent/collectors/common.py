@@ -433,20 +433,36 @@ def config_state(config: LocalConfig) -> list[dict]:
 # ---- metrics ----------------------------------------------------------------------------------------------------
 
 
+def busy_percent(before: Any, after: Any) -> float:
+    """The CPU's busy share between two psutil.cpu_times() readings, as psutil.cpu_percent computes it: idle and
+    I/O wait are idle; guest time is already counted in user time on Linux, so it is not counted twice."""
+    fields = after._fields
+    total = sum(getattr(after, f) - getattr(before, f) for f in fields if f not in ("guest", "guest_nice"))
+    idle = sum(getattr(after, f) - getattr(before, f) for f in fields if f in ("idle", "iowait"))
+    if total <= 0:
+        return 0.0
+    return round(min(100.0, max(0.0, 100.0 * (total - idle) / total)), 1)
+
+
 class MetricsSampler:
-    """The heartbeat's metrics. CPU is the average since the previous sample (psutil's counters are primed here),
-    so a sample taken every interval says how busy the machine was over that interval, not in one instant."""
+    """The heartbeat's metrics. CPU is the average since the previous sample (the counters are read here first),
+    so a sample taken every interval says how busy the machine was over that interval, not in one instant.
+
+    The sampler keeps its own previous reading of psutil.cpu_times() rather than priming psutil.cpu_percent: before
+    psutil 5.9.6 that one kept a single process-wide previous reading, which any other caller would move, and since
+    then one per thread, so a sampler made in one thread and sampled in another would start from nothing."""
 
     def __init__(self) -> None:
-        psutil.cpu_percent(interval=None)
+        self._cpu_times = psutil.cpu_times()
         self.system_volume = platform_module().system_volume()
         self.loopback = loopback_interfaces()
 
     def sample(self) -> dict:
         """One sample in wire form (agent-api.md's metrics); a metric that cannot be read is left out."""
+        previous_cpu_times, self._cpu_times = self._cpu_times, psutil.cpu_times()
         memory = psutil.virtual_memory()
         found: dict[str, Any] = {
-            "cpuPercent": round(min(100.0, max(0.0, psutil.cpu_percent(interval=None))), 1),
+            "cpuPercent": busy_percent(previous_cpu_times, self._cpu_times),
             "ramPercent": round(min(100.0, max(0.0, memory.percent)), 1),
             "ramUsedMb": max(0, memory.total - memory.available) // MIB,
         }

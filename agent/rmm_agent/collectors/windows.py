@@ -249,10 +249,32 @@ if sys.platform == "win32":
         cim = run_command(["powershell.exe", "-NoProfile", "-NonInteractive", "-Command", CIM_QUERY], timeout=60)
         return identity_from(bios, cim)
 
+    def user_hives() -> list[str]:
+        """The SIDs of the users whose hives are loaded (logged on): a service runs as LocalSystem, whose
+        HKEY_CURRENT_USER holds none of the per-user installs (VS Code, Zoom, Teams)."""
+        try:
+            key = winreg.OpenKey(winreg.HKEY_USERS, "", 0, winreg.KEY_READ)
+        except OSError:
+            return []
+        sids = []
+        with key:
+            index = 0
+            while True:
+                try:
+                    name = winreg.EnumKey(key, index)
+                except OSError:
+                    break
+                index += 1
+                if name.startswith("S-1-5-21-") and not name.endswith("_Classes"):
+                    sids.append(name)
+        return sids
+
     def software() -> list[dict]:
         entries = read_subkeys("HKEY_LOCAL_MACHINE", UNINSTALL, winreg.KEY_WOW64_64KEY)
         entries += read_subkeys("HKEY_LOCAL_MACHINE", UNINSTALL, winreg.KEY_WOW64_32KEY)
         entries += read_subkeys("HKEY_CURRENT_USER", UNINSTALL)
+        for sid in user_hives():
+            entries += read_subkeys("HKEY_USERS", f"{sid}\\{UNINSTALL}")
         return software_from_uninstall(entries)
 
     def pending_reboot() -> bool:
