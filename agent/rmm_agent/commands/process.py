@@ -207,9 +207,23 @@ def kill_process_tree(process: subprocess.Popen, marker: str) -> None:
         # psutil checks the process's creation time: a pid reused meanwhile is not killed.
         with contextlib.suppress(psutil.Error):
             victim.kill()
-    _, alive = psutil.wait_procs(list(victims.values()), timeout=1)
-    for survivor in alive:
+    survivors = list(victims.values())
+    deadline = time.monotonic() + 1.0
+    while survivors and time.monotonic() < deadline:
+        survivors = [victim for victim in survivors if _still_running(victim)]
+        if survivors:
+            time.sleep(0.02)
+    for survivor in survivors:
         logger.warning("a process of a killed command survived: pid %s", survivor.pid)
+
+
+def _still_running(process: psutil.Process) -> bool:
+    # A killed process whose parent died too waits as a zombie for init to reap it (psutil.wait_procs would wait
+    # for that); it no longer runs.
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def run_process(
