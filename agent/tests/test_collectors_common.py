@@ -69,12 +69,16 @@ def test_config_state_reads_ini_and_shell_files_and_reports_only_configured_keys
 def test_config_state_skips_an_unreadable_file_with_a_warning_and_keeps_the_others(tmp_path, caplog):
     readable = tmp_path / "ok.conf"
     readable.write_text("a = 1\n")
-    caplog.set_level(logging.WARNING)
-    config = config_of((str(tmp_path / "missing.conf"), ["a"]), (str(tmp_path), ["a"]), (str(readable), ["a"]))
+    unreadable = tmp_path / "a-directory.conf"  # root reads any file; a directory it cannot read as one
+    unreadable.mkdir()
+    caplog.set_level(logging.INFO)
+    config = config_of((str(tmp_path / "missing.conf"), ["a"]), (str(unreadable), ["a"]), (str(readable), ["a"]))
     body = collectors.collect_inventory(config, ["config-state"])["config-state"]
 
     assert [(entry["filePath"], entry["configValue"]) for entry in body["entries"]] == [(str(readable), "1")]
-    assert "missing.conf" in caplog.text
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "a-directory.conf" in warnings[0]
+    assert "missing.conf" in caplog.text  # said, but not as a warning: many machines have no sshd_config
     collected_at = body["entries"][0]["collectedAt"]
     assert collected_at.endswith("Z") and len(collected_at) == 20
 
@@ -118,6 +122,13 @@ def test_a_listening_socket_is_in_the_connections_with_its_pid_and_process_name(
 def test_a_zone_is_stripped_from_an_ipv6_address():
     assert common.strip_zone("fe80::1:2:3:4%enp0s31f6-with-a-long-name") == "fe80::1:2:3:4"
     assert common.strip_zone("192.0.2.1") == "192.0.2.1"
+
+
+def test_text_the_server_cannot_store_is_made_storable():
+    assert common.cut("Tool\x00\x00", 255) == "Tool"
+    assert common.cut("caf\u00e9 \ud800x", 255) == "caf\u00e9 ?x"  # a lone surrogate from a broken registry value
+    assert common.cut("x" * 300, 255) == "x" * 255
+    assert common.cut(None) == ""
 
 
 def test_macs_are_normalized_and_unusable_ones_dropped():

@@ -58,10 +58,19 @@ def platform_module() -> ModuleType:
     return linux
 
 
-def cut(text: object, length: int) -> str:
-    """``text`` as a string of at most ``length`` characters (the server refuses a longer one with a 400)."""
+def storable(text: object) -> str:
+    """``text`` as a string PostgreSQL can store: without NUL characters and lone surrogates, which the server
+    refuses with a 400 for the whole upload (a registry value or a file name may hold either)."""
     value = "" if text is None else str(text)
-    return value[:length]
+    if value.isascii():
+        return value.replace("\x00", "") if "\x00" in value else value
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def cut(text: object, length: int | None = None) -> str:
+    """``text`` as a storable string of at most ``length`` characters (the server refuses a longer one with a 400)."""
+    value = storable(text)
+    return value if length is None else value[:length]
 
 
 def utc_now() -> str:
@@ -399,7 +408,7 @@ def parse_config_text(text: str, *, ssh_style: bool = False) -> dict[str, str]:
 
 def config_state(config: LocalConfig) -> list[dict]:
     """config-state: for each configured file, one entry per configured key present in it. An unreadable file is
-    skipped with a warning; a key listed twice is reported once."""
+    skipped with a warning (a missing one with an info line); a key listed twice is reported once."""
     collected_at = utc_now()
     entries: list[dict] = []
     seen: set[tuple[str, str]] = set()
@@ -407,6 +416,10 @@ def config_state(config: LocalConfig) -> list[dict]:
         try:
             with open(config_file.path, encoding="utf-8", errors="replace") as handle:
                 text = handle.read()
+        except FileNotFoundError:
+            # Not a fault: the default list names sshd_config, and many machines run no SSH server.
+            log.info("config-state: %s does not exist", config_file.path)
+            continue
         except OSError as exc:
             log.warning("config-state: cannot read %s: %s", config_file.path, exc)
             continue
@@ -422,7 +435,7 @@ def config_state(config: LocalConfig) -> list[dict]:
                 {
                     "filePath": cut(config_file.path, 1024),
                     "configKey": cut(key, 512),
-                    "configValue": value,
+                    "configValue": cut(value),
                     "collectedAt": collected_at,
                 }
             )

@@ -142,7 +142,7 @@ def parse_applications(text: str) -> list[dict]:
                 "version": cut(app.get("version", ""), 255),
                 "publisher": cut(app_publisher(app), 512),
                 "installDate": _date(app.get("lastModified")),
-                "installLocation": str(app.get("path", "")),
+                "installLocation": cut(app.get("path", "")),
             }
         )
     return software

@@ -95,7 +95,7 @@ def software_from_uninstall(entries: list[dict[str, Any]]) -> list[dict]:
             "version": cut(str(entry.get("DisplayVersion") or "").strip(), 255),
             "publisher": cut(str(entry.get("Publisher") or "").strip(), 512),
             "installDate": install_date(entry.get("InstallDate")),
-            "installLocation": str(entry.get("InstallLocation") or "").strip().strip('"'),
+            "installLocation": cut(str(entry.get("InstallLocation") or "").strip().strip('"')),
         }
         identity = (item["name"], item["version"], item["publisher"])
         if identity not in seen:
@@ -152,10 +152,10 @@ def registry_value_data(data: object, value_type: int) -> object:
     if isinstance(data, bytes):
         return data.hex()
     if isinstance(data, list):
-        return "\n".join(str(item) for item in data)
+        return cut("\n".join(str(item) for item in data))
     if data is None:
         return ""
-    return data
+    return cut(data) if isinstance(data, str) else data
 
 
 def split_registry_path(path: str) -> tuple[str, str]:
