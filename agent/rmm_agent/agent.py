@@ -76,6 +76,7 @@ class Agent:
         self._last_error: str | None = None
         self._last_error_at: str | None = None
         self._agent_id = ""
+        self._next_sample = 0.0  # monotonic: when the next sample is taken (and sent, unless backing off)
         self._executor: CommandExecutor | None = None
 
     # ---- the loop ----
@@ -110,14 +111,14 @@ class Agent:
         executor.recover()
         self._flush_outbox()
 
-        next_sample = time.monotonic()  # the first heartbeat at once
+        self._next_sample = time.monotonic()  # the first heartbeat at once
         exit_code = EXIT_OK
         while not stop.is_set():
             now = time.monotonic()
             outcome = None
-            if now >= next_sample:
+            if now >= self._next_sample:
                 sample = dict(sampler.sample(), timestamp=utc_timestamp())
-                next_sample = now + self._interval * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not a secret
+                self._schedule_next_sample(now)
                 if self._backing_off(now):
                     self.state.backlog.append(sample)
                     self._save_status()
@@ -136,7 +137,7 @@ class Agent:
                     self._save_status()
             self._maybe_check_inventory()
 
-            deadlines = [next_sample, self._retry_at, self._drain_at, self._inventory_due]
+            deadlines = [self._next_sample, self._retry_at, self._drain_at, self._inventory_due]
             soonest = min(d for d in deadlines if d is not None)
             timeout = min(max(soonest - time.monotonic(), 0.0), STOP_POLL_SECONDS)
             if timeout > 0:
@@ -148,6 +149,9 @@ class Agent:
         self._save_status()
         log.info("agent stopped")
         return exit_code
+
+    def _schedule_next_sample(self, now: float) -> None:
+        self._next_sample = now + self._interval * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not a secret
 
     def _backing_off(self, now: float) -> bool:
         return self._retry_at is not None and now < self._retry_at
@@ -277,7 +281,10 @@ class Agent:
         config = dict(identity.config)
         config.update(update)
         self.state.save_identity(dataclasses.replace(identity, config=config))
-        self._interval = _interval_of(config)
+        interval = _interval_of(config)
+        if interval != self._interval:
+            self._interval = interval
+            self._schedule_next_sample(time.monotonic())
         log.info("configuration updated by the server: heartbeat every %.0f s", self._interval)
 
     # ---- command results ----
