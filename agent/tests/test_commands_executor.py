@@ -56,6 +56,12 @@ class Agent:
             self.woken.clear()
         return self.state.outbox.pending()[command_id]
 
+    def settle(self, wait: float = 5.0) -> None:
+        """Wait until every accepted command has finished (its result stored, its mark off, the loop woken)."""
+        deadline = time.monotonic() + wait
+        while self.executor.running_count() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def run(self, command_type: str, payload: dict | None = None) -> dict:
         return self.result(self.submit(command_type, payload))
 
@@ -98,6 +104,8 @@ def test_a_result_goes_to_the_outbox_and_the_running_mark_is_set_meanwhile(agent
     assert command_id not in agent.state.outbox
 
     result = agent.result(command_id)
+    # The result is in the outbox before the mark comes off and the loop is woken: wait for those two.
+    agent.settle()
 
     assert result["status"] == "completed"
     assert result["exitCode"] == 0
@@ -131,7 +139,7 @@ def test_max_concurrent_commands_bounds_how_many_run_at_once(tmp_path):
     assert [result["status"] for result in results] == ["completed"] * 3
     starts = sorted(float(line) for line in started_at.read_text().split())
     ends = sorted(float(line) for line in Path(f"{started_at}.end").read_text().split())
-    assert starts[1] - starts[0] < 0.5  # the first two together
+    assert starts[1] - starts[0] < 0.8  # the first two together (one after the other, they would be 1 s apart)
     assert starts[2] >= ends[0] - 0.05  # the third once one of them ended
 
 
@@ -194,9 +202,13 @@ def test_recover_reports_an_update_to_the_running_version_as_done(tmp_path):
 
 def test_shutdown_kills_running_commands_and_reports_queued_ones_as_not_started(tmp_path):
     agent = Agent(tmp_path, max_concurrent_commands=1)
-    running = agent.submit("script", sh("echo begun; sleep 30"))
+    begun = tmp_path / "begun"
+    running = agent.submit("script", sh(f"echo begun; touch '{begun}'; sleep 30"))
     queued = agent.submit("script", sh("echo never"))
-    time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while not begun.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
 
     started = time.monotonic()
     agent.executor.shutdown(timeout=0.5)

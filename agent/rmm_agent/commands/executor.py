@@ -194,6 +194,8 @@ class CommandExecutor:
         for command_id, future in accepted.items():
             if future.cancel():
                 self._finish(command_id, command_result("failed", duration_ms=0, error=STOPPED_BEFORE_START))
+                with self._lock:
+                    self._accepted.pop(command_id, None)
                 cancelled += 1
         running = [future for future in accepted.values() if not future.cancelled()]
         _, still_running = wait(running, timeout=max(0.0, timeout))
@@ -217,8 +219,13 @@ class CommandExecutor:
             result = command_result("failed", duration_ms=duration_ms, error=f"the agent could not run it: {exc}")
         status, exit_code, duration_ms = result["status"], result["exitCode"], result["durationMs"]
         logger.info("command %s %s (exit code %s, %d ms)", command_id, status, exit_code, duration_ms)
-        self._finish(command_id, result)
-        self._notify()
+        try:
+            self._finish(command_id, result)
+            self._notify()
+        finally:
+            # Counted as running until the loop was woken: running_count() == 0 means every result was announced.
+            with self._lock:
+                self._accepted.pop(command_id, None)
 
     def _finish(self, command_id: str, result: dict) -> None:
         try:
@@ -228,9 +235,6 @@ class CommandExecutor:
         except Exception:
             # Left marked running: the next start reports it as failed.
             logger.exception("the result of command %s could not be stored", command_id)
-        finally:
-            with self._lock:
-                self._accepted.pop(command_id, None)
 
     def _notify(self) -> None:
         try:
