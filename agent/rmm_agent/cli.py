@@ -263,7 +263,7 @@ def run_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def request_stop(signum: int, frame: object) -> None:
-        logging.getLogger("rmm_agent").info("signal %d: stopping", signum)
+        logging.getLogger("rmm_agent.cli").info("%s: stopping", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, request_stop)

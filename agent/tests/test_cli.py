@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -40,11 +42,13 @@ def rmm_agent(*arguments: str, stdin: str | None = None, env: dict | None = None
     )
 
 
-class EnrollServer:
-    """Answers POST /api/v1/agents/enroll with `self.answer` ((status, body)) and records the bodies it got."""
+class StandInServer:
+    """Answers POST /api/v1/agents/enroll with `self.answer` ((status, body)) and records the bodies it got; answers
+    heartbeats with no commands (counting them) and inventory uploads with 204, as the server does."""
 
     def __init__(self) -> None:
         self.bodies: list[dict] = []
+        self.heartbeats = 0
         self.answer: tuple[int, dict] = (
             201,
             {
@@ -64,8 +68,25 @@ class EnrollServer:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                stand_in.bodies.append(json.loads(raw))
-                status, body = stand_in.answer if self.path == "/api/v1/agents/enroll" else (404, {})
+                if self.path == "/api/v1/agents/enroll":
+                    stand_in.bodies.append(json.loads(raw))
+                    self.reply(*stand_in.answer)
+                elif self.path == f"/api/v1/agents/{AGENT_ID}/heartbeat":
+                    stand_in.heartbeats += 1
+                    self.reply(200, {"commands": [], "configUpdate": None, "rotateToken": False})
+                else:
+                    self.reply(404, {"error": "not_found", "message": "Not found.", "fields": {}})
+
+            def do_PUT(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                self.reply(404, {"error": "not_found", "message": "Not found.", "fields": {}})
+
+            def reply(self, status: int, body: dict) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -84,7 +105,7 @@ class EnrollServer:
 
 @pytest.fixture
 def server():
-    stand_in = EnrollServer()
+    stand_in = StandInServer()
     yield stand_in
     stand_in.stop()
 
@@ -94,7 +115,7 @@ def state_dir(tmp_path) -> Path:
     return tmp_path / "state"
 
 
-def enroll(server: EnrollServer, state_dir: Path, *extra: str, key: str = "key-1") -> subprocess.CompletedProcess:
+def enroll(server: StandInServer, state_dir: Path, *extra: str, key: str = "key-1") -> subprocess.CompletedProcess:
     return rmm_agent("--state-dir", str(state_dir), "enroll", "--server", server.url + "/", "--key", key, *extra)
 
 
@@ -260,6 +281,37 @@ def test_run_before_enrollment_exits_3(state_dir):
 
     assert completed.returncode == 3
     assert "not enrolled" in completed.stderr
+
+
+def test_run_heartbeats_refuses_a_second_agent_and_stops_cleanly_on_sigterm(server, state_dir):
+    assert enroll(server, state_dir).returncode == 0
+    agent = subprocess.Popen(  # noqa: S603 - the agent's own console script
+        [*console_script(), "--state-dir", str(state_dir), "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while server.heartbeats == 0 and agent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.heartbeats >= 1, agent.stderr.read() if agent.poll() is not None else "no heartbeat in 10 s"
+
+        second = rmm_agent("--state-dir", str(state_dir), "run")
+
+        assert second.returncode == 1
+        assert "another rmm-agent is already running" in second.stderr
+
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=15) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    log = agent.stderr.read()
+    assert "INFO " in log  # the log format: "LEVEL logger: message"
+    assert TOKEN not in log
+    assert TOKEN[4:24] not in log
 
 
 def test_run_with_an_invalid_config_exits_2_naming_the_key(state_dir, tmp_path):

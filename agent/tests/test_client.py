@@ -7,6 +7,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -73,7 +74,7 @@ class StandInServer:
 
             def handle_error(self, request, client_address):
                 # A client that rejects the certificate aborts the handshake: expected in the TLS tests.
-                if not isinstance(traceback.sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
+                if not isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
                     super().handle_error(request, client_address)
 
         self.httpd = Server(("127.0.0.1", 0), Handler)
@@ -107,6 +108,11 @@ def client(server):
     client = Client(f"http://127.0.0.1:{server.port}/", token=TOKEN, timeout=5)
     yield client
     client.close()
+
+
+def formatted(error: BaseException) -> str:
+    """The exception as a traceback prints it, chained exceptions included."""
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
@@ -340,7 +346,7 @@ def test_the_token_is_absent_from_the_repr_and_from_exception_texts(server, clie
     texts += [
         str(server_error.value),
         repr(server_error.value),
-        "".join(traceback.format_exception(server_error.value)),
+        formatted(server_error.value),
     ]
 
     with socket.socket() as probe:
@@ -348,7 +354,7 @@ def test_the_token_is_absent_from_the_repr_and_from_exception_texts(server, clie
         closed_port = probe.getsockname()[1]
     with pytest.raises(Unreachable) as unreachable:
         Client(f"http://127.0.0.1:{closed_port}", token=TOKEN).heartbeat(AGENT_ID, {"agentVersion": "1"})
-    texts += [str(unreachable.value), repr(unreachable.value), "".join(traceback.format_exception(unreachable.value))]
+    texts += [str(unreachable.value), repr(unreachable.value), formatted(unreachable.value)]
 
     assert server.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"  # it was sent, and only there
     for text in texts:
