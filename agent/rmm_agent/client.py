@@ -91,6 +91,10 @@ def normalise_server(server: str) -> str:
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"the server URL must look like https://rmm.example.com, not {server!r}")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check: "host:abc" or "host:99999" raise here
+    except ValueError:
+        raise ValueError(f"the server URL has an invalid port: {server!r}") from None
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError("the server URL must be a base URL without credentials, query or fragment")
     if scheme == "http" and not is_loopback(parts.hostname):

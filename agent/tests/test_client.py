@@ -386,7 +386,10 @@ def test_loopback_http_and_any_https_are_accepted_and_normalised(url, stored):
     assert Client(url).server == stored
 
 
-@pytest.mark.parametrize("url", ["rmm.example.com", "ftp://rmm.example.com", "https://", "https://x/?a=1", ""])
+@pytest.mark.parametrize(
+    "url",
+    ["rmm.example.com", "ftp://rmm.example.com", "https://", "https://x/?a=1", "", "https://x:99999", "https://x:ab"],
+)
 def test_a_url_that_is_not_a_base_url_is_refused(url):
     with pytest.raises(ValueError, match="server URL"):
         Client(url)
