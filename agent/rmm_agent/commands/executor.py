@@ -139,8 +139,8 @@ class CommandExecutor:
     def submit(self, command: dict) -> None:
         """Accept a command ``{"id", "type", "payload"}`` from the server and return at once.
 
-        An id already accepted and not finished, or whose result is still in the outbox, is ignored: the server
-        hands a command out again when it did not see the result.
+        An id already accepted and not finished, or whose result is still in the outbox, is ignored, so a command
+        handed over twice (by a heartbeat and a claim, or by a server that did not see the result) runs once.
         """
         command_id = command.get("id") if isinstance(command, dict) else None
         if not isinstance(command_id, str) or not _COMMAND_ID.fullmatch(command_id):
@@ -176,7 +176,7 @@ class CommandExecutor:
                 recovered += 1
             self._state.clear_running(command_id)
         if recovered:
-            logger.warning("%d command(s) were running when the agent stopped: reported as failed", recovered)
+            logger.warning("%d command(s) were running when the agent stopped: their results are queued", recovered)
             self._notify()
 
     def running_count(self) -> int:
