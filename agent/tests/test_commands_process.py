@@ -4,6 +4,7 @@ agent."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import time
 import psutil
 import pytest
 
+from rmm_agent.commands.executor import outcome_result
 from rmm_agent.commands.process import (
     EOF_GRACE_SECONDS,
     STREAM_LIMIT_BYTES,
@@ -164,6 +166,23 @@ def test_multibyte_characters_at_the_cut_stay_whole():
         assert set(shown[len(prefix) :]) == {character}
         total = len(prefix) + 1_500_000 * len(character.encode("utf-8"))
         assert len(shown.encode("utf-8")) + int(more.group(1)) == total
+
+
+def test_binary_output_on_both_streams_keeps_the_result_under_the_servers_request_limit():
+    # JSON writes each control character as six bytes: 1 MiB of them on each stream would be a 12 MiB result
+    # body, which the server (5 MiB, DATA_UPLOAD_MAX_MEMORY_SIZE) would refuse however often it is posted.
+    outcome = bash("head -c 3000000 /dev/zero | tr '\\0' '\\1' >&2; head -c 3000000 /dev/zero | tr '\\0' '\\2'")
+    result = outcome_result(outcome, timeout_seconds=10)
+
+    body = json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert len(body) < 5 * 1024 * 1024
+    for text, character in ((outcome.stdout, "\x02"), (outcome.stderr, "\x01")):
+        assert len(text.encode("utf-8")) <= STREAM_LIMIT_BYTES
+        more = MARKER.search(text)
+        assert more is not None
+        shown = text[: more.start()]
+        assert set(shown) == {character}
+        assert len(shown) + int(more.group(1)) == 3_000_000
 
 
 def test_bytes_that_are_not_utf8_and_nul_become_replacement_characters():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import json
 import logging
 import os
 import selectors
@@ -70,32 +71,45 @@ def truncation_marker(more_bytes: int) -> str:
     return f"\n[output truncated by the agent: {more_bytes} bytes more]"
 
 
-def output_text(raw: bytes, total: int, limit: int = STREAM_LIMIT_BYTES) -> str:
-    """The first bytes of an output as text whose UTF-8 encoding is at most ``limit`` bytes.
+def json_size(text: str) -> int:
+    """The bytes ``text`` takes as a JSON string in a result body (UTF-8, quotes left out)."""
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8")) - 2
+
+
+def output_text(raw: bytes, total: int, limit: int = STREAM_LIMIT_BYTES, json_limit: int | None = None) -> str:
+    """The first bytes of an output as text whose UTF-8 encoding is at most ``limit`` bytes, and whose JSON
+    string at most ``json_limit`` (default: twice ``limit``).
 
     ``raw`` is the start of the output and ``total`` the size of all of it. Bytes that are not UTF-8 become U+FFFD,
     and so do NUL characters (the server cannot store them, and a result holding one would be refused whole). An
     output that does not fit is cut on a character boundary and ends with ``truncation_marker`` telling how many
     bytes of the output are not shown.
+
+    The JSON bound is for the server's request size limit (DATA_UPLOAD_MAX_MEMORY_SIZE, 5 MiB): JSON writes a
+    control character as six bytes (\\u0001), so 1 MiB of binary output could make a 6 MiB stream, and a result
+    over the limit would be refused for ever. Two streams of at most 2 MiB of JSON each always fit.
     """
+    json_limit = 2 * limit if json_limit is None else json_limit
     if total == len(raw):
         text = raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
-        if len(text.encode("utf-8")) <= limit:
+        if len(text.encode("utf-8")) <= limit and json_size(text) <= json_limit:
             return text
     # The marker's number is at most ``total``: reserving room for that many digits is always enough.
-    budget = max(0, limit - len(truncation_marker(total).encode("utf-8")))
+    longest_marker = truncation_marker(total)
+    budget = max(0, limit - len(longest_marker.encode("utf-8")))
+    json_budget = max(0, json_limit - json_size(longest_marker))
 
     def shown_within(end: int) -> tuple[str, int] | None:
-        """The text of raw[:end] and how many raw bytes it stands for, if its encoding fits the budget."""
+        """The text of raw[:end] and how many raw bytes it stands for, if it fits both budgets."""
         # final=False leaves a character cut by ``end`` out of the text rather than turning it into U+FFFD.
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         text = decoder.decode(raw[:end], final=False).replace("\x00", "\ufffd")
-        if len(text.encode("utf-8")) > budget:
+        if len(text.encode("utf-8")) > budget or json_size(text) > json_budget:
             return None
         return text, end - len(decoder.getstate()[0])
 
-    # Valid UTF-8 re-encodes to as many bytes as it was: the first try fits. Replaced bytes grow (one byte becomes
-    # three), and then the longest prefix that fits is searched for.
+    # Valid UTF-8 text without many control characters fits at the first try. Replaced bytes grow (one byte
+    # becomes three), control characters grow in JSON, and then the longest prefix that fits is searched for.
     end = min(len(raw), budget)
     fitted = shown_within(end)
     if fitted is None:
