@@ -276,8 +276,22 @@ def _ip(value: str) -> str:
     return value
 
 
-# An IPv4 or IPv6 address, or "" (unknown).
-IpAddress = Annotated[str, Strict(), StringConstraints(max_length=45), AfterValidator(_ip)]
+def _without_zone(value: object) -> object:
+    """An IPv6 address without its zone id: operating systems list link-local addresses with the interface they are
+    reached through (``fe80::1%eth0``, ``fe80::1%12`` on Windows), which means nothing off the machine, makes the
+    console's address search miss it, and with a long interface name runs past the columns' 45 characters — one
+    such address refused the agent's whole upload. Anything else is left for the validators to judge."""
+    if isinstance(value, str) and "%" in value and ":" in value:
+        return value.partition("%")[0]
+    return value
+
+
+# An IPv4 or IPv6 address (an IPv6 zone id dropped), or "" (unknown).
+IpAddress = Annotated[
+    str, Strict(), StringConstraints(max_length=45), AfterValidator(_ip), BeforeValidator(_without_zone)
+]
+# A connection's address as the OS lists it (not always an IP: "*" on some systems), an IPv6 zone id dropped.
+SocketAddress = Annotated[str, Text(45), BeforeValidator(_without_zone)]
 
 
 def ip_version(address: str) -> Literal["ipv4", "ipv6"]:
@@ -474,9 +488,9 @@ class Disk(NullIsAbsent):
 
 class Connection(NullIsAbsent):
     protocol: Literal[tuple(DeviceNetworkConnectionProtocol.values)]  # type: ignore[valid-type]
-    local_addr: Annotated[str, Text(45, blank=False)]
+    local_addr: Annotated[SocketAddress, Text(45, blank=False)]
     local_port: Annotated[int, WholeNumber(maximum=65535)]
-    remote_addr: Annotated[str, Text(45)] = ""
+    remote_addr: SocketAddress = ""
     remote_port: Annotated[int, WholeNumber(maximum=65535)] | None = None
     state: Annotated[str, Text(20)] = ""
     pid: Annotated[int, WholeNumber(maximum=INT_MAX)] | None = None
