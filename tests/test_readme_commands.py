@@ -14,15 +14,18 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import psycopg
 import pytest
 from django.db import connection
 
-from tests.servers import ROOT, database_url
+from tests.servers import ROOT, SECRET_KEY, Gunicorn, database_url
 
 pytestmark = pytest.mark.servers
 
@@ -155,3 +158,75 @@ def test_a_readme_command_works_as_written(shell, command):
         email = words[3]
         assert shell.query("SELECT count(*) FROM users WHERE email = %s", email) == (1,)
         assert after[1] == before[1] + 1
+
+
+def test_make_agent_enrolls_this_machine_into_the_demo_once_and_runs_its_agent(shell, tmp_path):
+    """ "Manage this machine": after `make run`, `make agent` makes a key for the demo's first site, enrolls this
+    machine, runs the agent in the foreground; run again, it only runs the agent. Here the server is a gunicorn on
+    the seeded database (the same SECRET_KEY for it and manage.py, as `make run` has) and the state is kept apart."""
+    if not (ROOT / ".venv" / "bin" / "rmm-agent").exists():
+        pytest.skip("needs the project's venv with the agent installed, as make agent does")
+    state = tmp_path / "agent"
+    env = {**shell.env, "SECRET_KEY": SECRET_KEY}
+
+    def make_agent(server: Gunicorn) -> subprocess.Popen:
+        return subprocess.Popen(  # noqa: S603 - the README's command
+            [  # noqa: S607 - make from the PATH, as the README's reader runs it
+                "make",
+                "-s",
+                "-o",
+                "install",  # the venv is there already; never reinstalled by a test
+                f"ENV_FILE={shell.env['RMM_ENV_FILE']}",
+                f"AGENT_SERVER=http://127.0.0.1:{server.port}",
+                f"AGENT_STATE={state}",
+                "agent",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # make and the agent it runs, stopped together as Ctrl-C would
+        )
+
+    def stop(process: subprocess.Popen) -> str:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        return output
+
+    def wait_until(condition, what: str, process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{what}:\n{stop(process)}")
+            time.sleep(0.5)
+
+    hostname = socket.gethostname()
+    devices_here = (
+        "SELECT count(*) FROM devices d JOIN sites s ON s.id = d.site_id JOIN organizations o ON o.id = d.org_id "
+        "WHERE d.hostname = %s AND o.slug = 'acme-corp' AND s.name = 'Headquarters'"
+    )
+    software_here = (
+        "SELECT count(*) FROM device_software ds JOIN devices d ON d.id = ds.device_id WHERE d.hostname = %s"
+    )
+    with Gunicorn(shell.database, tmp_path / "gunicorn.log", SECRET_KEY=SECRET_KEY) as server:
+        keys_before = shell.query("SELECT count(*) FROM enrollment_keys")[0]
+        first = make_agent(server)
+        try:
+            wait_until(lambda: shell.query(devices_here, hostname) == (1,), "the machine is enrolled", first)
+            wait_until(lambda: shell.query(software_here, hostname)[0] > 0, "its inventory arrives", first)
+        finally:
+            output = stop(first)
+        assert shell.query("SELECT count(*) FROM enrollment_keys")[0] == keys_before + 1
+        assert shell.query("SELECT max_usage FROM enrollment_keys ORDER BY created_at DESC LIMIT 1") == (1,)
+
+        again = make_agent(server)
+        try:
+            wait_until(lambda: (state / "status.json").exists(), "the agent runs again", again)
+            time.sleep(1)
+        finally:
+            output = stop(again)
+        assert "already enrolled" in output, output
+        assert shell.query("SELECT count(*) FROM enrollment_keys")[0] == keys_before + 1
+        assert shell.query(devices_here, hostname) == (1,)
