@@ -40,6 +40,7 @@ BACKLOG_DRAIN_DELAY_SECONDS = 2.0
 # The longest the loop sleeps without looking at ``stop``: the caller's Event cannot wake our own, and a second
 # of latency on shutdown costs nothing measurable (one wake-up a second).
 STOP_POLL_SECONDS = 1.0
+MIN_SLEEP_SECONDS = 0.01
 # An inventory upload that failed is tried again this soon rather than after a whole check period (hours).
 INVENTORY_RETRY_SECONDS = 300.0
 SHUTDOWN_WAIT_SECONDS = 10.0
@@ -114,34 +115,18 @@ class Agent:
         self._next_sample = time.monotonic()  # the first heartbeat at once
         exit_code = EXIT_OK
         while not stop.is_set():
-            now = time.monotonic()
-            outcome = None
-            if now >= self._next_sample:
-                sample = dict(sampler.sample(), timestamp=utc_timestamp())
-                self._schedule_next_sample(now)
-                if self._backing_off(now):
-                    self.state.backlog.append(sample)
-                    self._save_status()
-                else:
-                    outcome = self._heartbeat(sample)
-            elif _passed(self._retry_at, now) or _passed(self._drain_at, now):
-                # the end of a backoff, or the rest of the backlog: no new sample, the backlog carries them
-                outcome = self._heartbeat(None)
+            try:
+                outcome = self._step(sampler)
+            except Exception as exc:
+                # A fault of our own (a full disk, a collector's bug) must not end the agent: it is logged, and the
+                # next attempt waits a backoff as after a failed contact, so a persistent fault cannot spin.
+                log.exception("unexpected error in the run loop")
+                self._back_off(f"unexpected error: {type(exc).__name__}: {exc}")
+                outcome = "failed"
             if outcome == "decommissioned":
                 exit_code = EXIT_DECOMMISSIONED
                 break
-            if self._wake.is_set():
-                self._wake.clear()
-                if not self._backing_off(time.monotonic()):
-                    self._flush_outbox()
-                    self._save_status()
-            self._maybe_check_inventory()
-
-            deadlines = [self._next_sample, self._retry_at, self._drain_at, self._inventory_due]
-            soonest = min(d for d in deadlines if d is not None)
-            timeout = min(max(soonest - time.monotonic(), 0.0), STOP_POLL_SECONDS)
-            if timeout > 0:
-                self._wake.wait(timeout)
+            self._wake.wait(self._sleep_seconds())
 
         executor.shutdown(timeout=SHUTDOWN_WAIT_SECONDS)
         if exit_code == EXIT_OK:
@@ -149,6 +134,40 @@ class Agent:
         self._save_status()
         log.info("agent stopped")
         return exit_code
+
+    def _step(self, sampler: MetricsSampler) -> str:
+        """What is due now: a sample (sent, or kept while backing off), a retry, the rest of the backlog, results
+        the executor finished, an inventory check. The heartbeat's outcome, or "idle"."""
+        now = time.monotonic()
+        outcome = "idle"
+        if now >= self._next_sample:
+            sample = dict(sampler.sample(), timestamp=utc_timestamp())
+            self._schedule_next_sample(now)
+            if self._backing_off(now):
+                self.state.backlog.append(sample)
+                self._save_status()
+            else:
+                outcome = self._heartbeat(sample)
+        elif _passed(self._retry_at, now) or _passed(self._drain_at, now):
+            # the end of a backoff, or the rest of the backlog: no new sample, the backlog carries them
+            outcome = self._heartbeat(None)
+        if outcome == "decommissioned":
+            return outcome
+        if self._wake.is_set():
+            self._wake.clear()
+            if not self._backing_off(time.monotonic()):
+                self._flush_outbox()
+                self._save_status()
+        self._maybe_check_inventory()
+        return outcome
+
+    def _sleep_seconds(self) -> float:
+        """Until the soonest deadline, at most STOP_POLL_SECONDS, at least a few milliseconds (never a spin)."""
+        deadlines = [self._next_sample, self._retry_at, self._drain_at]
+        if self._inventory_thread is None or not self._inventory_thread.is_alive():
+            deadlines.append(self._inventory_due)
+        soonest = min(d for d in deadlines if d is not None)
+        return min(max(soonest - time.monotonic(), MIN_SLEEP_SECONDS), STOP_POLL_SECONDS)
 
     def _schedule_next_sample(self, now: float) -> None:
         self._next_sample = now + self._interval * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not a secret
