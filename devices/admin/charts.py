@@ -19,6 +19,8 @@ from django.utils.safestring import SafeString
 
 WIDTH, HEIGHT = 640, 190
 LEFT, RIGHT, TOP, BOTTOM = 64, 12, 12, 26
+# A line with at most this many points also gets a dot on each (see line_chart).
+MARKED_POINTS = 12
 PLOT_WIDTH = WIDTH - LEFT - RIGHT
 PLOT_HEIGHT = HEIGHT - TOP - BOTTOM
 
@@ -121,11 +123,15 @@ def line_chart(
     def y_of(value: float) -> float:
         return TOP + PLOT_HEIGHT * (1 - (value - lowest) / (highest - lowest))
 
-    lines = []
+    lines, markers = [], []
     for line in series:
         kept = [(moment, value) for moment, value in line.points if value is not None]
         coordinates = " ".join(f"{x_of(moment):.1f},{y_of(value):.1f}" for moment, value in kept)
         lines.append((line.css_class, len(kept), line.name, coordinates))
+        # A line of one point draws nothing, and a few points over a whole range are specks: a newly enrolled
+        # device's first samples (one 5-minute bucket in the 24 h view) would look like no data at all.
+        if len(kept) <= MARKED_POINTS:
+            markers.extend((line.css_class, f"{x_of(moment):.1f}", f"{y_of(value):.1f}") for moment, value in kept)
     ticks = [(x_of(moment), label) for moment, label in time_ticks(start, end)]
     bottom = TOP + PLOT_HEIGHT
     return format_html(
@@ -135,7 +141,7 @@ def line_chart(
         '<line class="chart-grid" x1="{left}" x2="{right}" y1="{middle}" y2="{middle}"></line>'
         '<text class="chart-label" x="{label_x}" y="{top_label_y}" text-anchor="end">{highest}</text>'
         '<text class="chart-label" x="{label_x}" y="{bottom}" text-anchor="end">{lowest}</text>'
-        "{ticks}{lines}</svg>",
+        "{ticks}{lines}{markers}</svg>",
         metric=metric,
         width=WIDTH,
         height=HEIGHT,
@@ -162,6 +168,9 @@ def line_chart(
             '<polyline class="chart-line {}" data-points="{}" points="{}"><title>{}</title></polyline>',
             # The first series is drawn last, on top of the others (an average over its peak).
             ((css, count, coordinates, name) for css, count, name, coordinates in reversed(lines)),
+        ),
+        markers=format_html_join(
+            "", '<circle class="chart-point {}" cx="{}" cy="{}" r="2.5"></circle>', reversed(markers)
         ),
     )
 

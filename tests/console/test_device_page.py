@@ -217,6 +217,30 @@ def test_the_charts_draw_the_rollups_of_the_range(device, partner_technician):
     assert 'aria-current="true">7d<' in week.content.decode()
 
 
+def test_a_newly_enrolled_devices_first_sample_shows_as_a_dot(device, partner_technician):
+    # One heartbeat: one 5-minute bucket in the 24 h view, a line of one point, which a polyline cannot draw.
+    insert_samples(device, [timezone.now() - dt.timedelta(seconds=30)])
+
+    response = admin_as(partner_technician).get(page_url(device))
+
+    assert response.status_code == 200
+    svg = chart(response.content.decode(), "cpu")
+    assert points(svg) == [1, 1]
+    assert len(re.findall(r'<circle class="chart-point line-(?:average|peak)" cx="[\d.]+" cy="[\d.]+"', svg)) == 2
+
+
+def test_a_long_line_has_no_dots(device, partner_technician):
+    now = timezone.now()
+    insert_samples(device, [now - dt.timedelta(minutes=n) for n in range(1, 121, 2)])  # 24 five-minute buckets
+
+    response = admin_as(partner_technician).get(page_url(device))
+
+    assert response.status_code == 200
+    svg = chart(response.content.decode(), "cpu")
+    assert min(points(svg)) > 12
+    assert "chart-point" not in svg
+
+
 def test_a_device_without_telemetry_says_no_data(device, partner_technician):
     response = admin_as(partner_technician).get(page_url(device, range="30d"))
 
