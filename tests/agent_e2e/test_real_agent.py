@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import time
 import pytest
 from django.conf import settings as django_settings
 from django.utils import timezone
+from rmm_agent.state import StateDir
 
 from accounts.services import create_api_token
 from devices.models import Device, DeviceDisk, DeviceNetworkInterface, DeviceSoftware, DeviceTelemetry
@@ -215,8 +217,6 @@ def test_a_real_agent_manages_this_machine_end_to_end(tmp_path, world, partner_a
         steps.done("a parameter with shell metacharacters arrives verbatim")
 
         # ---- token rotation ----
-        from rmm_agent.state import StateDir
-
         old_token = StateDir(agent.state_dir).identity().auth_token
         Device.objects.filter(pk=device.pk).update(agent_token_issued_at=timezone.now() - dt.timedelta(days=365))
         new_token = wait_for(
@@ -293,6 +293,10 @@ def test_a_real_agent_manages_this_machine_end_to_end(tmp_path, world, partner_a
         assert agent.stop() == 0, agent.output()
         log = agent.log.read_text(errors="replace")
         assert old_token not in log and new_token not in log
+        # Everything the agent collected on this machine was accepted as it was sent.
+        assert "inventory upload failed" not in log, log[-3000:]
+        refused = re.findall(r".* → 4\d\d .*", log)  # the client's debug line of each call: "PUT /… → 400 (3 ms)"
+        assert not refused, refused
         steps.done("agent stopped")
     finally:
         agent.stop()
