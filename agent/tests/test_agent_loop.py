@@ -304,17 +304,23 @@ def test_an_unreachable_server_is_tried_again_with_backoff_not_at_every_sample(t
     assert len(state.backlog) >= 3
 
 
-def test_an_agent_the_server_no_longer_accepts_logs_it_and_keeps_trying_slowly(tmp_path, stand_in, running, caplog):
-    stand_in.answer = lambda request: error(401, "invalid_token") if "heartbeat" in request.path else None
+@pytest.mark.parametrize(
+    ("status", "code", "said"),
+    [(401, "invalid_token", "re-enroll with --force"), (403, "tenant_inactive", "tenant is inactive")],
+)
+def test_a_refusal_that_may_be_lifted_is_logged_and_tried_again_slowly(
+    tmp_path, stand_in, running, caplog, status, code, said
+):
+    stand_in.answer = lambda request: error(status, code) if "heartbeat" in request.path else None
     state = enrolled_state(tmp_path, stand_in.port)
     with caplog.at_level("ERROR"):
         running(state, LocalConfig(max_backoff_seconds=2))
         wait_for(lambda: len(stand_in.heartbeats) >= 2, timeout=4, what="a second attempt")
     first, second = stand_in.heartbeats[:2]
     assert second.at - first.at >= 1.9  # the backoff's ceiling, without jitter
-    assert "re-enroll with --force" in caplog.text
+    assert said in caplog.text
     assert TOKEN not in caplog.text
-    assert "re-enroll" in state.status()["lastError"]
+    assert said in state.status()["lastError"]
 
 
 # ---- token, configuration, decommissioning ----
@@ -406,6 +412,29 @@ def test_a_command_from_a_heartbeat_runs_and_its_result_is_posted_until_acknowle
     wait_for(lambda: len(state.outbox) == 0, what="the acknowledged result removed")
     time.sleep(INTERVAL * 1.2)  # a further heartbeat posts nothing more
     assert len(attempts) == 2
+
+
+def test_a_refresh_inventory_command_uploads_every_kind_again_even_unchanged(tmp_path, stand_in, running):
+    command_id = str(uuid.uuid4())
+    uploaded_once = threading.Event()
+
+    def answer(request):
+        if "heartbeat" in request.path and uploaded_once.is_set():
+            uploaded_once.clear()
+            return 200, {"commands": [{"id": command_id, "type": "refresh_inventory", "payload": None}]}, {}
+        return None
+
+    stand_in.answer = answer
+    state = enrolled_state(tmp_path, stand_in.port)
+    run = running(state)
+    wait_for(lambda: run.agent._inventory_thread and not run.agent._inventory_thread.is_alive(), what="first upload")
+    first = {r.kind for r in stand_in.requests if r.method == "PUT"}
+    uploaded_once.set()
+    result = wait_for(lambda: stand_in.of(f"/{command_id}/result"), what="the refresh's result")[0]
+    assert result.body["status"] == "completed", result.body
+    again = [r.kind for r in stand_in.requests if r.method == "PUT"][len(first) :]
+    assert set(again) == first  # every kind, though nothing changed
+    assert run.finish() == 0
 
 
 def test_results_the_server_has_settled_are_dropped_not_retried(tmp_path, stand_in, running):
