@@ -124,6 +124,12 @@ class AgentIdentity:
         issued = self.token_issued_at
         return issued is None or issued < now - dt.timedelta(days=settings.AGENT_TOKEN_MAX_AGE_DAYS)
 
+    def holds_rotated_out_token(self, token_hash: str) -> bool:
+        """Whether the caller authenticated with the token a rotation replaced (in its grace period): the agent never
+        received or never kept the new one (the rotation's answer was lost, its disk was full), so it must rotate
+        again before the grace ends, or be locked out."""
+        return hmac.compare_digest(self.previous_token_hash or _NEVER_MATCHES, token_hash)
+
 
 def presented_token_hash(request) -> str | None:
     """sha256 of the bearer token of the Authorization header, or None when the header is missing or malformed."""

@@ -146,7 +146,7 @@ def _attempt_batch(jobs: list[HeartbeatJob], now: dt.datetime) -> list[Heartbeat
             if job.metrics is not None:
                 samples.append((device_id, identity.org_id, job.received_at, *metric_values(job.metrics)))
             samples.extend((device_id, identity.org_id, s.timestamp, *metric_values(s)) for s in job.backlog)
-            job.rotate_token = identity.token_is_old(now)
+            job.rotate_token = identity.token_is_old(now) or identity.holds_rotated_out_token(job.token_hash)
         elif verdict in (QUARANTINE_NOW, "device_quarantined"):
             # A quarantined device answers 403 but its last_seen_at is still recorded (agent-api.md).
             device_id = identity.device_id

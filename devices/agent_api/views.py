@@ -195,7 +195,10 @@ class RotateTokenView(AgentView):
     def post(self, request, agent_id: str):
         identity = request.user
         token = enrollment.rotate_agent_token(
-            device_id=identity.device_id, org_id=identity.org_id, ip=client_ip(request)
+            device_id=identity.device_id,
+            org_id=identity.org_id,
+            presented_token_hash=presented_token_hash(request),
+            ip=client_ip(request),
         )
         return Response({"authToken": token})
 

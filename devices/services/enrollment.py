@@ -326,8 +326,12 @@ def _enroll_device(*, key: str, facts: EnrollFacts, ip: str | None) -> Enrollmen
     return enrolled
 
 
-def rotate_agent_token(*, device_id, org_id, ip: str | None = None) -> str:
-    """Give the device a new token; the current one keeps working for ``PREVIOUS_TOKEN_GRACE`` (5 minutes)."""
+def rotate_agent_token(*, device_id, org_id, presented_token_hash: str | None = None, ip: str | None = None) -> str:
+    """Give the device a new token; the token the agent called with (``presented_token_hash``; by default the
+    current one) keeps working for ``PREVIOUS_TOKEN_GRACE`` (5 minutes).
+
+    An agent that rotates again with its rotated-out token (the first rotation's answer never reached it) keeps that
+    token as the previous one: replacing it with the token it never received would lock it out when both fail."""
     now = timezone.now()
     token = credentials.mint_agent_token()
     with transaction.atomic():
@@ -335,11 +339,11 @@ def rotate_agent_token(*, device_id, org_id, ip: str | None = None) -> str:
             cursor.execute(
                 """
                 UPDATE devices
-                   SET previous_token_hash = agent_token_hash, previous_token_expires_at = %s,
+                   SET previous_token_hash = coalesce(%s, agent_token_hash), previous_token_expires_at = %s,
                        agent_token_hash = %s, agent_token_issued_at = %s, updated_at = %s
                  WHERE id = %s
                 """,
-                [now + PREVIOUS_TOKEN_GRACE, token.hash, now, now, device_id],
+                [presented_token_hash, now + PREVIOUS_TOKEN_GRACE, token.hash, now, now, device_id],
             )
         audit.record(
             action=AuditAction.DEVICE_ROTATE_TOKEN,

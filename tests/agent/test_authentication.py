@@ -154,6 +154,25 @@ def test_a_second_rotation_ends_the_first_tokens_grace(agent):
     assert agent.heartbeat(token=third).status_code == 200
 
 
+def test_an_agent_that_lost_the_rotations_answer_is_told_to_rotate_again_and_keeps_its_token_meanwhile(agent):
+    held = agent.token
+    lost = agent.post("rotate-token").json()["authToken"]  # the answer never reached the agent
+
+    answer = agent.heartbeat(token=held)
+    assert answer.status_code == 200
+    assert answer.json()["rotateToken"] is True  # before the grace ends, or it would be locked out
+    response = agent.post("rotate-token", token=held)
+    assert response.status_code == 200
+    newest = response.json()["authToken"]
+
+    device = agent.device
+    assert device.agent_token_hash == hashlib.sha256(newest.encode()).hexdigest()
+    assert device.previous_token_hash == hashlib.sha256(held.encode()).hexdigest()  # not the one it never had
+    assert agent.heartbeat(token=held).status_code == 200  # still in its grace, should this answer be lost too
+    assert_error(agent.heartbeat(token=lost), 401, "invalid_token")
+    assert agent.heartbeat(token=newest).json()["rotateToken"] is False
+
+
 def test_the_heartbeat_asks_for_rotation_when_the_token_is_older_than_the_maximum_age(agent, settings):
     assert agent.heartbeat().json()["rotateToken"] is False
     issued = timezone.now() - dt.timedelta(days=settings.AGENT_TOKEN_MAX_AGE_DAYS, minutes=1)
