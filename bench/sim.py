@@ -272,8 +272,9 @@ class SimAgent:
         self.cpu = min(100.0, max(0.5, self.cpu + rng.gauss(0, 6)))
         self.ram = min(99.0, max(5.0, self.ram + rng.gauss(0, 1.5)))
         self.disk = min(99.0, self.disk + rng.random() * 0.01)
-        self.net_in += rng.randrange(10_000, 2_000_000)
-        self.net_out += rng.randrange(5_000, 500_000)
+        # Bytes since the previous sample, as agents send them (docs/agent-protocol.md).
+        self.net_in = rng.randrange(10_000, 2_000_000)
+        self.net_out = rng.randrange(5_000, 500_000)
         body = {
             "agentVersion": "1.4.2",
             "status": "ok",

@@ -163,9 +163,45 @@ def test_a_metrics_sample_is_cheap_and_within_the_servers_ranges():
     assert sample["ramUsedMb"] <= psutil.virtual_memory().total // 2**20
     assert abs(sample["processCount"] - len(psutil.pids())) < 20
     assert abs(sample["diskUsedGb"] - psutil.disk_usage("/").used / 2**30) < 0.5
+    assert sample["networkInBytes"] >= 0 and sample["networkOutBytes"] >= 0
+
+
+def test_network_bytes_are_the_traffic_since_the_previous_sample_not_the_counters_since_boot():
+    interfaces = [name for name, stats in psutil.net_if_stats().items() if name not in common.loopback_interfaces()]
+    if not interfaces:
+        pytest.skip("no network interface but loopback on this machine")
+
+    def totals() -> tuple[int, int]:
+        counters = psutil.net_io_counters(pernic=True)
+        return (
+            sum(c.bytes_recv for name, c in counters.items() if name not in common.loopback_interfaces()),
+            sum(c.bytes_sent for name, c in counters.items() if name not in common.loopback_interfaces()),
+        )
+
+    sampler = collectors.MetricsSampler()
+    first = sampler.sample()
+    before = totals()
+    time.sleep(0.2)
+    after = totals()
+    second = sampler.sample()
+    since_boot = totals()
+
+    # Whatever moved between the two samples, and no more than what the counters moved around them.
+    assert after[0] - before[0] <= second["networkInBytes"] <= since_boot[0] - before[0] + first["networkInBytes"]
+    assert after[1] - before[1] <= second["networkOutBytes"] <= since_boot[1] - before[1] + first["networkOutBytes"]
+    assert second["networkInBytes"] < since_boot[0] or since_boot[0] == 0
+
+
+def test_a_counter_that_went_down_counts_from_zero():
+    sampler = collectors.MetricsSampler()
+    sampler._net_counters = {"eth-gone": (10**12, 10**12), **{n: (10**15, 10**15) for n in sampler._net_counters}}
+
     counters = psutil.net_io_counters(pernic=True)
-    loopback_in = sum(c.bytes_recv for name, c in counters.items() if name in common.loopback_interfaces())
-    assert sample["networkInBytes"] <= sum(c.bytes_recv for c in counters.values()) - loopback_in
+    sample = sampler.sample()
+
+    current = [c for name, c in counters.items() if name not in common.loopback_interfaces()]
+    assert sample["networkInBytes"] >= sum(c.bytes_recv for c in current)  # the restarted counters' whole values
+    assert sample["networkInBytes"] < 10**12  # never a negative delta turned into a huge number
 
 
 def test_cpu_percent_is_the_average_since_the_previous_sample_whichever_thread_samples():

@@ -458,8 +458,9 @@ def busy_percent(before: Any, after: Any) -> float:
 
 
 class MetricsSampler:
-    """The heartbeat's metrics. CPU is the average since the previous sample (the counters are read here first),
-    so a sample taken every interval says how busy the machine was over that interval, not in one instant.
+    """The heartbeat's metrics. CPU is the average since the previous sample, and network bytes the traffic since
+    then (the counters are read here first), so a sample taken every interval says how busy the machine was over
+    that interval, not in one instant.
 
     The sampler keeps its own previous reading of psutil.cpu_times() rather than priming psutil.cpu_percent: before
     psutil 5.9.6 that one kept a single process-wide previous reading, which any other caller would move, and since
@@ -469,6 +470,26 @@ class MetricsSampler:
         self._cpu_times = psutil.cpu_times()
         self.system_volume = platform_module().system_volume()
         self.loopback = loopback_interfaces()
+        self._net_counters = self._read_net_counters()
+
+    def _read_net_counters(self) -> dict[str, tuple[int, int]]:
+        counters = psutil.net_io_counters(pernic=True)
+        return {name: (c.bytes_recv, c.bytes_sent) for name, c in counters.items() if name not in self.loopback}
+
+    def _network_since_previous(self) -> tuple[int, int]:
+        """Bytes received and sent over the non-loopback interfaces since the previous sample.
+
+        The server stores, charts, averages and alerts on each sample's value, so it must be the traffic of the
+        interval: a counter since boot would only ever grow. A counter that went down (an interface re-created, a
+        32-bit counter wrapped) restarted from zero, so its current value is what it counted since; an interface
+        that appeared since the previous sample counts from zero too."""
+        previous, self._net_counters = self._net_counters, self._read_net_counters()
+        received = sent = 0
+        for name, (now_in, now_out) in self._net_counters.items():
+            before_in, before_out = previous.get(name, (0, 0))
+            received += now_in - before_in if now_in >= before_in else now_in
+            sent += now_out - before_out if now_out >= before_out else now_out
+        return received, sent
 
     def sample(self) -> dict:
         """One sample in wire form (agent-api.md's metrics); a metric that cannot be read is left out."""
@@ -485,9 +506,7 @@ class MetricsSampler:
             found["diskUsedGb"] = round(usage.used / GIB, 2)
         except OSError as exc:
             log.debug("no usage of %s: %s", self.system_volume, exc)
-        counters = psutil.net_io_counters(pernic=True)
-        found["networkInBytes"] = sum(c.bytes_recv for name, c in counters.items() if name not in self.loopback)
-        found["networkOutBytes"] = sum(c.bytes_sent for name, c in counters.items() if name not in self.loopback)
+        found["networkInBytes"], found["networkOutBytes"] = self._network_since_previous()
         found["processCount"] = len(psutil.pids())
         return found
 
