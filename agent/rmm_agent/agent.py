@@ -92,7 +92,10 @@ class Agent:
         self._interval = _interval_of(identity.config)
         if self.client is None:
             self.client = Client(
-                identity.server, token=identity.auth_token, ca_file=self.config.ca_file or identity.ca_file
+                identity.server,
+                token=identity.auth_token,
+                ca_file=self.config.ca_file or identity.ca_file,
+                proxy=self.config.proxy,
             )
         previous = self.state.status()
         self._last_contact_at = previous.get("lastContactAt")

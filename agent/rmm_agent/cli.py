@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"default: ${ENROLLMENT_KEY_VARIABLE}",
     )
     enroll.add_argument("--ca-file", metavar="FILE", help="the CA certificate(s) that signed the server's (PEM)")
+    enroll.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="an HTTP proxy for this enrollment call only, http://[user:password@]host:port (default: the config "
+        "file's proxy, else HTTPS_PROXY/NO_PROXY); not stored: `run` uses the config file's or the environment's",
+    )
     enroll.add_argument("--force", action="store_true", help="enroll again even if already enrolled")
     enroll.set_defaults(handler=enroll_command)
 
@@ -176,7 +182,7 @@ def read_enrollment_key(args: argparse.Namespace) -> str:
 def enroll_command(args: argparse.Namespace) -> int:
     """Enroll with the machine's facts; save the identity (token included) 0600 in the state directory."""
     from rmm_agent import collectors
-    from rmm_agent.client import Client, ServerError, Unreachable
+    from rmm_agent.client import Client, ServerError, Unreachable, parse_proxy
 
     config = load_config(args)
     ca_file = args.ca_file or config.ca_file
@@ -184,8 +190,15 @@ def enroll_command(args: argparse.Namespace) -> int:
         if not os.path.isfile(ca_file):
             raise Failure(f"--ca-file: {ca_file} is not a file", EXIT_USAGE)
         ca_file = os.path.abspath(ca_file)  # the service's working directory is not this shell's
+    # The proxy belongs to the machine's network, not to the identity: --proxy serves this call only.
+    proxy = args.proxy if args.proxy is not None else config.proxy
+    if args.proxy is not None:
+        try:
+            parse_proxy(args.proxy)
+        except ValueError as error:
+            raise Failure(f"--proxy {error}", EXIT_USAGE) from None
     try:
-        client = Client(args.server, ca_file=ca_file)
+        client = Client(args.server, ca_file=ca_file, proxy=proxy)
     except ValueError as error:
         raise Failure(f"--server: {error}", EXIT_USAGE) from None
     key = read_enrollment_key(args)

@@ -9,6 +9,12 @@ Two kinds of failure, because the run loop treats them differently:
 
 Retrying is the loop's job, never this module's: urllib3's own retries would hide 503s and resend non-idempotent
 POSTs. The bearer token is set on each request and never appears in a repr, a log line or an exception.
+
+Behind an HTTP proxy (the config file's `proxy`, else HTTPS_PROXY/HTTP_PROXY and NO_PROXY as curl and pip read them)
+an https server is reached through a CONNECT tunnel, so TLS is still verified end to end against the server's
+certificate; the proxy only sees where the agent connects. Loopback servers never go through a proxy. The proxy's
+credentials travel only in the Proxy-Authorization header of the CONNECT request: never in a repr, a log line or an
+exception, like the token.
 """
 
 from __future__ import annotations
@@ -17,8 +23,12 @@ import email.utils
 import ipaddress
 import json
 import logging
+import os
+import ssl
 import time
 import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,6 +39,7 @@ from urllib3.exceptions import (
     MaxRetryError,
     NewConnectionError,
     ProtocolError,
+    ProxyError,
     ReadTimeoutError,
     SSLError,
 )
@@ -123,15 +134,129 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(when.timestamp() - reference, 0.0)
 
 
+PROXY_URL_SHAPE = "an http:// or https:// URL with a host and a port, like http://proxy.example.com:3128"
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """An HTTP(S) proxy: its address without credentials (safe to show) and the headers that authenticate to it."""
+
+    url: str  # scheme://host:port, never with a user name or password
+    headers: dict[str, str] = field(default_factory=dict, repr=False, compare=False)  # Proxy-Authorization
+
+
+def redact_url(url: str) -> str:
+    """`url` with any user name and password replaced by "***", for messages about a URL that may hold them."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{separator}{authority}{slash}{path}"
+
+
+def parse_proxy(url: str, *, require_port: bool = True) -> Proxy:
+    """A proxy URL ("http://host:port" or "http://user:password@host:port", https:// too) → Proxy.
+
+    Strict for the config file and --proxy (scheme, host and port required); with require_port=False as lenient as
+    curl and pip are with HTTPS_PROXY: "host:port" means http://host:port and a missing port is the scheme's default.
+    Raises ValueError, whose message never holds the credentials.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"must be {PROXY_URL_SHAPE}")
+    url = url.strip()
+    if not require_port and "://" not in url:
+        url = "http://" + url
+    shown = redact_url(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"must be {PROXY_URL_SHAPE}, not {shown!r}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be {PROXY_URL_SHAPE}, not {shown!r}")
+    if port is None:
+        if require_port:
+            raise ValueError(f"must name the proxy's port, like http://proxy.example.com:3128, not {shown!r}")
+        port = 443 if scheme == "https" else 80
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"must be {PROXY_URL_SHAPE} without a path, query or fragment, not {shown!r}")
+    host = parts.hostname
+    address = f"[{host}]" if ":" in host else host
+    headers: dict[str, str] = {}
+    if parts.username is not None:
+        credentials = urllib.parse.unquote(parts.username) + ":" + urllib.parse.unquote(parts.password or "")
+        try:
+            # make_headers encodes them as Latin-1, as HTTP Basic authentication has always been sent.
+            headers = dict(urllib3.make_headers(proxy_basic_auth=credentials))
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"the proxy's user name and password must be Latin-1 characters (percent-encoded): {shown!r}"
+            ) from None
+    return Proxy(url=f"{scheme}://{address}:{port}", headers=headers)
+
+
+def environment_proxy(server: str) -> tuple[str | None, str | None]:
+    """The proxy the environment gives for `server` and where it comes from, as curl and pip read it:
+    HTTPS_PROXY/https_proxy for an https server, HTTP_PROXY/http_proxy for http, none when NO_PROXY/no_proxy
+    (comma-separated hosts, domains and suffixes, or "*") names the host. On macOS and Windows, when no variable is
+    set, the system's proxy settings (what urllib.request reads). (None, None) when there is no proxy.
+    """
+    parts = urllib.parse.urlsplit(server)
+    scheme = parts.scheme.lower()
+    value = urllib.request.getproxies().get(scheme)
+    if not value or not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None, None
+    names = [f"{scheme.upper()}_PROXY", f"{scheme}_proxy"]
+    source = next((name for name in names if os.environ.get(name)), "the system's proxy settings")
+    return value, source
+
+
 def _segment(value: str) -> str:
     """One path segment: an id from the server or a kind must never add a segment or a query to the URL."""
     return urllib.parse.quote(str(value), safe="")
 
 
-def _unreachable(error: Exception, where: str) -> Unreachable:
-    """A short reason for an urllib3 failure, naming the server but never a request header."""
+def _tunnel_refusal(error: BaseException) -> str | None:
+    """The proxy's answer to CONNECT when it refused the tunnel ("407 Proxy Authentication Required"), else None.
+
+    http.client raises OSError("Tunnel connection failed: 407 …") and urllib3 wraps it (ProtocolError, ProxyError).
+    """
+    seen: set[int] = set()
+    pending: list[object] = [error]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and str(current).startswith("Tunnel connection failed: "):
+            return str(current)[len("Tunnel connection failed: ") :]
+        pending.extend([*current.args, current.__cause__, current.__context__])
+    return None
+
+
+def _unreachable(error: Exception, where: str, proxy: str | None = None) -> Unreachable:
+    """A short reason for an urllib3 failure, naming the server (and the proxy) but never a request header."""
     if isinstance(error, MaxRetryError) and error.reason is not None:
         error = error.reason
+    if proxy is not None:
+        refusal = _tunnel_refusal(error)
+        if refusal is not None:
+            hint = " (check the user name and password in the proxy URL)" if refusal.startswith("407") else ""
+            return Unreachable(f"proxy {proxy} refused the tunnel to {where}: {refusal}{hint}")
+        if isinstance(error, ProxyError):
+            # The proxy itself could not be reached (refused, DNS, timeout, TLS with an https:// proxy).
+            original = error.original_error
+            if isinstance(original, SSLError):
+                detail = str(original.args[0]) if original.args else str(original)
+                return Unreachable(f"TLS with the proxy {proxy} failed: {detail}")
+            if isinstance(original, Exception) and not isinstance(original, ProxyError):
+                return _unreachable(original, f"the proxy {proxy}")
+            return Unreachable(f"cannot reach the proxy {proxy}: {original}")
+        reason = _unreachable(error, where).reason
+        return Unreachable(f"{reason} (through the proxy {proxy})")
     if isinstance(error, SSLError):
         detail = str(error.args[0]) if error.args else str(error)
         if "CERTIFICATE_VERIFY_FAILED" in detail or "certificate verify failed" in detail.lower():
@@ -162,26 +287,67 @@ class Client:
         ca_file: str | None = None,
         timeout: float = 30.0,
         user_agent: str = f"rmm-agent/{__version__}",
+        proxy: str | None = None,
     ) -> None:
+        """`proxy`: the config file's (or --proxy's) proxy URL; None = the environment's (HTTPS_PROXY, NO_PROXY).
+
+        Raises ValueError for a server URL or a `proxy` that cannot be used (the message never holds credentials).
+        """
         self.server = normalise_server(server)
         self.token = token
         self.ca_file = ca_file
         self.user_agent = user_agent
         parts = urllib.parse.urlsplit(self.server)
         self._where = parts.netloc
+        chosen = parse_proxy(proxy) if proxy is not None else None
+        source = "configuration" if chosen is not None else None
+        # A proxy from the environment that cannot be used fails each request as Unreachable rather than the
+        # constructor: the run loop then keeps the reason in `status` and tries again, as for any network fault.
+        self._proxy_problem: str | None = None
+        if chosen is None:
+            value, source = environment_proxy(self.server)
+            if value is not None:
+                try:
+                    chosen = parse_proxy(value, require_port=False)
+                except ValueError as error:
+                    self._proxy_problem = f"the proxy in {source} cannot be used: it {error}"
+        if parts.hostname is not None and is_loopback(parts.hostname):
+            # A proxy cannot reach this machine's loopback; curl and pip leave localhost out too.
+            chosen, source, self._proxy_problem = None, None, None
+        self.proxy_url: str | None = chosen.url if chosen is not None else None  # without credentials
+        self.proxy_source: str | None = source if chosen is not None else None
         # One pool per host (the server): the connection is kept alive between heartbeats. ca_certs=None makes
         # urllib3 load the system trust store; CERT_REQUIRED also checks the host name.
-        self._pool = urllib3.PoolManager(
-            num_pools=2,
-            maxsize=4,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=ca_file or None,
-            retries=False,
-            timeout=urllib3.Timeout(connect=min(10.0, timeout), read=timeout),
-        )
+        pool_options: dict[str, Any] = {
+            "num_pools": 2,
+            "maxsize": 4,
+            "cert_reqs": "CERT_REQUIRED",
+            "ca_certs": ca_file or None,
+            "retries": False,
+            "timeout": urllib3.Timeout(connect=min(10.0, timeout), read=timeout),
+        }
+        self._pool: urllib3.PoolManager
+        if chosen is None:
+            self._pool = urllib3.PoolManager(**pool_options)
+        else:
+            logger.info("reaching %s through the proxy %s (from %s)", self.server, chosen.url, source)
+            # CONNECT for https (urllib3's default): the TLS session is the agent's with the server, verified with
+            # ca_certs as without a proxy. The proxy's own certificate (an https:// proxy) is checked against the
+            # system's trust store and the CA file, since a private CA may have signed either.
+            proxy_context = None
+            if chosen.url.startswith("https://"):
+                proxy_context = ssl.create_default_context()
+                if ca_file:
+                    proxy_context.load_verify_locations(cafile=ca_file)
+            self._pool = urllib3.ProxyManager(
+                chosen.url, proxy_headers=chosen.headers, proxy_ssl_context=proxy_context, **pool_options
+            )
 
     def __repr__(self) -> str:
-        return f"Client(server={self.server!r}, token={'set' if self.token else 'none'}, ca_file={self.ca_file!r})"
+        return (
+            f"Client(server={self.server!r}, token={'set' if self.token else 'none'}, ca_file={self.ca_file!r}, "
+            f"proxy={self.proxy_url!r})"
+        )
 
     def close(self) -> None:
         """Close the kept-alive connections."""
@@ -245,6 +411,8 @@ class Client:
             if not self.token:
                 raise ValueError("this request needs the agent's token and the client has none")
             headers["Authorization"] = f"Bearer {self.token}"
+        if self._proxy_problem is not None:
+            raise Unreachable(self._proxy_problem)
         started = time.monotonic()
         try:
             response = self._pool.request(
@@ -259,7 +427,7 @@ class Client:
         except HTTPError as error:
             # `from None`: the urllib3 exception's own chain says nothing the reason does not, and a traceback of
             # it would show the request's locals to anyone who prints it.
-            raise _unreachable(error, self._where) from None
+            raise _unreachable(error, self._where, self.proxy_url) from None
         status = response.status
         logger.debug("%s %s → %d (%.0f ms)", method, path, status, (time.monotonic() - started) * 1000)
         content = response.data

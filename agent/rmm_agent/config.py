@@ -54,6 +54,9 @@ class LocalConfig:
     command_workdir: str | None = None
     update_command: list[str] | None = None
     ca_file: str | None = None
+    # "http://host:port" or "http://user:password@host:port"; None = the environment's (HTTPS_PROXY, NO_PROXY).
+    # Out of the repr: it may hold the proxy's password.
+    proxy: str | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> LocalConfig:
@@ -124,6 +127,21 @@ def _ca_file(value: Any, where: str) -> str | None:
     return path
 
 
+def _proxy(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    # The client owns what a usable proxy URL is; imported here so that loading a config without one stays light.
+    from rmm_agent.client import parse_proxy
+
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a URL like http://proxy.example.com:3128, or null")
+    try:
+        parse_proxy(value)
+    except ValueError as error:
+        raise ConfigError(f"{where} {error}") from None
+    return value.strip()
+
+
 def _string_list(value: Any, where: str, *, allow_empty: bool) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
         raise ConfigError(f"{where} must be a list of non-empty strings")
@@ -186,4 +204,5 @@ _PARSERS: dict[str, Any] = {
     "commandWorkdir": ("command_workdir", _absolute_path_or_null),
     "updateCommand": ("update_command", _update_command),
     "caFile": ("ca_file", _ca_file),
+    "proxy": ("proxy", _proxy),
 }
