@@ -19,6 +19,7 @@ exception, like the token.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import ipaddress
 import json
@@ -337,8 +338,11 @@ class Client:
             proxy_context = None
             if chosen.url.startswith("https://"):
                 proxy_context = ssl.create_default_context()
+                # A missing or damaged CA file is reported by each request's check of the server's certificate, as
+                # without a proxy; it must not keep the agent from starting.
                 if ca_file:
-                    proxy_context.load_verify_locations(cafile=ca_file)
+                    with contextlib.suppress(OSError, ssl.SSLError):
+                        proxy_context.load_verify_locations(cafile=ca_file)
             self._pool = urllib3.ProxyManager(
                 chosen.url, proxy_headers=chosen.headers, proxy_ssl_context=proxy_context, **pool_options
             )
