@@ -144,7 +144,7 @@ class Agent:
         now = time.monotonic()
         outcome = "idle"
         if now >= self._next_sample:
-            sample = dict(sampler.sample(), timestamp=utc_timestamp())
+            sample = dict(sampler.sample(), timestamp=self._server_time())
             self._schedule_next_sample(now)
             if self._backing_off(now):
                 self.state.backlog.append(sample)
@@ -163,6 +163,11 @@ class Agent:
                 self._save_status()
         self._maybe_check_inventory()
         return outcome
+
+    def _server_time(self) -> str:
+        """Now by the server's clock, as far as its last answer told (a sample's time must not be in its future)."""
+        offset = self.client.clock_offset if self.client is not None else 0.0
+        return utc_timestamp(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=offset))
 
     def _sleep_seconds(self) -> float:
         """Until the soonest deadline, at most STOP_POLL_SECONDS, at least a few milliseconds (never a spin)."""

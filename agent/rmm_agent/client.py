@@ -50,6 +50,9 @@ from rmm_agent import __version__
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1/agents"
+# How far this machine's clock may be from the server's before the agent corrects its samples' times: the Date
+# header has whole seconds, and the answer's transit adds a little.
+CLOCK_TOLERANCE_SECONDS = 2.0
 PLAIN_HTTP_REFUSED = (
     "plain http is allowed only to this machine (loopback); use https://… or --ca-file for a private CA"
 )
@@ -296,6 +299,10 @@ class Client:
         """
         self.server = normalise_server(server)
         self.token = token
+        # Seconds to add to this machine's clock to read the server's, from the Date header of its answers: the
+        # server refuses backlog samples "in the future", and machines' clocks drift (a VM resumed from suspend, no
+        # NTP). 0 while the two agree within CLOCK_TOLERANCE_SECONDS (Date has whole seconds).
+        self.clock_offset = 0.0
         self.ca_file = ca_file
         self.user_agent = user_agent
         parts = urllib.parse.urlsplit(self.server)
@@ -434,6 +441,7 @@ class Client:
             raise _unreachable(error, self._where, self.proxy_url) from None
         status = response.status
         logger.debug("%s %s → %d (%.0f ms)", method, path, status, (time.monotonic() - started) * 1000)
+        self._read_clock(response.headers.get("Date"))
         content = response.data
         if 200 <= status < 300:
             if not content:
@@ -445,6 +453,18 @@ class Client:
                     status, "invalid_response", f"the server answered {status} with a body that is not JSON"
                 ) from None
         raise self._error(status, response)
+
+    def _read_clock(self, date: str | None) -> None:
+        if not date:
+            return
+        try:
+            server_now = email.utils.parsedate_to_datetime(date)
+        except (TypeError, ValueError, IndexError):
+            return
+        if server_now.tzinfo is None:
+            server_now = server_now.replace(tzinfo=timezone.utc)
+        offset = server_now.timestamp() - time.time()
+        self.clock_offset = 0.0 if abs(offset) < CLOCK_TOLERANCE_SECONDS else offset
 
     def _error(self, status: int, response: Any) -> ServerError:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))

@@ -5,6 +5,7 @@ sees several heartbeats, a backoff and a drained backlog within a few seconds.""
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import json
 import os
 import socket
@@ -52,6 +53,7 @@ class StandIn:
     def __init__(self, port: int = 0) -> None:
         self.requests: list[Request] = []
         self.answer: Callable[[Request], Answer | None] = lambda request: None
+        self.clock_skew = 0.0  # seconds added to this machine's time in the Date header of every answer
         self._lock = threading.Lock()
         stand_in = self
 
@@ -60,6 +62,9 @@ class StandIn:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                return email.utils.formatdate(time.time() + stand_in.clock_skew, usegmt=True)
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -236,6 +241,28 @@ def test_samples_taken_while_the_server_answers_503_arrive_as_backlog_with_the_t
     assert all(0.85 * INTERVAL <= gap <= 1.15 * INTERVAL for gap in gaps), gaps
     assert {"cpuPercent", "ramPercent"} <= set(backlog[0])
     wait_for(lambda: len(state.backlog) == 0 and state.status().get("backlogSize") == 0, what="the backlog emptied")
+
+
+def test_samples_are_stamped_by_the_servers_clock_when_this_machines_is_off(tmp_path, stand_in, running):
+    stand_in.clock_skew = -3600.0  # this machine's clock an hour ahead: its own times would be "in the future"
+    failing = threading.Event()
+    stand_in.answer = lambda request: (
+        error(503, "service_unavailable") if failing.is_set() and "heartbeat" in request.path else None
+    )
+    running(enrolled_state(tmp_path, stand_in.port))
+    wait_for(lambda: stand_in.heartbeats, what="a first heartbeat, whose answer tells the server's time")
+    failing.set()
+    wait_for(lambda: len(stand_in.heartbeats) >= 3, what="heartbeats refused")
+    failing.clear()
+    drained = wait_for(
+        lambda: [r for r in stand_in.heartbeats if r.body.get("metricsBacklog")], what="the backlog sent"
+    )[0]
+
+    stamps = [parse(sample["timestamp"]) for sample in drained.body["metricsBacklog"]]
+    server_now = drained.received_at - dt.timedelta(hours=1)
+    assert all(
+        server_now - dt.timedelta(seconds=30) < stamp <= server_now + dt.timedelta(seconds=2) for stamp in stamps
+    )
 
 
 def test_samples_taken_while_nothing_listens_are_sent_when_the_server_is_back(tmp_path, running):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 import shutil
 import socket
@@ -33,6 +34,7 @@ class StandInServer:
         self.routes: dict[tuple[str, str], tuple[int, dict[str, str], bytes]] = {}
         self.requests: list[dict] = []
         self.connections = 0
+        self.clock_skew = 0.0  # seconds added to this machine's time in the Date header of every answer
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,6 +46,9 @@ class StandInServer:
 
             def log_message(self, format, *args):  # quiet test output
                 pass
+
+            def date_time_string(self, timestamp=None):
+                return email.utils.formatdate(time.time() + stand_in.clock_skew, usegmt=True)
 
             def answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -202,6 +207,19 @@ def test_two_calls_share_one_tcp_connection(server, client):
 
 
 # errors -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("skew", "offset"), [(0, 0), (1, 0), (-90, -90), (7200, 7200)])
+def test_the_servers_clock_is_read_from_the_date_of_its_answers(server, client, skew, offset):
+    server.clock_skew = skew
+    server.json("POST", f"/api/v1/agents/{AGENT_ID}/heartbeat", 503, error_body("service_unavailable", "busy"))
+
+    with pytest.raises(ServerError):  # an error answer tells the time too
+        client.heartbeat(AGENT_ID, {"agentVersion": "0.1.0"})
+
+    assert abs(client.clock_offset - offset) <= 1.5  # Date has whole seconds; within the tolerance it is 0
+    if offset == 0:
+        assert client.clock_offset == 0.0
 
 
 def test_the_error_shape_becomes_a_server_error_with_its_fields(server, client):
