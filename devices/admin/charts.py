@@ -123,7 +123,8 @@ def line_chart(
     def y_of(value: float) -> float:
         return TOP + PLOT_HEIGHT * (1 - (value - lowest) / (highest - lowest))
 
-    lines, markers = [], []
+    lines: list[tuple[str, int, str, str]] = []
+    markers: list[tuple[str, str, str]] = []
     for line in series:
         kept = [(moment, value) for moment, value in line.points if value is not None]
         coordinates = " ".join(f"{x_of(moment):.1f},{y_of(value):.1f}" for moment, value in kept)
