@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import psutil
 
@@ -259,31 +259,24 @@ def run_process(
     child_env = dict(env)
     child_env[RUN_MARKER_VARIABLE] = marker
     started = time.monotonic()
+    # A tree of its own, so a timeout can kill all of it: a new session on POSIX, a new process group on Windows
+    # (CREATE_NO_WINDOW: a console program started by a service gets no console window of its own).
+    tree: dict[str, Any]
+    if sys.platform == "win32":
+        tree = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+    else:
+        tree = {"start_new_session": True}
     try:
-        if sys.platform == "win32":
-            # CREATE_NO_WINDOW: a console program started by a service gets no console window of its own.
-            flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
-            process = subprocess.Popen(  # noqa: S603 (running what the technician sent is the point)
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
-                env=child_env,
-                bufsize=0,
-                creationflags=flags,
-            )
-        else:
-            process = subprocess.Popen(  # noqa: S603 (running what the technician sent is the point)
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
-                env=child_env,
-                bufsize=0,
-                start_new_session=True,
-            )
+        process = subprocess.Popen(  # noqa: S603 (running what the technician sent is the point)
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=child_env,
+            bufsize=0,
+            **tree,
+        )
     except OSError as exc:
         raise ProcessStartError(f"could not start {argv[0]}: {exc.strerror or exc}") from exc
 
