@@ -5,18 +5,16 @@ sees several heartbeats, a backoff and a drained backlog within a few seconds.""
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
-import json
 import os
 import socket
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from standin import Answer, StandInServer, agent_api_when_all_is_well, closed_port
 
 from rmm_agent.agent import Agent
 from rmm_agent.config import LocalConfig
@@ -27,95 +25,13 @@ TOKEN = "rmm_" + "1" * 64
 NEW_TOKEN = "rmm_" + "2" * 64
 INTERVAL = 1.0
 
-Answer = tuple  # (status, body dict or None, headers dict)
 
-
-class Request:
-    """One request the stand-in received."""
-
-    def __init__(self, method: str, path: str, headers: dict[str, str], body: Any) -> None:
-        self.method = method
-        self.path = path
-        self.headers = headers
-        self.body = body
-        self.at = time.monotonic()
-        self.received_at = dt.datetime.now(dt.timezone.utc)
-
-    @property
-    def kind(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-
-class StandIn:
-    """The server's agent API as a test scripts it: ``answer(request) -> (status, body, headers)`` decides, the
-    default being what the real server answers when all is well."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.requests: list[Request] = []
-        self.answer: Callable[[Request], Answer | None] = lambda request: None
-        self.clock_skew = 0.0  # seconds added to this machine's time in the Date header of every answer
-        self._lock = threading.Lock()
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def date_time_string(self, timestamp: float | None = None) -> str:
-                return email.utils.formatdate(time.time() + stand_in.clock_skew, usegmt=True)
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                request = Request(
-                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw or "null")
-                )
-                with stand_in._lock:
-                    stand_in.requests.append(request)
-                status, body, headers = stand_in.answer(request) or stand_in.default(request)
-                payload = b"" if body is None else json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                if payload:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @staticmethod
-    def default(request: Request) -> Answer:
-        if request.path.endswith("/heartbeat"):
-            return 200, {"commands": [], "configUpdate": None, "rotateToken": False}, {}
-        if request.path.endswith("/rotate-token"):
-            return 200, {"authToken": NEW_TOKEN}, {}
-        if request.path.endswith("/result"):
-            return 200, {"status": "ok"}, {}
-        if request.method == "PUT":
-            return 204, None, {}
-        return 404, {"error": "not_found", "message": "no such path", "fields": {}}, {}
-
-    def of(self, suffix: str, method: str = "POST") -> list[Request]:
-        with self._lock:
-            return [r for r in self.requests if r.method == method and r.path.endswith(suffix)]
-
-    @property
-    def heartbeats(self) -> list[Request]:
-        return self.of("/heartbeat")
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def agent_api(port: int = 0) -> StandInServer:
+    """The server's agent API as a test scripts it (its `answer`), otherwise what the real server answers when all
+    is well, a rotated token included."""
+    server = StandInServer(port=port, fallback=agent_api_when_all_is_well)
+    server.route("POST", f"/api/v1/agents/{AGENT_ID}/rotate-token", 200, {"authToken": NEW_TOKEN})
+    return server
 
 
 def error(status: int, code: str, headers: dict | None = None) -> Answer:
@@ -124,9 +40,8 @@ def error(status: int, code: str, headers: dict | None = None) -> Answer:
 
 @pytest.fixture
 def stand_in():
-    server = StandIn()
-    yield server
-    server.close()
+    with agent_api() as server:
+        yield server
 
 
 def enrolled_state(path: Path, port: int) -> StateDir:
@@ -266,9 +181,7 @@ def test_samples_are_stamped_by_the_servers_clock_when_this_machines_is_off(tmp_
 
 
 def test_samples_taken_while_nothing_listens_are_sent_when_the_server_is_back(tmp_path, running):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     state = enrolled_state(tmp_path, port)
     run = running(state)
     status = wait_for(
@@ -278,7 +191,7 @@ def test_samples_taken_while_nothing_listens_are_sent_when_the_server_is_back(tm
     assert status["lastContactAt"] is None
     assert status["pid"] == os.getpid()
     kept = [sample["timestamp"] for sample in state.backlog.peek()]
-    stand_in = StandIn(port)
+    stand_in = agent_api(port)
     try:
         # The backoff's ceiling is max_backoff_seconds (1 s here): back within about a second.
         first = wait_for(lambda: stand_in.heartbeats, timeout=3, what="a heartbeat once the server is back")[0]
@@ -288,7 +201,7 @@ def test_samples_taken_while_nothing_listens_are_sent_when_the_server_is_back(tm
         wait_for(lambda: state.status().get("lastContactAt"), what="the contact in the status")
     finally:
         run.finish()
-        stand_in.close()
+        stand_in.stop()
 
 
 def test_a_day_of_backlog_drains_in_two_heartbeats(tmp_path, stand_in, running):

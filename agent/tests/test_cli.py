@@ -9,12 +9,11 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from standin import Request, StandInServer, agent_api_when_all_is_well, closed_port
 
 from rmm_agent import __version__
 
@@ -42,72 +41,33 @@ def rmm_agent(*arguments: str, stdin: str | None = None, env: dict | None = None
     )
 
 
-class StandInServer:
-    """Answers POST /api/v1/agents/enroll with `self.answer` ((status, body)) and records the bodies it got; answers
-    heartbeats with no commands (counting them) and inventory uploads with 204, as the server does."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        self.heartbeats = 0
-        self.answer: tuple[int, dict] = (
-            201,
-            {
-                "agentId": AGENT_ID,
-                "deviceId": DEVICE_ID,
-                "authToken": TOKEN,
-                "orgId": "org-1",
-                "siteId": "site-1",
-                "config": {"heartbeatIntervalSeconds": 60, "metricsCollectionIntervalSeconds": 30},
-            },
-        )
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format, *args):
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path == "/api/v1/agents/enroll":
-                    stand_in.bodies.append(json.loads(raw))
-                    self.reply(*stand_in.answer)
-                elif self.path == f"/api/v1/agents/{AGENT_ID}/heartbeat":
-                    stand_in.heartbeats += 1
-                    self.reply(200, {"commands": [], "configUpdate": None, "rotateToken": False})
-                else:
-                    self.reply(404, {"error": "not_found", "message": "Not found.", "fields": {}})
-
-            def do_PUT(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_GET(self) -> None:
-                self.reply(404, {"error": "not_found", "message": "Not found.", "fields": {}})
-
-            def reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+ENROLL_PATH = "/api/v1/agents/enroll"
+ENROLLED = {
+    "agentId": AGENT_ID,
+    "deviceId": DEVICE_ID,
+    "authToken": TOKEN,
+    "orgId": "org-1",
+    "siteId": "site-1",
+    "config": {"heartbeatIntervalSeconds": 60, "metricsCollectionIntervalSeconds": 30},
+}
 
 
 @pytest.fixture
 def server():
-    stand_in = StandInServer()
-    yield stand_in
-    stand_in.stop()
+    """Answers enrollment with ENROLLED, heartbeats with no commands and inventory uploads with 204."""
+    with StandInServer(fallback=agent_api_when_all_is_well) as stand_in:
+        stand_in.route("POST", ENROLL_PATH, 201, ENROLLED)
+        yield stand_in
+
+
+def enrollment_bodies(server: StandInServer) -> list[dict]:
+    """The bodies of the enrollment requests the server received, in order."""
+    return [request.body for request in server.of(ENROLL_PATH)]
+
+
+def heartbeats(server: StandInServer) -> list[Request]:
+    """The heartbeats of the enrolled agent (AGENT_ID) the server received."""
+    return server.of(f"/api/v1/agents/{AGENT_ID}/heartbeat")
 
 
 @pytest.fixture
@@ -154,7 +114,7 @@ def test_enroll_sends_the_machines_facts_and_saves_the_identity_privately(server
 
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == f"enrolled as device {DEVICE_ID} (agent {AGENT_ID}) at {server.url}"
-    (body,) = server.bodies
+    (body,) = enrollment_bodies(server)
     assert body["enrollmentKey"] == "key-1"
     assert body["hostname"] == socket.gethostname()
     assert body["osType"] == "linux"
@@ -202,9 +162,9 @@ def test_enrolling_again_needs_force(server, state_dir):
     assert again.returncode == 1
     assert f"already enrolled as device {DEVICE_ID}" in again.stderr
     assert "--force" in again.stderr
-    assert len(server.bodies) == 1  # refused before asking the server
+    assert len(enrollment_bodies(server)) == 1  # refused before asking the server
 
-    server.answer[1]["deviceId"] = "another-device"
+    server.route("POST", ENROLL_PATH, 201, {**ENROLLED, "deviceId": "another-device"})
     forced = enroll(server, state_dir, "--force")
 
     assert forced.returncode == 0, forced.stderr
@@ -212,7 +172,9 @@ def test_enrolling_again_needs_force(server, state_dir):
 
 
 def test_a_refused_key_exits_1_with_the_servers_message(server, state_dir):
-    server.answer = (
+    server.route(
+        "POST",
+        ENROLL_PATH,
         401,
         {
             "error": "enrollment_key_expired",
@@ -235,7 +197,7 @@ def test_the_key_can_come_from_stdin(server, state_dir):
     )
 
     assert completed.returncode == 0, completed.stderr
-    assert server.bodies[0]["enrollmentKey"] == "secret-key-from-stdin"
+    assert enrollment_bodies(server)[0]["enrollmentKey"] == "secret-key-from-stdin"
 
 
 def test_the_key_can_come_from_the_environment(server, state_dir):
@@ -244,7 +206,7 @@ def test_the_key_can_come_from_the_environment(server, state_dir):
     )
 
     assert completed.returncode == 0, completed.stderr
-    assert server.bodies[0]["enrollmentKey"] == "key-from-env"
+    assert enrollment_bodies(server)[0]["enrollmentKey"] == "key-from-env"
 
 
 def test_enroll_without_a_key_is_a_usage_error(server, state_dir):
@@ -252,7 +214,7 @@ def test_enroll_without_a_key_is_a_usage_error(server, state_dir):
 
     assert completed.returncode == 2
     assert "an enrollment key is needed" in completed.stderr
-    assert server.bodies == []
+    assert enrollment_bodies(server) == []
 
 
 def test_plain_http_to_another_machine_is_refused(state_dir):
@@ -263,12 +225,8 @@ def test_plain_http_to_another_machine_is_refused(state_dir):
 
 
 def test_an_unreachable_server_exits_1_saying_why(state_dir):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-
     completed = rmm_agent(
-        "--state-dir", str(state_dir), "enroll", "--server", f"http://127.0.0.1:{closed_port}", "--key", "k"
+        "--state-dir", str(state_dir), "enroll", "--server", f"http://127.0.0.1:{closed_port()}", "--key", "k"
     )
 
     assert completed.returncode == 1
@@ -293,9 +251,9 @@ def test_run_heartbeats_refuses_a_second_agent_and_stops_cleanly_on_sigterm(serv
     )
     try:
         deadline = time.monotonic() + 10
-        while server.heartbeats == 0 and agent.poll() is None and time.monotonic() < deadline:
+        while not heartbeats(server) and agent.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert server.heartbeats >= 1, agent.stderr.read() if agent.poll() is not None else "no heartbeat in 10 s"
+        assert len(heartbeats(server)) >= 1, agent.stderr.read() if agent.poll() is not None else "no heartbeat in 10 s"
 
         second = rmm_agent("--state-dir", str(state_dir), "run")
 

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import email.utils
-import json
-import shutil
 import socket
-import ssl
-import subprocess
-import sys
-import threading
 import time
 import traceback
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
+from standin import StandInServer, closed_port, tls_server_context
 
 from rmm_agent import __version__
 from rmm_agent.client import Client, ServerError, Unreachable, parse_retry_after
@@ -26,86 +18,10 @@ AGENT_ID = "0b7c6f7e-5d6a-4f49-9c0e-2d9f0f3f6a10"
 COMMAND_ID = "9a1d2c3b-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
 
 
-class StandInServer:
-    """An HTTP/1.1 server in a thread: answers from `routes` ((method, path) → (status, headers, body bytes)),
-    records every request (method, path, headers, parsed body) and counts the TCP connections it accepted."""
-
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.routes: dict[tuple[str, str], tuple[int, dict[str, str], bytes]] = {}
-        self.requests: list[dict] = []
-        self.connections = 0
-        self.clock_skew = 0.0  # seconds added to this machine's time in the Date header of every answer
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive
-
-            def setup(self) -> None:
-                stand_in.connections += 1
-                super().setup()
-
-            def log_message(self, format, *args):  # quiet test output
-                pass
-
-            def date_time_string(self, timestamp=None):
-                return email.utils.formatdate(time.time() + stand_in.clock_skew, usegmt=True)
-
-            def answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                stand_in.requests.append(
-                    {
-                        "method": self.command,
-                        "path": self.path,
-                        "headers": dict(self.headers.items()),
-                        "body": json.loads(raw) if raw else None,
-                    }
-                )
-                status, headers, body = stand_in.routes.get(
-                    (self.command, self.path),
-                    (404, {"Content-Type": "application/json"}, b'{"error":"not_found","message":"no","fields":{}}'),
-                )
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = answer
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request, client_address):
-                # A client that rejects the certificate aborts the handshake: expected in the TLS tests.
-                if not isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
-                    super().handle_error(request, client_address)
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        if ssl_context is not None:
-            self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def json(self, method: str, path: str, status: int, body: object, headers: dict | None = None) -> None:
-        self.routes[(method, path)] = (
-            status,
-            {"Content-Type": "application/json", **(headers or {})},
-            json.dumps(body).encode(),
-        )
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server():
-    stand_in = StandInServer()
-    yield stand_in
-    stand_in.stop()
+    with StandInServer() as stand_in:
+        yield stand_in
 
 
 @pytest.fixture
@@ -136,16 +52,16 @@ def test_enroll_posts_the_body_without_a_token_and_returns_the_201_answer(server
         "siteId": "s",
         "config": {"heartbeatIntervalSeconds": 60, "metricsCollectionIntervalSeconds": 30},
     }
-    server.json("POST", "/api/v1/agents/enroll", 201, answer)
+    server.route("POST", "/api/v1/agents/enroll", 201, answer)
     client.token = None
 
     assert client.enroll({"enrollmentKey": "k", "hostname": "héte"}) == answer
 
     (request,) = server.requests
-    assert request["body"] == {"enrollmentKey": "k", "hostname": "héte"}
-    assert request["headers"]["Content-Type"] == "application/json"
-    assert request["headers"]["User-Agent"] == f"rmm-agent/{__version__}"
-    assert "Authorization" not in request["headers"]
+    assert request.body == {"enrollmentKey": "k", "hostname": "héte"}
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["User-Agent"] == f"rmm-agent/{__version__}"
+    assert "Authorization" not in request.headers
 
 
 def test_heartbeat_sends_the_bearer_token_and_returns_the_commands(server, client):
@@ -154,30 +70,30 @@ def test_heartbeat_sends_the_bearer_token_and_returns_the_commands(server, clien
         "configUpdate": None,
         "rotateToken": False,
     }
-    server.json("POST", f"/api/v1/agents/{AGENT_ID}/heartbeat", 200, answer)
+    server.route("POST", f"/api/v1/agents/{AGENT_ID}/heartbeat", 200, answer)
 
     assert client.heartbeat(AGENT_ID, {"agentVersion": __version__, "status": "ok"}) == answer
 
     (request,) = server.requests
-    assert request["headers"]["Authorization"] == f"Bearer {TOKEN}"
-    assert request["body"] == {"agentVersion": __version__, "status": "ok"}
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.body == {"agentVersion": __version__, "status": "ok"}
 
 
 def test_a_changed_token_is_sent_on_the_next_request(server, client):
-    server.json("GET", f"/api/v1/agents/{AGENT_ID}/config", 200, {"heartbeatIntervalSeconds": 60})
+    server.route("GET", f"/api/v1/agents/{AGENT_ID}/config", 200, {"heartbeatIntervalSeconds": 60})
     client.token = "rmm_" + "77" * 32
 
     client.config(AGENT_ID)
 
-    assert server.requests[0]["headers"]["Authorization"] == "Bearer rmm_" + "77" * 32
+    assert server.requests[0].headers["Authorization"] == "Bearer rmm_" + "77" * 32
 
 
 def test_put_inventory_post_result_rotate_config_and_claim(server, client):
-    server.routes[("PUT", f"/api/v1/agents/{AGENT_ID}/disks")] = (204, {}, b"")
-    server.json("POST", f"/api/v1/agents/{AGENT_ID}/commands/{COMMAND_ID}/result", 200, {"id": COMMAND_ID})
-    server.json("POST", f"/api/v1/agents/{AGENT_ID}/rotate-token", 200, {"authToken": "rmm_" + "99" * 32})
-    server.json("GET", f"/api/v1/agents/{AGENT_ID}/config", 200, {"heartbeatIntervalSeconds": 30})
-    server.json("GET", f"/api/v1/agents/{AGENT_ID}/commands", 200, {"commands": [{"id": COMMAND_ID}]})
+    server.route("PUT", f"/api/v1/agents/{AGENT_ID}/disks", 204)
+    server.route("POST", f"/api/v1/agents/{AGENT_ID}/commands/{COMMAND_ID}/result", 200, {"id": COMMAND_ID})
+    server.route("POST", f"/api/v1/agents/{AGENT_ID}/rotate-token", 200, {"authToken": "rmm_" + "99" * 32})
+    server.route("GET", f"/api/v1/agents/{AGENT_ID}/config", 200, {"heartbeatIntervalSeconds": 30})
+    server.route("GET", f"/api/v1/agents/{AGENT_ID}/commands", 200, {"commands": [{"id": COMMAND_ID}]})
 
     assert client.put_inventory(AGENT_ID, "disks", {"disks": []}) is None
     assert client.post_result(AGENT_ID, COMMAND_ID, {"status": "completed", "exitCode": 0}) is None
@@ -185,19 +101,19 @@ def test_put_inventory_post_result_rotate_config_and_claim(server, client):
     assert client.config(AGENT_ID) == {"heartbeatIntervalSeconds": 30}
     assert client.claim_commands(AGENT_ID) == [{"id": COMMAND_ID}]
 
-    assert [(r["method"], r["path"]) for r in server.requests] == list(server.routes)
-    assert server.requests[0]["body"] == {"disks": []}
+    assert [(r.method, r.path) for r in server.requests] == list(server.routes)
+    assert server.requests[0].body == {"disks": []}
 
 
 def test_path_segments_are_escaped(server, client):
     with pytest.raises(ServerError):
         client.put_inventory("../enroll", "x?y", {})
 
-    assert server.requests[0]["path"] == "/api/v1/agents/..%2Fenroll/x%3Fy"
+    assert server.requests[0].path == "/api/v1/agents/..%2Fenroll/x%3Fy"
 
 
 def test_two_calls_share_one_tcp_connection(server, client):
-    server.json("POST", f"/api/v1/agents/{AGENT_ID}/heartbeat", 200, {"commands": []})
+    server.route("POST", f"/api/v1/agents/{AGENT_ID}/heartbeat", 200, {"commands": []})
 
     client.heartbeat(AGENT_ID, {"agentVersion": "1"})
     client.heartbeat(AGENT_ID, {"agentVersion": "1"})
@@ -212,7 +128,7 @@ def test_two_calls_share_one_tcp_connection(server, client):
 @pytest.mark.parametrize(("skew", "offset"), [(0, 0), (1, 0), (-90, -90), (7200, 7200)])
 def test_the_servers_clock_is_read_from_the_date_of_its_answers(server, client, skew, offset):
     server.clock_skew = skew
-    server.json("POST", f"/api/v1/agents/{AGENT_ID}/heartbeat", 503, error_body("service_unavailable", "busy"))
+    server.route("POST", f"/api/v1/agents/{AGENT_ID}/heartbeat", 503, error_body("service_unavailable", "busy"))
 
     with pytest.raises(ServerError):  # an error answer tells the time too
         client.heartbeat(AGENT_ID, {"agentVersion": "0.1.0"})
@@ -223,7 +139,7 @@ def test_the_servers_clock_is_read_from_the_date_of_its_answers(server, client, 
 
 
 def test_the_error_shape_becomes_a_server_error_with_its_fields(server, client):
-    server.json(
+    server.route(
         "POST",
         f"/api/v1/agents/{AGENT_ID}/heartbeat",
         400,
@@ -240,7 +156,7 @@ def test_the_error_shape_becomes_a_server_error_with_its_fields(server, client):
 
 
 def test_a_refused_enrollment_key_is_a_server_error(server, client):
-    server.json("POST", "/api/v1/agents/enroll", 401, error_body("enrollment_key_expired", "This key expired."))
+    server.route("POST", "/api/v1/agents/enroll", 401, error_body("enrollment_key_expired", "This key expired."))
 
     with pytest.raises(ServerError) as caught:
         client.enroll({"enrollmentKey": "old"})
@@ -250,7 +166,7 @@ def test_a_refused_enrollment_key_is_a_server_error(server, client):
 
 
 def test_429_carries_retry_after_in_seconds(server, client):
-    server.json(
+    server.route(
         "POST",
         f"/api/v1/agents/{AGENT_ID}/heartbeat",
         429,
@@ -265,7 +181,7 @@ def test_429_carries_retry_after_in_seconds(server, client):
 
 
 def test_429_carries_retry_after_given_as_an_http_date(server, client):
-    server.json(
+    server.route(
         "POST",
         f"/api/v1/agents/{AGENT_ID}/heartbeat",
         429,
@@ -280,7 +196,7 @@ def test_429_carries_retry_after_given_as_an_http_date(server, client):
 
 
 def test_503_is_a_server_error_with_its_retry_after(server, client):
-    server.json(
+    server.route(
         "POST",
         f"/api/v1/agents/{AGENT_ID}/heartbeat",
         503,
@@ -303,10 +219,12 @@ def test_retry_after_values(header, expected):
 
 
 def test_a_non_json_502_page_is_a_server_error_with_an_http_code(server, client):
-    server.routes[("POST", f"/api/v1/agents/{AGENT_ID}/heartbeat")] = (
+    server.route(
+        "POST",
+        f"/api/v1/agents/{AGENT_ID}/heartbeat",
         502,
-        {"Content-Type": "text/html"},
         b"<html><body><h1>502 Bad Gateway</h1>nginx</body></html>",
+        {"Content-Type": "text/html"},
     )
 
     with pytest.raises(ServerError) as caught:
@@ -319,7 +237,7 @@ def test_a_non_json_502_page_is_a_server_error_with_an_http_code(server, client)
 
 
 def test_a_redirect_is_an_error_and_is_not_followed(server, client):
-    server.routes[("POST", "/api/v1/agents/enroll")] = (302, {"Location": "https://elsewhere.example/enroll"}, b"")
+    server.route("POST", "/api/v1/agents/enroll", 302, None, {"Location": "https://elsewhere.example/enroll"})
 
     with pytest.raises(ServerError) as caught:
         client.enroll({"enrollmentKey": "k"})
@@ -330,15 +248,13 @@ def test_a_redirect_is_an_error_and_is_not_followed(server, client):
 
 
 def test_a_closed_port_is_unreachable(client):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    client = Client(f"http://127.0.0.1:{closed_port}", token=TOKEN, timeout=2)
+    port = closed_port()
+    client = Client(f"http://127.0.0.1:{port}", token=TOKEN, timeout=2)
 
     with pytest.raises(Unreachable) as caught:
         client.heartbeat(AGENT_ID, {"agentVersion": "1"})
 
-    assert f"127.0.0.1:{closed_port}" in caught.value.reason
+    assert f"127.0.0.1:{port}" in caught.value.reason
     assert "refused" in caught.value.reason.lower()
 
 
@@ -356,7 +272,7 @@ def test_a_server_that_does_not_answer_in_time_is_unreachable():
 
 
 def test_the_token_is_absent_from_the_repr_and_from_exception_texts(server, client):
-    server.json("POST", f"/api/v1/agents/{AGENT_ID}/heartbeat", 401, error_body("invalid_token", "Invalid token."))
+    server.route("POST", f"/api/v1/agents/{AGENT_ID}/heartbeat", 401, error_body("invalid_token", "Invalid token."))
     texts = [repr(client), str(client)]
 
     with pytest.raises(ServerError) as server_error:
@@ -367,14 +283,11 @@ def test_the_token_is_absent_from_the_repr_and_from_exception_texts(server, clie
         formatted(server_error.value),
     ]
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
     with pytest.raises(Unreachable) as unreachable:
-        Client(f"http://127.0.0.1:{closed_port}", token=TOKEN).heartbeat(AGENT_ID, {"agentVersion": "1"})
+        Client(f"http://127.0.0.1:{closed_port()}", token=TOKEN).heartbeat(AGENT_ID, {"agentVersion": "1"})
     texts += [str(unreachable.value), repr(unreachable.value), formatted(unreachable.value)]
 
-    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"  # it was sent, and only there
+    assert server.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"  # it was sent, and only there
     for text in texts:
         assert TOKEN not in text
         assert TOKEN[4:20] not in text
@@ -423,77 +336,11 @@ def test_a_request_needing_the_token_without_one_is_refused(server):
 # TLS --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory) -> dict[str, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 and localhost it signed, made with openssl."""
-    openssl_path = shutil.which("openssl")
-    if openssl_path is None:
-        pytest.skip("the openssl command is not installed: the TLS tests need it to make a CA")
-    directory = tmp_path_factory.mktemp("tls")
-    ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def openssl(*arguments: str) -> None:
-        # The test's own fixed arguments, no shell.
-        subprocess.run([openssl_path, *arguments], cwd=directory, check=True, capture_output=True)  # noqa: S603
-
-    openssl(
-        "req",
-        "-x509",
-        *ec_key,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Test RMM CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    )
-    for name, alt_names in (("server", "IP:127.0.0.1,DNS:localhost"), ("elsewhere", "DNS:elsewhere.example")):
-        openssl("req", *ec_key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        (directory / f"{name}.ext").write_text(
-            f"subjectAltName={alt_names}\nbasicConstraints=critical,CA:FALSE\n"
-            "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
-        )
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-        )
-    return {
-        "ca": directory / "ca.pem",
-        "cert": directory / "server.pem",
-        "key": directory / "server.key",
-        "elsewhere-cert": directory / "elsewhere.pem",
-        "elsewhere-key": directory / "elsewhere.key",
-    }
-
-
 @pytest.fixture
 def tls_server(certificates):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificates["cert"], certificates["key"])
-    stand_in = StandInServer(context)
-    stand_in.json("GET", f"/api/v1/agents/{AGENT_ID}/config", 200, {"heartbeatIntervalSeconds": 60})
-    yield stand_in
-    stand_in.stop()
+    with StandInServer(ssl_context=tls_server_context(certificates["cert"], certificates["key"])) as stand_in:
+        stand_in.route("GET", f"/api/v1/agents/{AGENT_ID}/config", 200, {"heartbeatIntervalSeconds": 60})
+        yield stand_in
 
 
 def test_https_with_an_unknown_ca_fails_verification(tls_server):
@@ -510,18 +357,14 @@ def test_https_with_the_ca_file_works(tls_server, certificates):
     client = Client(f"https://127.0.0.1:{tls_server.port}", token=TOKEN, ca_file=str(certificates["ca"]), timeout=5)
 
     assert client.config(AGENT_ID) == {"heartbeatIntervalSeconds": 60}
-    assert tls_server.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert tls_server.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
 
 
 def test_https_checks_the_host_name_too(certificates):
     # A certificate the CA signed, but for another name than the one the client connects to.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificates["elsewhere-cert"], certificates["elsewhere-key"])
-    stand_in = StandInServer(context)
-    try:
+    context = tls_server_context(certificates["elsewhere-cert"], certificates["elsewhere-key"])
+    with StandInServer(ssl_context=context) as stand_in:
         client = Client(f"https://127.0.0.1:{stand_in.port}", token=TOKEN, ca_file=str(certificates["ca"]), timeout=5)
 
         with pytest.raises(Unreachable, match=r"TLS verification failed: .*(mismatch|match)"):
             client.config(AGENT_ID)
-    finally:
-        stand_in.stop()

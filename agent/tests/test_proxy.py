@@ -11,18 +11,16 @@ import base64
 import json
 import logging
 import select
-import shutil
 import socket
 import socketserver
 import ssl
-import subprocess
 import sys
 import threading
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from standin import SERVER_NAME, StandInServer, closed_port, tls_server_context
 
 from rmm_agent.cli import main
 from rmm_agent.client import Client, ServerError, Unreachable
@@ -31,7 +29,6 @@ from rmm_agent.config import ConfigError, LocalConfig
 TOKEN = "rmm_" + "6f" * 32
 AGENT_ID = "0b7c6f7e-5d6a-4f49-9c0e-2d9f0f3f6a10"
 CONFIG_PATH = f"/api/v1/agents/{AGENT_ID}/config"
-SERVER_NAME = "rmm.example.test"
 PROXY_USER = "proxyuser-7f3a"
 PROXY_PASSWORD = "s3cr3t p@ss-91c2"  # noqa: S105 - a test value; a space and an @: percent-encoded in the URL
 PROXY_USERINFO = "proxyuser-7f3a:s3cr3t%20p%40ss-91c2"
@@ -133,93 +130,6 @@ def pipe(client: socket.socket, upstream: socket.socket) -> None:
             (upstream if source is client else client).sendall(data)
 
 
-class StandInServer:
-    """The RMM server's stand-in: answers `routes` ((method, path) → (status, JSON body)), records requests."""
-
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.routes: dict[tuple[str, str], tuple[int, object]] = {("GET", CONFIG_PATH): (200, {"heartbeat": 60})}
-        self.requests: list[dict] = []
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format, *args):
-                pass
-
-            def answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                stand_in.requests.append(
-                    {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": raw}
-                )
-                status, body = stand_in.routes.get((self.command, self.path), (404, {"error": "not_found"}))
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = answer
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request, client_address):
-                # A client that rejects the certificate aborts the handshake: expected in the TLS test.
-                if not isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
-                    super().handle_error(request, client_address)
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        if ssl_context is not None:
-            self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory) -> dict[str, Path]:
-    """A throwaway CA, a server certificate for rmm.example.test it signed, and another CA, made with openssl."""
-    openssl_path = shutil.which("openssl")
-    if openssl_path is None:
-        pytest.skip("the openssl command is not installed: the proxy tests need it to make a CA")
-    directory = tmp_path_factory.mktemp("proxy-tls")
-    ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def openssl(*arguments: str) -> None:
-        # The test's own fixed arguments, no shell.
-        subprocess.run([openssl_path, *arguments], cwd=directory, check=True, capture_output=True)  # noqa: S603
-
-    for ca in ("ca", "other-ca"):
-        openssl(
-            "req", "-x509", *ec_key, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2",
-            "-subj", f"/CN=Test {ca}", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        )  # fmt: skip
-    openssl("req", *ec_key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=server")
-    (directory / "server.ext").write_text(
-        f"subjectAltName=DNS:{SERVER_NAME},IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
-    )
-    openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
-    )  # fmt: skip
-    return {
-        "ca": directory / "ca.pem",
-        "other-ca": directory / "other-ca.pem",
-        "cert": directory / "server.pem",
-        "key": directory / "server.key",
-    }
-
-
 @pytest.fixture(autouse=True)
 def no_proxy_environment(monkeypatch):
     """Each test starts without the proxy variables of whoever runs the tests."""
@@ -229,11 +139,9 @@ def no_proxy_environment(monkeypatch):
 
 @pytest.fixture
 def tls_server(certificates):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificates["cert"], certificates["key"])
-    stand_in = StandInServer(context)
-    yield stand_in
-    stand_in.stop()
+    with StandInServer(ssl_context=tls_server_context(certificates["cert"], certificates["key"])) as stand_in:
+        stand_in.route("GET", CONFIG_PATH, 200, {"heartbeat": 60})
+        yield stand_in
 
 
 @pytest.fixture
@@ -248,18 +156,23 @@ def server_url(tls_server) -> str:
     return f"https://{SERVER_NAME}:{tls_server.port}"
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def formatted(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
 def texts_of(client: Client, error: BaseException) -> list[str]:
     return [repr(client), str(client), str(error), repr(error), formatted(error)]
+
+
+def client_with_proxy_credentials(server_url: str, proxy: ConnectProxy, certificates: dict[str, Path]) -> Client:
+    """A client trusting the test CA whose proxy URL carries PROXY_USER's credentials."""
+    return Client(
+        server_url,
+        token=TOKEN,
+        ca_file=str(certificates["ca"]),
+        proxy=f"http://{PROXY_USERINFO}@127.0.0.1:{proxy.port}",
+        timeout=5,
+    )
 
 
 # through the proxy ------------------------------------------------------------------------------------------------
@@ -272,8 +185,8 @@ def test_an_https_server_is_reached_through_the_proxys_tunnel(tls_server, proxy,
 
     assert proxy.tunnels == [f"{SERVER_NAME}:{tls_server.port}"]
     (request,) = tls_server.requests
-    assert request["headers"]["Authorization"] == f"Bearer {TOKEN}"  # inside the tunnel, which the proxy cannot read
-    assert "Proxy-Authorization" not in request["headers"]
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"  # inside the tunnel, which the proxy cannot read
+    assert "Proxy-Authorization" not in request.headers
     assert (client.proxy_url, client.proxy_source) == (proxy.url, "configuration")
     client.close()
 
@@ -292,20 +205,14 @@ def test_tls_is_verified_end_to_end_a_wrong_ca_fails_through_the_proxy(tls_serve
 
 def test_the_proxys_credentials_are_sent_as_proxy_authorization(tls_server, proxy, server_url, certificates):
     proxy.required_authorization = basic(PROXY_USER, PROXY_PASSWORD)
-    client = Client(
-        server_url,
-        token=TOKEN,
-        ca_file=str(certificates["ca"]),
-        proxy=f"http://{PROXY_USERINFO}@127.0.0.1:{proxy.port}",
-        timeout=5,
-    )
+    client = client_with_proxy_credentials(server_url, proxy, certificates)
 
     assert client.config(AGENT_ID) == {"heartbeat": 60}
 
     assert proxy.authorizations == [basic(PROXY_USER, PROXY_PASSWORD)]
     assert client.proxy_url == proxy.url
     assert PROXY_USER not in repr(client)
-    assert "Proxy-Authorization" not in tls_server.requests[0]["headers"]
+    assert "Proxy-Authorization" not in tls_server.requests[0].headers
 
 
 def test_a_407_is_unreachable_naming_the_proxy_without_its_credentials(
@@ -313,13 +220,7 @@ def test_a_407_is_unreachable_naming_the_proxy_without_its_credentials(
 ):
     caplog.set_level(logging.DEBUG)
     proxy.required_authorization = basic(PROXY_USER, "the right one")
-    client = Client(
-        server_url,
-        token=TOKEN,
-        ca_file=str(certificates["ca"]),
-        proxy=f"http://{PROXY_USERINFO}@127.0.0.1:{proxy.port}",
-        timeout=5,
-    )
+    client = client_with_proxy_credentials(server_url, proxy, certificates)
 
     with pytest.raises(Unreachable) as caught:
         client.config(AGENT_ID)
@@ -364,9 +265,8 @@ def test_a_proxy_that_cannot_be_reached_is_unreachable_naming_it_without_credent
 
 
 def test_an_https_proxy_is_verified_and_tunnels_tls_inside_tls(tls_server, server_url, certificates):
-    # The proxy's certificate (127.0.0.1) and the server's are signed by the CA in the CA file.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificates["cert"], certificates["key"])
+    # The proxy presents the server's certificate (it names 127.0.0.1 too), which the CA in the CA file signed.
+    context = tls_server_context(certificates["cert"], certificates["key"])
     tls_proxy = ConnectProxy(("127.0.0.1", tls_server.port), ssl_context=context)
     try:
         client = Client(server_url, token=TOKEN, ca_file=str(certificates["ca"]), proxy=tls_proxy.url, timeout=5)
@@ -463,9 +363,9 @@ def test_an_unusable_proxy_in_the_environment_fails_each_request_naming_the_vari
 
 @pytest.fixture
 def plain_server():
-    stand_in = StandInServer()
-    yield stand_in
-    stand_in.stop()
+    with StandInServer() as stand_in:
+        stand_in.route("GET", CONFIG_PATH, 200, {"heartbeat": 60})
+        yield stand_in
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
@@ -564,7 +464,9 @@ def enroll(state_dir: object, *arguments: str) -> int:
 def test_enroll_with_proxy_goes_through_it_and_does_not_store_it(
     tls_server, proxy, server_url, certificates, tmp_path, capsys
 ):
-    tls_server.routes[("POST", "/api/v1/agents/enroll")] = (
+    tls_server.route(
+        "POST",
+        "/api/v1/agents/enroll",
         201,
         {"agentId": AGENT_ID, "deviceId": "d1", "authToken": TOKEN, "orgId": "o1", "siteId": "s1", "config": {}},
     )
@@ -607,7 +509,7 @@ def test_enroll_through_a_refusing_proxy_fails_naming_the_proxy(proxy, server_ur
 
 
 def test_a_server_error_through_the_proxy_is_still_a_server_error(tls_server, proxy, server_url, certificates):
-    tls_server.routes[("GET", CONFIG_PATH)] = (401, {"error": "invalid_token", "message": "no", "fields": {}})
+    tls_server.route("GET", CONFIG_PATH, 401, {"error": "invalid_token", "message": "no", "fields": {}})
     client = Client(server_url, token=TOKEN, ca_file=str(certificates["ca"]), proxy=proxy.url, timeout=5)
 
     with pytest.raises(ServerError) as caught:
