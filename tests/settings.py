@@ -17,3 +17,11 @@ MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMid
 # The suite runs the production database backend and its pool (rmm/database/, DATABASE_POOL_MAX_SIZE 10): tests go
 # through the code the server runs. A test holds one pooled connection for its whole run (Django's test client
 # does not "close" it between requests), and a transactional test's heartbeat writer one more; the pool holds both.
+
+# A second pytest process beside the main one (`make test` runs the end-to-end agent test so, tests/agent_e2e/)
+# needs a test database of its own: pytest-django's would otherwise be created and dropped under the other's feet.
+if _suffix := os.environ.get("RMM_TEST_DATABASE_SUFFIX"):
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        **DATABASES["default"].get("TEST", {}),  # noqa: F405
+        "NAME": f"test_{DATABASES['default']['NAME']}_{_suffix}",  # noqa: F405
+    }
