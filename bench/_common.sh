@@ -26,6 +26,16 @@ with psycopg.connect(sys.argv[1], autocommit=True) as conn:
     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(sys.argv[2])))
 PYEOF
   $PY manage.py migrate --no-input -v 0
+  # BENCH_AFTER_MIGRATE_SQL: SQL run on the fresh database before the benchmark, to measure a schema variant on the
+  # same day (e.g. "DROP INDEX device_netif_ip" for the cost of one index).
+  if [ -n "${BENCH_AFTER_MIGRATE_SQL:-}" ]; then
+    echo "== after migrate: $BENCH_AFTER_MIGRATE_SQL"
+    $PY - "$BENCH_DATABASE_URL" "$BENCH_AFTER_MIGRATE_SQL" <<'PYEOF'
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute(sys.argv[2])
+PYEOF
+  fi
 }
 
 # start_gunicorn PORT LOGFILE: gunicorn with the production config on 127.0.0.1:PORT, stopped when the script exits.

@@ -40,7 +40,12 @@ def cpu(p):
     t = p.cpu_times()
     return t.user + t.system
 workers = sum(cpu(c) for c in psutil.Process(int(sys.argv[1])).children())
-backends = sum(cpu(p) for p in psutil.process_iter() if "rmm_enrollbench" in " ".join(p.cmdline()))
+def cmdline(p):
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:  # gone, or a zombie nobody reaped (some containers' PID 1 does not)
+        return ""
+backends = sum(cpu(p) for p in psutil.process_iter() if "rmm_enrollbench" in cmdline(p))
 print(f"{workers:.2f} {backends:.2f}")
 PYEOF
 }
