@@ -58,7 +58,7 @@ class Metric:
 
     wire: str
     column: str
-    sql_type: str  # float8, int8 or int4: the column's type, and the array type the heartbeat SQL binds
+    sql_type: str  # float8, int8 or int4: the column's type, which the heartbeat SQL casts to
     minimum: float
     maximum: float | None
     label: str

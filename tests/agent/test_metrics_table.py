@@ -23,7 +23,7 @@ def test_every_metric_is_a_column_of_device_telemetry_of_its_type_and_nothing_el
 
 def test_the_heartbeat_schema_and_sql_take_every_metric_in_column_order():
     assert [field.alias for field in schemas.Metrics.model_fields.values()] == [metric.wire for metric in METRICS]
-    assert sql._SAMPLE_NAMES[3:] == tuple(metric.column for metric in METRICS)
+    assert tuple(name for name, _type in sql._SAMPLE_TYPES[3:]) == tuple(metric.column for metric in METRICS)
     assert [name for _, name in telemetry.METRICS] == [metric.wire for metric in METRICS]
 
 
