@@ -28,6 +28,9 @@ worker_class = _OUR_WORKERS.get(_requested_worker, _requested_worker)
 # Concurrent client connections per gevent worker (idle keep-alive agent connections cost a greenlet each).
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# "auto" parses requests with gunicorn_h1c (C, a dependency) and falls back to gunicorn's Python parser without it;
+# GUNICORN_HTTP_PARSER=python measures the difference (bench/RESULTS.md, issue 13).
+http_parser = os.environ.get("GUNICORN_HTTP_PARSER", "auto")
 graceful_timeout = 30
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 # Recycle workers now and then so a slow leak in any dependency can never take the server down; rarely, because a
