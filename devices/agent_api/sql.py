@@ -44,7 +44,15 @@ SELECT d.agent_id, d.id, d.org_id, d.site_id, d.agent_token_hash, d.previous_tok
 """
 
 IDENTITY = _IDENTITY + " WHERE d.agent_id = %s"
-IDENTITIES = _IDENTITY + " WHERE d.agent_id = ANY(%s)"
+# The batch's agent ids joined as a table rather than ``agent_id = ANY(%s)``: the statement is prepared, and the
+# generic plan PostgreSQL settles on after five executions must probe the agent_id index whatever the table's
+# statistics say. unnest() of a parameter is planned as 10 rows, so the index is always the cheaper plan; with
+# ``= ANY`` on a devices table never analyzed (a freshly enrolled fleet, autovacuum off), the benchmark's server once
+# settled on sequential scans of devices and organizations for every batch (issue 13, pg_stat_user_tables).
+IDENTITIES = _IDENTITY.replace(
+    "  FROM devices d\n",
+    "  FROM unnest(%s::text[]) AS wanted(agent_id)\n  JOIN devices d ON d.agent_id = wanted.agent_id\n",
+)
 
 
 def _claim(devices: str) -> str:
@@ -99,6 +107,15 @@ def _row_columns(types: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(f"(r ->> {index})::{sql_type} AS {name}" for index, (name, sql_type) in enumerate(types))
 
 
+def _rows_of(parameter: str) -> str:
+    """The rows of a JSON parameter as a table ``rows(r)``. Through unnest(ARRAY(...)) rather than
+    jsonb_array_elements() alone, because the statement is prepared and its generic plan is chosen on estimates:
+    PostgreSQL plans a set-returning function as 100 rows but unnest() of a computed array as 10. At 100 the join
+    to ``devices`` tipped to a sequential scan of the whole table on a freshly enrolled fleet: in the benchmark,
+    one 10,000-row scan per batch and PostgreSQL at 0.47-0.51 cores instead of 0.29 (issue 13, bench/RESULTS.md)."""
+    return f"unnest(ARRAY(SELECT jsonb_array_elements(%({parameter})s::jsonb))) AS rows(r)"
+
+
 _TOUCH_COLUMNS = _row_columns(_TOUCH_TYPES)
 _SAMPLE_COLUMNS = _row_columns(_SAMPLE_TYPES)
 _METRIC_COLUMNS = ", ".join(metric.column for metric in METRICS)
@@ -108,7 +125,7 @@ _METRIC_COLUMNS = ", ".join(metric.column for metric in METRICS)
 # Unchanged facts arrive as NULL. updated_at moves only when something other than last_seen_* changed.
 HEARTBEAT_WRITE = f"""
 WITH seen AS (
-    SELECT {_TOUCH_COLUMNS} FROM jsonb_array_elements(%(touches)s::jsonb) AS rows(r)
+    SELECT {_TOUCH_COLUMNS} FROM {_rows_of("touches")}
 ), touched AS (
     UPDATE devices d
        SET last_seen_at = s.seen_at,
@@ -139,7 +156,7 @@ WITH seen AS (
     RETURNING d.id, s.mode
 ), samples AS (
     INSERT INTO device_telemetry (device_id, org_id, ts, {_METRIC_COLUMNS})
-    SELECT t.* FROM (SELECT {_SAMPLE_COLUMNS} FROM jsonb_array_elements(%(samples)s::jsonb) AS rows(r)) AS t
+    SELECT t.* FROM (SELECT {_SAMPLE_COLUMNS} FROM {_rows_of("samples")}) AS t
      WHERE t.device_id IN (SELECT id FROM touched WHERE mode = 'ok')
     -- A sample the agent sends again (a backlog re-sent after a lost answer) is the same row: keep the first.
     ON CONFLICT DO NOTHING
