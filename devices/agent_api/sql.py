@@ -15,7 +15,11 @@ device that changed in between (its heartbeat is judged again), because a transa
 idle while the event loop serves other requests, holding row locks (RESULTS.md has what that did to p99).
 
 The statements are prepared (``raw_cursor``): re-planning these CTE statements for every batch doubled
-PostgreSQL's CPU per heartbeat.
+PostgreSQL's CPU per heartbeat. A prepared statement soon runs a generic plan, chosen on estimates alone, so both
+take their batch's rows through ``unnest()``, which PostgreSQL estimates at 10 rows and joins to ``devices`` through
+an index whatever the table's statistics say. A set-returning function (estimated at 100 rows) or ``= ANY(array)``
+tipped to a sequential scan of every device per batch on a freshly enrolled, never analyzed table: in the benchmark
+PostgreSQL went from 0.29 to 0.47-0.51 cores (issue 13, bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -44,11 +48,7 @@ SELECT d.agent_id, d.id, d.org_id, d.site_id, d.agent_token_hash, d.previous_tok
 """
 
 IDENTITY = _IDENTITY + " WHERE d.agent_id = %s"
-# The batch's agent ids joined as a table rather than ``agent_id = ANY(%s)``: the statement is prepared, and the
-# generic plan PostgreSQL settles on after five executions must probe the agent_id index whatever the table's
-# statistics say. unnest() of a parameter is planned as 10 rows, so the index is always the cheaper plan; with
-# ``= ANY`` on a devices table never analyzed (a freshly enrolled fleet, autovacuum off), the benchmark's server once
-# settled on sequential scans of devices and organizations for every batch (issue 13, pg_stat_user_tables).
+# The batch's agent ids joined as a table, not ``agent_id = ANY(%s)``: see the module docstring on generic plans.
 IDENTITIES = _IDENTITY.replace(
     "  FROM devices d\n",
     "  FROM unnest(%s::text[]) AS wanted(agent_id)\n  JOIN devices d ON d.agent_id = wanted.agent_id\n",
@@ -108,11 +108,8 @@ def _row_columns(types: tuple[tuple[str, str], ...]) -> str:
 
 
 def _rows_of(parameter: str) -> str:
-    """The rows of a JSON parameter as a table ``rows(r)``. Through unnest(ARRAY(...)) rather than
-    jsonb_array_elements() alone, because the statement is prepared and its generic plan is chosen on estimates:
-    PostgreSQL plans a set-returning function as 100 rows but unnest() of a computed array as 10. At 100 the join
-    to ``devices`` tipped to a sequential scan of the whole table on a freshly enrolled fleet: in the benchmark,
-    one 10,000-row scan per batch and PostgreSQL at 0.47-0.51 cores instead of 0.29 (issue 13, bench/RESULTS.md)."""
+    """The rows of a JSON parameter as a table ``rows(r)``: through unnest(ARRAY(...)), not jsonb_array_elements()
+    alone, for the generic plan's estimate (module docstring)."""
     return f"unnest(ARRAY(SELECT jsonb_array_elements(%({parameter})s::jsonb))) AS rows(r)"
 
 
@@ -260,7 +257,8 @@ def _json_rows(rows: Iterable[tuple]) -> str:
 
 
 def _json_text(value: object) -> str:
-    # Called by the encoder for the values JSON has no type for: only these two occur in a batch.
+    # Called by the encoder for the values JSON has no type for: only these two occur in a batch. Not Django's
+    # DjangoJSONEncoder: it cuts times to the millisecond, and a sample is keyed on its microsecond.
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dt.datetime):
