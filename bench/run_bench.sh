@@ -26,6 +26,7 @@ CEILING_CONNECTIONS=${CEILING_CONNECTIONS:-128}
 UPLOADS=${UPLOADS:-3000}
 ITEMS=${ITEMS:-300}
 PORT=${PORT:-8765}
+PROGRESS=${PROGRESS:-10}  # seconds per progress line of the heartbeat phases (rate, p50, p99 of those seconds)
 OUT=${OUT:-var/bench}
 PY=.venv/bin/python
 
@@ -54,7 +55,7 @@ QUEUE_PID=$!
 BENCH_PG_MARK=${BENCH_PG_MARK:-} $PY bench/cpu_share.py --delay 5 --seconds $((SECONDS_ - 10)) > "$OUT/cpu.txt" &
 CPU_PID=$!
 $SIM --seconds "$SECONDS_" --rate "$RATE" --connections "$CONNECTIONS" --backlog-percent "$BACKLOG_PERCENT" \
-  --progress 10 --json "$OUT/heartbeat.json"
+  --progress "$PROGRESS" --json "$OUT/heartbeat.json"
 wait $QUEUE_PID $CPU_PID
 cat "$OUT/queue_commands.log" "$OUT/cpu.txt"
 
@@ -71,7 +72,7 @@ EOF
 
 echo "== heartbeats: $STEADY_RATE/s for ${SECONDS_PHASE} s over $CONNECTIONS connections (the p99 to compare runs by)"
 $SIM --seconds "$SECONDS_PHASE" --rate "$STEADY_RATE" --connections "$CONNECTIONS" --backlog-percent "$BACKLOG_PERCENT" \
-  --progress 10 --json "$OUT/steady.json"
+  --progress "$PROGRESS" --json "$OUT/steady.json"
 
 echo "== ceilings: closed loops over $CEILING_CONNECTIONS connections, ${SECONDS_PHASE} s each"
 echo "-- heartbeats as fast as they are answered"
@@ -96,6 +97,18 @@ $SIM --seconds 0 --inventory-uploads "$UPLOADS" --software-items "$ITEMS" --inve
 echo "-- again: the same uploads, each device re-sending the list it sent (what agents do most of the time)"
 $SIM --seconds 0 --inventory-uploads "$UPLOADS" --software-items "$ITEMS" --inventory-concurrency 8 \
   --json "$OUT/inventory-repeat.json"
+
+echo "== scheduled jobs that ran (all in $OUT/job_runs.txt: the next run drops this database)"
+$PY - > "$OUT/job_runs.txt" <<'EOF'
+import os
+import psycopg
+with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+    for row in conn.execute(
+        "SELECT job_name, started_at, duration_ms, outcome, report FROM job_runs ORDER BY started_at"
+    ):
+        print(f"{row[0]}  {row[1]:%H:%M:%S.%f}  {row[2]} ms  {row[3]}  {row[4]}")
+EOF
+grep "^evaluate_alerts" "$OUT/job_runs.txt" || echo "no alert evaluation ran"
 
 echo "== server log (errors only)"
 grep -E "ERROR|Traceback|Exception" "$OUT/gunicorn.log" | head -20 || echo "none"

@@ -480,7 +480,8 @@ async def heartbeat_phase(args, agents: list[SimAgent], stats: Stats, budget: Bu
                 window.sort()
                 p50, p99 = window[len(window) // 2] * 1000, window[int(len(window) * 0.99)] * 1000
                 print(
-                    f"  t={loop.time() - started:5.1f}s {len(window) / args.progress:7.1f}/s "
+                    f"  t={loop.time() - started:5.1f}s {dt.datetime.now(dt.UTC):%H:%M:%S} "
+                    f"{len(window) / args.progress:7.1f}/s "
                     f"p50 {p50:6.1f} ms p99 {p99:7.1f} ms",
                     file=sys.stderr,
                 )
