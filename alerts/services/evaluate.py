@@ -34,7 +34,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,38 +131,26 @@ class WatchedDevices:
 
     table: str = "alert_pass_watched_devices"
     # metric_key → a temporary table of (device_id, value) over every watched device, for the metric aggregates
-    # that two rules or more of the pass share (:meth:`share_metric_aggregates`).
+    # that two rules or more of the pass share (:meth:`share_metric_aggregate`).
     metric_tables: dict[tuple, str] = field(default_factory=dict)
 
-    def share_metric_aggregates(self, rules: Sequence[AlertRule], *, now: dt.datetime) -> None:
-        """Compute once the aggregate (metric, aggregate, window) that several metric rules of the pass watch, over
-        every watched device: each of those rules then reads its scope's devices from that table instead of
-        aggregating the samples again. The same CPU rule per organization is common; in bench/alerts_bench.py five
-        rules share each of four aggregates, which cost 0.22-0.33 s each before (see bench/RESULTS.md)."""
-        by_key: dict[tuple, list[dict]] = {}
-        for rule in rules:
-            condition = rule.condition
-            if isinstance(condition, dict) and condition.get("kind") == "metric":
-                try:
-                    by_key.setdefault(conditions.metric_key(condition), []).append(condition)
-                except (KeyError, TypeError):  # a stored condition the validator would refuse: its rule fails alone
-                    continue
-        shared = [(key, found[0]) for key, found in by_key.items() if len(found) > 1]
-        for number, (key, condition) in enumerate(shared):
-            name = f"alert_pass_metric_{number}"
-            try:
-                sql, params = conditions.metric_aggregate_sql(condition, now)
-                with transaction.atomic(), connection.cursor() as cursor:
-                    cursor.execute(f"DROP TABLE IF EXISTS {name}")
-                    cursor.execute(
-                        f"CREATE TEMPORARY TABLE {name} AS WITH scope AS (SELECT id FROM {self.table}) {sql}",  # noqa: S608
-                        params,
-                    )
-                    cursor.execute(f"ANALYZE {name}")
-            except Exception:  # its rules compute the aggregate themselves, and fail alone if they must
-                logger.exception("the shared aggregate %s could not be computed", key)
-                continue
-            self.metric_tables[key] = name
+    def share_metric_aggregate(self, key: tuple, condition: dict, *, now: dt.datetime) -> None:
+        """Write one shared aggregate (:func:`_metric_aggregates_to_share`) to a temporary table of the pass. On
+        failure its rules compute the aggregate themselves, and fail alone if they must."""
+        name = f"alert_pass_metric_{len(self.metric_tables)}"
+        try:
+            sql, params = conditions.metric_aggregate_sql(condition, now)
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {name}")
+                cursor.execute(
+                    f"CREATE TEMPORARY TABLE {name} AS WITH scope AS (SELECT id FROM {self.table}) {sql}",  # noqa: S608
+                    params,
+                )
+                cursor.execute(f"ANALYZE {name}")
+        except Exception:
+            logger.exception("the shared aggregate %s could not be computed", key)
+            return
+        self.metric_tables[key] = name
 
     def scope(self, *, org_ids: list[Any], site_id: Any, device_group_id: Any) -> tuple[str, list[Any]]:
         """The SQL (and parameters) of the devices a rule watches: ``id, org_id, site_id, last_seen_at,
@@ -176,6 +164,23 @@ class WatchedDevices:
             sql += " AND id IN (SELECT device_id FROM device_group_memberships WHERE group_id = %s::uuid)"
             params.append(device_group_id)
         return sql, params
+
+
+def _metric_aggregates_to_share(rules: Sequence[AlertRule]) -> list[tuple[tuple, dict]]:
+    """The aggregates (metric, aggregate, window) that several metric rules of the pass watch, each with one of
+    those rules' conditions. :meth:`WatchedDevices.share_metric_aggregate` computes each once, over every watched
+    device, and each of those rules then reads its scope's devices from that table instead of aggregating the
+    samples again. The same CPU rule per organization is common; in bench/alerts_bench.py five rules share each of
+    four aggregates, which cost 0.22-0.33 s each before (see bench/RESULTS.md)."""
+    by_key: dict[tuple, list[dict]] = {}
+    for rule in rules:
+        condition = rule.condition
+        if isinstance(condition, dict) and condition.get("kind") == "metric":
+            try:
+                by_key.setdefault(conditions.metric_key(condition), []).append(condition)
+            except (KeyError, TypeError):  # a stored condition the validator would refuse: its rule fails alone
+                continue
+    return [(key, found[0]) for key, found in by_key.items() if len(found) > 1]
 
 
 @contextmanager
@@ -599,32 +604,63 @@ def _open_site_alert(site: Site, count: _SiteCount, *, now: dt.datetime) -> Aler
 
 
 class _Pacer:
-    """Spreads a pass so the agents' requests keep their latency: after each rule, a pause of
-    ALERT_EVALUATION_PAUSE_PERCENT of the time the rule took, as PostgreSQL's vacuum_cost_delay spreads vacuuming.
-    A pass run flat out takes most of a core for seconds, and on a small box every heartbeat waits behind it
-    (bench/RESULTS.md: the 1,500/s benchmark's p99 went to 0.9-1.8 s in the ten seconds holding a pass). The pauses
-    stop once the pass has used a third of ALERT_EVALUATION_SECONDS, so an alert still opens within one interval
-    and a half of its condition holding (the spec's for_minutes + 90 s at the default 60 s)."""
+    """Spreads a pass so the agents' requests keep their latency: after each step of the pass (the table of watched
+    devices, each shared aggregate, the site outages, each rule), a pause of ALERT_EVALUATION_PAUSE_PERCENT of the
+    time the step took, as PostgreSQL's vacuum_cost_delay spreads vacuuming. A pass run flat out takes most of a core
+    for seconds, and on a small box every heartbeat waits behind it (bench/RESULTS.md: the 1,500/s benchmark's p99
+    went to 0.9-1.8 s in the ten seconds holding a pass; later, with pauses after the rules only, the four shared
+    aggregates run back to back still put p50 at 200-440 ms for three seconds). The pauses stop once the pass has
+    used a third of ALERT_EVALUATION_SECONDS, so an alert still opens within one interval and a half of its
+    condition holding (the spec's for_minutes + 90 s at the default 60 s). ``enabled=False``: no pause at all."""
 
-    def __init__(self, rules: int) -> None:
-        self.share = settings.ALERT_EVALUATION_PAUSE_PERCENT / 100
+    def __init__(self, steps: int, *, enabled: bool = True) -> None:
+        self.share = settings.ALERT_EVALUATION_PAUSE_PERCENT / 100 if enabled else 0
         self.deadline = time.monotonic() + settings.ALERT_EVALUATION_SECONDS / 3
-        self.rules_left = rules
+        self.steps_left = steps
 
-    def after_rule(self, took: float) -> None:
-        self.rules_left -= 1
-        if not self.share or self.rules_left <= 0:
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """Time the block as one step, and pause after it (also when it raised)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.after_step(time.monotonic() - started)
+
+    def after_step(self, took: float) -> None:
+        self.steps_left -= 1
+        if not self.share or self.steps_left <= 0:
             return
         spare = self.deadline - time.monotonic()
-        pause = min(took * self.share, spare / self.rules_left)
+        pause = min(took * self.share, spare / self.steps_left)
         if pause > 0:
             time.sleep(pause)
 
 
+@contextmanager
+def _one_core(enabled: bool) -> Iterator[None]:
+    """A paced pass never runs its statements on parallel workers: a shared aggregate's scan of the telemetry took
+    the leader and two workers, the whole of a two-core server, for a fifth of a second at a time (EXPLAIN ANALYZE
+    on the 1,500/s benchmark's database). One backend at a time is slower alone (0.33 s against 0.27 s for that
+    scan) and leaves the other core to the agents."""
+    if not enabled:
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('max_parallel_workers_per_gather')")
+        (before,) = cursor.fetchone()
+        cursor.execute("SET max_parallel_workers_per_gather = 0")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('max_parallel_workers_per_gather', %s, false)", [before])
+
+
 def evaluate_all(*, now: dt.datetime | None = None, pace: bool = False) -> EvaluationReport:
     """Evaluate every enabled rule (see the module docstring). A rule whose evaluation fails is logged and
-    reported, and the others still run. ``pace``: pause between rules (:class:`_Pacer`), as the scheduler's job
-    does; tests and benchmarks of the pass itself run flat out."""
+    reported, and the others still run. ``pace``: pause after each step (:class:`_Pacer`) and use one core
+    (:func:`_one_core`), as the scheduler's job does; tests and benchmarks of the pass itself run flat out."""
     now = now or timezone.now()
     report = EvaluationReport()
     rules = list(AlertRule.objects.filter(enabled=True).order_by("created_at", "id"))
@@ -637,24 +673,27 @@ def evaluate_all(*, now: dt.datetime | None = None, pace: bool = False) -> Evalu
         partner_id__in={rule.partner_id for rule in rules if rule.partner_id is not None}
     ).values_list("pk", "partner_id"):
         partner_orgs.setdefault(partner_id, []).append(org_id)
-    with watched_devices(now=now) as watched:
-        watched.share_metric_aggregates(rules, now=now)
-        sites = _evaluate_site_outages(offline_rules, now=now, watched=watched)
+    to_share = _metric_aggregates_to_share(rules)
+    pacer = _Pacer(1 + len(to_share) + 1 + len(rules), enabled=pace)
+    with _one_core(pace), ExitStack() as stack:
+        with pacer.step():
+            watched = stack.enter_context(watched_devices(now=now))
+        for key, condition in to_share:
+            with pacer.step():
+                watched.share_metric_aggregate(key, condition, now=now)
+        with pacer.step():
+            sites = _evaluate_site_outages(offline_rules, now=now, watched=watched)
         report.site_alerts_opened, report.site_alerts_resolved = sites.opened, sites.resolved
-        pacer = _Pacer(len(rules)) if pace else None
         for rule in rules:
             blocked = sites.blocked_sites if rule.condition.get("kind") == "offline" else []
-            started = time.monotonic()
-            try:
-                org_ids = [rule.org_id] if rule.org_id is not None else partner_orgs.get(rule.partner_id, [])
-                outcome = evaluate_rule(rule, now=now, watched=watched, blocked_sites=blocked, org_ids=org_ids)
-            except Exception:
-                logger.exception("alert rule %s could not be evaluated", rule.pk)
-                report.failed_rules.append(rule.pk)
-                continue
-            finally:
-                if pacer is not None:
-                    pacer.after_rule(time.monotonic() - started)
+            with pacer.step():
+                try:
+                    org_ids = [rule.org_id] if rule.org_id is not None else partner_orgs.get(rule.partner_id, [])
+                    outcome = evaluate_rule(rule, now=now, watched=watched, blocked_sites=blocked, org_ids=org_ids)
+                except Exception:
+                    logger.exception("alert rule %s could not be evaluated", rule.pk)
+                    report.failed_rules.append(rule.pk)
+                    continue
             report.rules += 1
             report.opened += len(outcome.opened)
             report.resolved += len(outcome.resolved)
