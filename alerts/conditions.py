@@ -432,19 +432,25 @@ def _compile_metric(condition: dict, now: dt.datetime) -> Compiled:
     )
 
 
-def metric_aggregate_sql(condition: dict, now: dt.datetime) -> tuple[str, list[Any]]:
+def metric_aggregate_sql(
+    condition: dict, now: dt.datetime, *, devices: tuple[Any, Any] | None = None
+) -> tuple[str, list[Any]]:
     """``(device_id, value)``: the condition's aggregate of its metric over its window, for every device of
-    ``scope`` with a sample in the window."""
+    ``scope`` with a sample in the window. ``devices``: only the device ids from the first (inclusive) to the second
+    (exclusive), either ``None`` for no bound, written into each read of the samples so that PostgreSQL reads that
+    range of the primary key (device_id, ts) instead of every sample of the window."""
     metric = METRICS_BY_NAME[condition["metric"]]  # the column comes from the one table of metrics, never the input
     column, aggregate = metric.column, condition["aggregate"]
     window = condition["windowMinutes"]
     start = now - dt.timedelta(minutes=window)
     value_sql = {"avg": "sum(v * n) / sum(n)", "max": "max(v)", "min": "min(v)"}[aggregate]
+    raw_range, range_params = id_range_sql("t.device_id", devices)
+    rolled_range, _ = id_range_sql("r.device_id", devices)
 
     def raw(low_op: str) -> str:
         return f"""SELECT t.device_id, t.{column} AS v, 1 AS n
                      FROM device_telemetry t JOIN scope s ON s.id = t.device_id
-                    WHERE t.ts {low_op} %s AND t.ts <= %s AND t.{column} IS NOT NULL"""  # noqa: S608
+                    WHERE t.ts {low_op} %s AND t.ts <= %s AND t.{column} IS NOT NULL{raw_range}"""  # noqa: S608
 
     # Long windows read the 5-minute or hourly rollups where they are complete, and raw samples at both ends (before
     # the first whole bucket, after the last rolled one). A bucket's average weighs as many samples as it holds. The
@@ -453,19 +459,33 @@ def metric_aggregate_sql(condition: dict, now: dt.datetime) -> tuple[str, list[A
     bounds = _rollup_bounds(window, start, now) if window > ROLLUP_AFTER_MINUTES and rolled else None
     params: list[Any]
     if bounds is None:
-        samples_sql, params = raw(">"), [start, now]
+        samples_sql, params = raw(">"), [start, now, *range_params]
     else:
-        seconds, low, high = bounds
+        seconds, first, last = bounds
         samples_sql = f"""{raw(">")} AND t.ts < %s
             UNION ALL
             SELECT r.device_id, r.{rolled}, r.samples
               FROM {_ROLLUP_TABLE} r JOIN scope s ON s.id = r.device_id
-             WHERE r.bucket_seconds = %s AND r.bucket >= %s AND r.bucket < %s AND r.{rolled} IS NOT NULL
+             WHERE r.bucket_seconds = %s AND r.bucket >= %s AND r.bucket < %s AND r.{rolled} IS NOT NULL{rolled_range}
             UNION ALL
             {raw(">=")}"""  # noqa: S608 (table and column names are constants)
-        params = [start, now, low, seconds, low, high, high, now]
+        params = [start, now, *range_params, first]
+        params += [seconds, first, last, *range_params]
+        params += [last, now, *range_params]
     sql = f"""SELECT device_id, ({value_sql})::float8 AS value FROM ({samples_sql}) samples
                GROUP BY device_id"""  # noqa: S608 (the aggregate from constants)
+    return sql, params
+
+
+def id_range_sql(column: str, ids: tuple[Any, Any] | None) -> tuple[str, list[Any]]:
+    """`` AND column >= first AND column < end`` (and its parameters) for a range of uuids ``(first, end)``, either
+    ``None`` for no bound; nothing for ``None``."""
+    first, end = ids or (None, None)
+    sql, params = "", []
+    if first is not None:
+        sql, params = f" AND {column} >= %s::uuid", [first]
+    if end is not None:
+        sql, params = f"{sql} AND {column} < %s::uuid", [*params, end]
     return sql, params
 
 

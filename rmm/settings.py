@@ -33,7 +33,7 @@
 | GROUP_TIME_SWEEP_SECONDS | 60 | how often groups with time-based conditions (lastSeenAt, metrics …) are re-evaluated |
 | GROUP_RECONCILE_SECONDS | 3600 | how often every dynamic group is re-evaluated from scratch (a safety net) |
 | ALERT_EVALUATION_SECONDS | 60 | how often every enabled alert rule is evaluated (job evaluate_alerts) |
-| ALERT_EVALUATION_PAUSE_PERCENT | 300 | pause after each rule, in % of its time (0: none), within 1/3 of the interval |
+| ALERT_EVALUATION_PAUSE_PERCENT | 300 | pause after each step of a pass, in % of its time (0: none), up to 1/3 of it |
 | ALERT_DIGEST_THRESHOLD | 10 | one pass opening more alerts of one rule in one site: one digest instead |
 | NOTIFY_MAX_PER_CHANNEL_PER_MINUTE | 60 | notifications per channel per minute; the overflow: one digest next minute |
 | WEBHOOK_ALLOW_HTTP | false | webhook channels may use plain http:// URLs (otherwise https only) |

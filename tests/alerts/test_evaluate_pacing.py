@@ -6,11 +6,13 @@ timed."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from alerts.models import Alert
+from alerts.models import Alert, AlertState
 from alerts.services import evaluate
 from tests import factories
 
@@ -102,3 +104,79 @@ def test_an_unpaced_pass_never_pauses_nor_touches_the_parallel_workers(db, pause
     assert report.rules == 2
     assert pauses == []
     assert not [query for query in queries.captured_queries if "max_parallel_workers" in query["sql"]]
+
+
+def test_a_paced_pass_writes_a_shared_aggregate_slice_by_slice_and_alerts_as_a_flat_out_pass(
+    db, settings, monkeypatch, pauses, make_rule, add_samples, now, caplog
+):
+    settings.ALERT_EVALUATION_PAUSE_PERCENT = 300
+    monkeypatch.setattr(evaluate, "AGGREGATE_SLICE_DEVICES", 2)
+    site = factories.site()
+    devices = [factories.device(site, last_seen_at=now) for _ in range(5)]
+    for number, device in enumerate(devices):
+        add_samples(device, now, minutes=10, cpuPercent=91 + number)  # 91 … 95 % over the window
+    above_92 = make_rule(site.org, {**CPU_90, "value": 92})
+    above_94 = make_rule(site.org, {**CPU_90, "value": 94})
+
+    with CaptureQueriesContext(connection) as queries:
+        evaluate.evaluate_all(now=now, pace=True)
+    paced = {
+        rule.pk: sorted(a.device.hostname for a in Alert.objects.filter(rule=rule)) for rule in (above_92, above_94)
+    }
+    Alert.objects.all().delete()
+    AlertState.objects.all().delete()
+    evaluate.evaluate_all(now=now)
+    flat_out = {
+        rule.pk: sorted(a.device.hostname for a in Alert.objects.filter(rule=rule)) for rule in (above_92, above_94)
+    }
+
+    writes = [query["sql"] for query in queries.captured_queries]
+    assert sum(sql.startswith("CREATE TEMPORARY TABLE alert_pass_metric_0") for sql in writes) == 1
+    assert sum(sql.startswith("INSERT INTO alert_pass_metric_0") for sql in writes) == 2  # 5 devices, slices of 2
+    assert not [r for r in caplog.records if "could not be computed" in r.getMessage()]  # no rule fell back
+    assert paced == flat_out
+    assert paced[above_92.pk] == sorted(d.hostname for d in devices[2:])
+    assert paced[above_94.pk] == sorted(d.hostname for d in devices[4:])
+    # watched devices, three slices, site outages, two rules: seven steps, a pause after each but the last
+    assert len(pauses) == 6
+
+
+def test_the_slices_cover_every_device_id_once(db, now):
+    devices = sorted((factories.device(last_seen_at=now) for _ in range(5)), key=lambda device: device.pk)
+    with evaluate.watched_devices(now=now) as watched:
+        slices = watched.slices(2)
+
+    assert slices == [(None, devices[2].pk), (devices[2].pk, devices[4].pk), (devices[4].pk, None)]
+    with evaluate.watched_devices(now=now) as watched:
+        assert watched.slices(5) == [(None, None)]
+        assert [first for first, _ in watched.slices(1)] == [None, *(device.pk for device in devices[1:])]
+
+
+def test_a_sliced_aggregate_over_the_rollups_has_the_values_of_a_whole_one(
+    db, settings, monkeypatch, pauses, make_rule, add_samples, now, caplog
+):
+    from devices.services.telemetry import roll_up
+
+    monkeypatch.setattr(evaluate, "AGGREGATE_SLICE_DEVICES", 1)
+    site = factories.site()
+    devices = [factories.device(site, last_seen_at=now) for _ in range(3)]
+    for number, device in enumerate(devices):
+        add_samples(device, now, minutes=180, every=1, cpuPercent=80 + number)  # older, rolled up
+        add_samples(device, now - dt.timedelta(seconds=30), minutes=20, every=2, cpuPercent=99 - number)  # recent
+    roll_up(now=now)
+    window = {**CPU_90, "windowMinutes": 120, "value": 10}
+    rules = [make_rule(site.org, window), make_rule(site.org, {**window, "value": 20})]
+
+    def values() -> dict:
+        return {(a.rule_id, a.device_id): a.value for a in Alert.objects.filter(rule__in=rules)}
+
+    evaluate.evaluate_all(now=now, pace=True)
+    paced = values()
+    Alert.objects.all().delete()
+    AlertState.objects.all().delete()
+    evaluate.evaluate_all(now=now)
+
+    assert not [r for r in caplog.records if "could not be computed" in r.getMessage()]  # no rule fell back
+    assert len(paced) == 6
+    assert paced == pytest.approx(values())
+    assert len(set(paced.values())) == 3  # each device its own average
