@@ -38,6 +38,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.db.models import Count  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
@@ -131,9 +132,12 @@ def _kind(rule: AlertRule) -> str:
     return condition["kind"]
 
 
-def _pass(now: dt.datetime | None = None, timings: dict[str, list[float]] | None = None) -> tuple[float, int, object]:
+def _pass(
+    now: dt.datetime | None = None, timings: dict[str, list[float]] | None = None, *, pace: bool = False
+) -> tuple[float, int, object]:
     """One evaluate_all; with ``timings``, the seconds of each rule (by kind) and of the site outages are added to
-    it, by wrapping the evaluator's functions for this pass only."""
+    it, by wrapping the evaluator's functions for this pass only. ``pace``: as the scheduler runs it (one core, the
+    shared aggregates in slices, pauses of ALERT_EVALUATION_PAUSE_PERCENT: 0 measures its work alone)."""
     from alerts.services import evaluate
 
     originals = evaluate.evaluate_rule, evaluate._evaluate_site_outages
@@ -157,7 +161,7 @@ def _pass(now: dt.datetime | None = None, timings: dict[str, list[float]] | None
     try:
         with CaptureQueriesContext(connection) as queries:
             started = time.perf_counter()
-            report = evaluate.evaluate_all(now=now)
+            report = evaluate.evaluate_all(now=now, pace=pace)
             seconds = time.perf_counter() - started
     finally:
         evaluate.evaluate_rule, evaluate._evaluate_site_outages = originals
@@ -172,28 +176,29 @@ def _print_timings(timings: dict[str, list[float]]) -> None:
         )
 
 
-def measure_passes(passes: int, *, only_bench_rules: bool = False) -> None:
+def measure_passes(passes: int, *, only_bench_rules: bool = False, pace: bool = False) -> None:
     others = AlertRule.objects.filter(enabled=True).exclude(name__startswith=PREFIX)
     disabled = list(others.values_list("pk", flat=True)) if only_bench_rules else []
     # Switched off behind the evaluator's back (not through save_rule): their alerts stay as they are, and they are
     # switched on again at the end.
     AlertRule.objects.filter(pk__in=disabled).update(enabled=False)
     try:
-        _measure_passes(passes, others=len(disabled))
+        _measure_passes(passes, others=len(disabled), pace=pace)
     finally:
         AlertRule.objects.filter(pk__in=disabled).update(enabled=True)
 
 
-def _measure_passes(passes: int, *, others: int) -> None:
+def _measure_passes(passes: int, *, others: int, pace: bool) -> None:
     print(
         f"== 1. full evaluation passes: {Device.objects.count():,} devices, the 50 bench rules"
         + (f" (the {others} other rules switched off)" if others else " and every other enabled rule")
+        + (f", paced as the scheduler's (pauses of {settings.ALERT_EVALUATION_PAUSE_PERCENT} %)" if pace else "")
     )
     _rules()
     times = []
     for number in range(1, passes + 1):
         timings: dict[str, list[float]] = {}
-        seconds, statements, report = _pass(timings=timings)
+        seconds, statements, report = _pass(timings=timings, pace=pace)
         times.append(seconds)
         print(f"  pass {number}: {seconds:.2f} s, {statements} statements — {report}")
         if number in (1, passes):
@@ -302,6 +307,11 @@ def main() -> None:
         help="switch the other rules (seed_demo's) off while measuring passes",
     )
     parser.add_argument(
+        "--paced",
+        action="store_true",
+        help="measure the passes as the scheduler runs them (ALERT_EVALUATION_PAUSE_PERCENT=0: their work alone)",
+    )
+    parser.add_argument(
         "--rules-only", action="store_true", help="only create the 50 rules (bench/run_bench.sh with ALERT_RULES=1)"
     )
     args = parser.parse_args()
@@ -319,7 +329,7 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("VACUUM (ANALYZE) alerts, alert_states, notifications")
     try:
-        measure_passes(args.passes, only_bench_rules=args.only_bench_rules)
+        measure_passes(args.passes, only_bench_rules=args.only_bench_rules, pace=args.paced)
         _cleanup()
         measure_latency()
         _cleanup()

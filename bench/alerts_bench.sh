@@ -8,6 +8,8 @@
 #   SKIP_SEED=1 bench/alerts_bench.sh        # measure again on the seeded database
 #   DEVICES=20000 bench/alerts_bench.sh      # a smaller fleet
 #   SKIP_SEED=1 BENCH_ARGS=--only-bench-rules bench/alerts_bench.sh   # the 50 rules alone (seed_demo's off)
+#   SKIP_SEED=1 BENCH_ARGS="--only-bench-rules --paced" ALERT_EVALUATION_PAUSE_PERCENT=0 bench/alerts_bench.sh
+#                                            # the passes as the scheduler runs them (one core, sliced), less pauses
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
