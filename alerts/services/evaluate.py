@@ -34,12 +34,12 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -181,8 +181,8 @@ class WatchedDevices:
                 cursor.execute(f"ANALYZE {name}")
         except Exception:
             logger.exception("the shared aggregate %s could not be computed", key)
-            with connection.cursor() as cursor:
-                cursor.execute(f"DROP TABLE IF EXISTS {name}")
+            with suppress(DatabaseError), connection.cursor() as cursor:  # the next pass drops it otherwise
+                cursor.execute(f"DROP TABLE IF EXISTS {name}")  # the slices written before the failure
             return
         self.metric_tables[key] = name
 

@@ -180,3 +180,31 @@ def test_a_sliced_aggregate_over_the_rollups_has_the_values_of_a_whole_one(
     assert len(paced) == 6
     assert paced == pytest.approx(values())
     assert len(set(paced.values())) == 3  # each device its own average
+
+
+def test_a_slice_that_fails_leaves_its_rules_to_aggregate_for_themselves(
+    db, settings, monkeypatch, pauses, make_rule, add_samples, now, caplog
+):
+    monkeypatch.setattr(evaluate, "AGGREGATE_SLICE_DEVICES", 1)
+    site = factories.site()
+    hot, cool = (factories.device(site, last_seen_at=now) for _ in range(2))
+    add_samples(hot, now, minutes=10, cpuPercent=95)
+    add_samples(cool, now, minutes=10, cpuPercent=50)
+    rules = [make_rule(site.org, CPU_90), make_rule(site.org, {**CPU_90, "value": 80})]
+    whole = evaluate.conditions.metric_aggregate_sql
+
+    def second_slice_fails(condition, now, *, devices=None):
+        if devices is not None and devices[0] is not None:
+            raise RuntimeError("a slice that cannot be read")
+        return whole(condition, now, devices=devices)
+
+    monkeypatch.setattr(evaluate.conditions, "metric_aggregate_sql", second_slice_fails)
+
+    report = evaluate.evaluate_all(now=now, pace=True)
+
+    assert [r for r in caplog.records if "could not be computed" in r.getMessage()]
+    assert report.rules == 2 and not report.failed_rules
+    assert {a.device_id for a in Alert.objects.filter(rule__in=rules)} == {hot.pk}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'alert_pass_%%' AND relpersistence = 't'")
+        assert cursor.fetchone()[0] == 0
