@@ -34,7 +34,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,14 +157,13 @@ class WatchedDevices:
         condition: dict,
         *,
         now: dt.datetime,
-        slices: Sequence[tuple[Any, Any]] = ((None, None),),
-        pacer: _Pacer | None = None,
+        slices: Sequence[tuple[Any, Any]],
+        pacer: _Pacer,
     ) -> None:
         """Write one shared aggregate (:func:`_metric_aggregates_to_share`) to a temporary table of the pass, one
         statement per slice of the devices (:meth:`slices`), each a step of ``pacer``. On failure its rules compute
         the aggregate themselves, and fail alone if they must."""
         name = f"alert_pass_metric_{len(self.metric_tables)}"
-        pacer = pacer or _Pacer(len(slices), enabled=False)
         try:
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP TABLE IF EXISTS {name}")
@@ -709,9 +708,9 @@ def evaluate_all(*, now: dt.datetime | None = None, pace: bool = False) -> Evalu
         partner_orgs.setdefault(partner_id, []).append(org_id)
     to_share = _metric_aggregates_to_share(rules)
     pacer = _Pacer(1 + len(to_share) + 1 + len(rules), enabled=pace)
-    with _one_core(pace), ExitStack() as stack:
-        with pacer.step():
-            watched = stack.enter_context(watched_devices(now=now))
+    started = time.monotonic()
+    with _one_core(pace), watched_devices(now=now) as watched:
+        pacer.after_step(time.monotonic() - started)  # the table of watched devices is the pass's first step
         slices = watched.slices(AGGREGATE_SLICE_DEVICES) if pace and to_share else [(None, None)]
         pacer.steps_left += len(to_share) * (len(slices) - 1)
         for key, condition in to_share:
