@@ -17,6 +17,11 @@ One pass (:func:`evaluate_all`, the ``evaluate_alerts`` job) does, per rule and 
 4. ``alerts.services.notify.announce`` once for the alerts the statement opened and once for those it resolved, in
    the same transaction.
 
+The scheduler's pass (``pace=True``) spares the agents' requests: it pauses after each step (:class:`_Pacer`), runs on
+one core, writes the aggregates several rules share in slices of devices, and opens a rule's alerts in statements of
+about OPENINGS_PER_STATEMENT, whole sites at a time, each in its own transaction with its announcements (so a site's
+openings still make one digest). A rule's first pass at 100,000 devices opens tens of thousands of alerts at once.
+
 Storm control, **site outage**: before the rules, each ``offline`` rule counts per site the watched devices that are
 (or by the next pass will be) silent long enough to alert; when that is at least 80 % of the site's watched devices
 and at least 5, one site-level alert opens (no device, no rule, subject ``site:<id>``) and the per-device offline
@@ -67,6 +72,10 @@ SITE_SUBJECT = "site:{}"
 # over the 1,500/s benchmark's 10,000 agents, one statement for all of them held a core for 0.2-0.3 s, 2,500 of
 # them about 0.1 s (EXPLAIN ANALYZE, PostgreSQL reading that range of the samples' primary key).
 AGGREGATE_SLICE_DEVICES = 2_500
+# A paced pass opens a rule's alerts in statements of about this many, whole sites at a time, each a step of its
+# pacer: the first pass after the 1,500/s benchmark's 50 rules were created opened 5,000-6,000 alerts in one
+# statement of 0.18-0.37 s, and its COMMIT took another 0.09-0.28 s (bench/RESULTS.md).
+OPENINGS_PER_STATEMENT = 1_000
 _UNWATCHED = (Device.Status.DECOMMISSIONED, Device.Status.QUARANTINED, Device.Status.MAINTENANCE)
 _ACTIVE = (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
@@ -291,12 +300,23 @@ refreshing AS (
        AND ((NOT %(value_follows_clock)s::bool AND alert_value IS DISTINCT FROM new_value)
             OR alert_evaluated_at <= %(refresh_before)s::timestamptz)
 ),
-opening AS (
+wanted AS (
     SELECT d.* FROM decided d
      WHERE d.may_open
        AND NOT EXISTS (SELECT 1 FROM alerts r
                         WHERE r.device_id = d.device_id AND r.rule_id = %(rule_id)s::uuid AND r.subject = d.subject
                           AND r.status = 'resolved' AND r.resolved_at > %(cooldown_after)s::timestamptz)
+),
+wanted_sites AS (
+    -- With an open_limit (a paced pass), the sites in order until about that many openings: whole sites, so that
+    -- a site's openings are announced together (one digest). The others wait for the rule's next statement; their
+    -- states are written below as for any device still holding, so that statement opens them.
+    SELECT site_id, sum(count(*)) OVER (ORDER BY site_id) - count(*) < %(open_limit)s::int AS this_statement
+      FROM wanted GROUP BY site_id
+),
+opening AS (
+    SELECT w.* FROM wanted w JOIN wanted_sites s ON s.site_id = w.site_id
+     WHERE %(open_limit)s::int IS NULL OR s.this_statement
 ),
 opened AS (
     -- last_notified_at (renotify_minutes count from it) is written here, not by a second UPDATE of every row
@@ -358,6 +378,7 @@ kept AS (
     RETURNING 1
 )
 SELECT ARRAY(SELECT id FROM opened), ARRAY(SELECT id FROM resolved),
+       (SELECT count(*) FROM wanted) - (SELECT count(*) FROM opening),
        (SELECT count(*) FROM refreshed), (SELECT count(*) FROM dropped), (SELECT count(*) FROM kept)
 """
 REFRESH_MINUTES = 5
@@ -387,10 +408,12 @@ def _bind(template: str, values: dict[str, Any], fragments: dict[str, tuple[str,
 
 @dataclass(frozen=True)
 class RulePass:
-    """What one rule's pass wrote: the ids of the alerts it opened and resolved."""
+    """What one rule's statement wrote: the ids of the alerts it opened and resolved, and how many openings it left
+    to the rule's next statement (``open_limit``)."""
 
     opened: list[uuid.UUID]
     resolved: list[uuid.UUID]
+    deferred: int = 0
 
 
 def _alerts(ids: Sequence[uuid.UUID]) -> list[Alert]:
@@ -404,9 +427,12 @@ def evaluate_rule(
     watched: WatchedDevices,
     blocked_sites: Sequence[Any] = (),
     org_ids: list[Any] | None = None,
+    open_limit: int | None = None,
 ) -> RulePass:
     """One rule's pass in one transaction (see the module docstring); announces what it opened and resolved.
-    ``org_ids``: the rule's organizations, when the pass already knows them (a partner rule's are read once)."""
+    ``org_ids``: the rule's organizations, when the pass already knows them (a partner rule's are read once).
+    ``open_limit``: open the alerts of whole sites, in order, until about this many, and leave the rest to the next
+    call (:attr:`RulePass.deferred`); ``None``, every alert due."""
     if org_ids is None:
         org_ids = _org_ids(org_id=rule.org_id, partner_id=rule.partner_id)
     scope_sql, scope_params = watched.scope(org_ids=org_ids, site_id=rule.site_id, device_group_id=rule.device_group_id)
@@ -431,6 +457,7 @@ def evaluate_rule(
             "title": text.title,
             "message": text.message,
             "decimals": text.decimals,
+            "open_limit": open_limit,
         },
         {"scope": (scope_sql, scope_params), "observed": (compiled.sql, compiled.params)},
     )
@@ -443,7 +470,7 @@ def evaluate_rule(
             # Both in one round trip (no parameters: the simple protocol takes two statements).
             cursor.execute("SET LOCAL jit = off; SET LOCAL enable_nestloop = off")
             cursor.execute(sql, params)
-            opened_ids, resolved_ids, *_counts = cursor.fetchone()
+            opened_ids, resolved_ids, deferred, *_counts = cursor.fetchone()
         # A rule without an enabled channel has nothing to write (the opening statement already set
         # last_notified_at): loading its 26,000 openings of a first pass only to find no channel cost seconds.
         if (opened_ids or resolved_ids) and rule.channels.filter(enabled=True).exists():
@@ -451,7 +478,7 @@ def evaluate_rule(
                 notify.announce(event=NotificationEvent.OPENED, rule=rule, alerts=_alerts(opened_ids))
             if resolved_ids:
                 notify.announce(event=NotificationEvent.RESOLVED, rule=rule, alerts=_alerts(resolved_ids))
-    return RulePass(opened=list(opened_ids), resolved=list(resolved_ids))
+    return RulePass(opened=list(opened_ids), resolved=list(resolved_ids), deferred=deferred)
 
 
 # --- site outages ------------------------------------------------------------------------------------------------
@@ -638,13 +665,14 @@ def _open_site_alert(site: Site, count: _SiteCount, *, now: dt.datetime) -> Aler
 
 class _Pacer:
     """Spreads a pass so the agents' requests keep their latency: after each step of the pass (the table of watched
-    devices, each shared aggregate, the site outages, each rule), a pause of ALERT_EVALUATION_PAUSE_PERCENT of the
-    time the step took, as PostgreSQL's vacuum_cost_delay spreads vacuuming. A pass run flat out takes most of a core
-    for seconds, and on a small box every heartbeat waits behind it (bench/RESULTS.md: the 1,500/s benchmark's p99
-    went to 0.9-1.8 s in the ten seconds holding a pass; later, with pauses after the rules only, the four shared
-    aggregates run back to back still put p50 at 200-440 ms for three seconds). The pauses stop once the pass has
-    used a third of ALERT_EVALUATION_SECONDS, so an alert still opens within one interval and a half of its
-    condition holding (the spec's for_minutes + 90 s at the default 60 s). ``enabled=False``: no pause at all."""
+    devices, each slice of a shared aggregate, the site outages, each statement of a rule), a pause of
+    ALERT_EVALUATION_PAUSE_PERCENT of the time the step took, as PostgreSQL's vacuum_cost_delay spreads vacuuming. A
+    pass run flat out takes most of a core for seconds, and on a small box every heartbeat waits behind it
+    (bench/RESULTS.md: the 1,500/s benchmark's p99 went to 0.9-1.8 s in the ten seconds holding a pass; later, with
+    pauses after the rules only, the four shared aggregates run back to back still put p50 at 200-440 ms for three
+    seconds). The pauses stop once the pass has used a third of ALERT_EVALUATION_SECONDS, so an alert still opens within
+    one interval and a half of its condition holding (the spec's for_minutes + 90 s at the default 60 s).
+    ``enabled=False``: no pause at all."""
 
     def __init__(self, steps: int, *, enabled: bool = True) -> None:
         self.share = settings.ALERT_EVALUATION_PAUSE_PERCENT / 100 if enabled else 0
@@ -719,19 +747,40 @@ def evaluate_all(*, now: dt.datetime | None = None, pace: bool = False) -> Evalu
             sites = _evaluate_site_outages(offline_rules, now=now, watched=watched)
         report.site_alerts_opened, report.site_alerts_resolved = sites.opened, sites.resolved
         for rule in rules:
-            blocked = sites.blocked_sites if rule.condition.get("kind") == "offline" else []
-            with pacer.step():
-                try:
-                    org_ids = [rule.org_id] if rule.org_id is not None else partner_orgs.get(rule.partner_id, [])
-                    outcome = evaluate_rule(rule, now=now, watched=watched, blocked_sites=blocked, org_ids=org_ids)
-                except Exception:
-                    logger.exception("alert rule %s could not be evaluated", rule.pk)
-                    report.failed_rules.append(rule.pk)
-                    continue
-            report.rules += 1
-            report.opened += len(outcome.opened)
-            report.resolved += len(outcome.resolved)
+            _evaluate_rule_in_steps(
+                rule,
+                pacer=pacer,
+                report=report,
+                now=now,
+                watched=watched,
+                blocked_sites=sites.blocked_sites if rule.condition.get("kind") == "offline" else [],
+                org_ids=[rule.org_id] if rule.org_id is not None else partner_orgs.get(rule.partner_id, []),
+                open_limit=OPENINGS_PER_STATEMENT if pace else None,
+            )
     return report
+
+
+def _evaluate_rule_in_steps(rule: AlertRule, *, pacer: _Pacer, report: EvaluationReport, **kwargs: Any) -> None:
+    """One rule of the pass: :func:`evaluate_rule` until it leaves no opening for later (with an ``open_limit``),
+    each statement a step of ``pacer``. A rule whose evaluation fails is logged and reported, and the pass goes
+    on."""
+    more = True
+    while more:
+        with pacer.step():
+            try:
+                outcome = evaluate_rule(rule, **kwargs)
+            except Exception:
+                logger.exception("alert rule %s could not be evaluated", rule.pk)
+                report.failed_rules.append(rule.pk)
+                return
+            # Each statement opens at least its first site's alerts, so the next one has fewer left. One that
+            # opened nothing (a racing evaluator had opened them) leaves the rest to the next pass rather than risk
+            # spinning. Counted before this step ends, so that the step is followed by its pause.
+            more = bool(outcome.deferred and outcome.opened)
+            pacer.steps_left += more
+        report.opened += len(outcome.opened)
+        report.resolved += len(outcome.resolved)
+    report.rules += 1
 
 
 # --- preview -----------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The scheduler's pass pauses after each of its steps (alerts.services.evaluate._Pacer): the table of watched
-devices, each shared aggregate, the site outages and each rule. A pause is a share of the step's own time, never
+devices, each slice of a shared aggregate, the site outages and each statement of a rule (a paced pass opens a
+rule's alerts a few whole sites per statement). A pause is a share of the step's own time, never
 past a third of the interval, none after the last step, none when turned off. A paced pass runs on one core (no
 parallel workers) and leaves the connection as it found it. The pauses are recorded, not slept, so nothing here is
 timed."""
@@ -12,10 +13,11 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from alerts.models import Alert, AlertState
+from alerts.models import Alert, AlertState, Notification, NotificationChannel
 from alerts.services import evaluate
 from tests import factories
 
+OFFLINE = {"kind": "offline", "minutes": 15}
 CPU_90 = {"kind": "metric", "metric": "cpuPercent", "aggregate": "avg", "op": ">", "value": 90, "windowMinutes": 10}
 
 
@@ -208,3 +210,76 @@ def test_a_slice_that_fails_leaves_its_rules_to_aggregate_for_themselves(
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'alert_pass_%%' AND relpersistence = 't'")
         assert cursor.fetchone()[0] == 0
+
+
+def _silent_devices(site, count: int, now: dt.datetime) -> list:
+    return [factories.device(site, last_seen_at=now - dt.timedelta(hours=1)) for _ in range(count)]
+
+
+def test_a_statement_opens_whole_sites_up_to_its_limit_and_leaves_the_others_holding_for_the_next(db, make_rule, now):
+    big = factories.site()
+    small = factories.site(big.org)
+    devices = {big.pk: _silent_devices(big, 3, now), small.pk: _silent_devices(small, 2, now)}
+    rule = make_rule(big.org, OFFLINE)
+
+    with evaluate.watched_devices(now=now) as watched:
+        first = evaluate.evaluate_rule(rule, now=now, watched=watched, open_limit=1)
+        (first_site,) = {alert.site_id for alert in Alert.objects.filter(pk__in=first.opened)}  # one site, whole
+        (later_site,) = set(devices) - {first_site}
+        holding = AlertState.objects.filter(rule=rule, device__site_id=later_site)
+        holding_since = sorted(state.holding_since for state in holding)
+        second = evaluate.evaluate_rule(rule, now=now, watched=watched, open_limit=1)
+        third = evaluate.evaluate_rule(rule, now=now, watched=watched, open_limit=1)
+
+    assert len(first.opened) == len(devices[first_site])
+    assert first.deferred == len(devices[later_site])
+    assert holding_since == [now] * len(devices[later_site])
+    assert {alert.device_id for alert in Alert.objects.filter(pk__in=second.opened)} == {
+        device.pk for device in devices[later_site]
+    }
+    assert second.deferred == 0
+    assert (third.opened, third.resolved, third.deferred) == ([], [], 0)
+
+
+def test_a_paced_pass_opens_a_rules_alerts_in_statements_of_whole_sites_each_announced_as_a_flat_out_pass(
+    db, settings, monkeypatch, pauses, make_rule, now
+):
+    settings.ALERT_EVALUATION_PAUSE_PERCENT = 300
+    settings.ALERT_DIGEST_THRESHOLD = 2
+    monkeypatch.setattr(evaluate, "OPENINGS_PER_STATEMENT", 3)
+    first = factories.site()
+    for site, count in ((first, 2), (factories.site(first.org), 3), (factories.site(first.org), 2)):
+        _silent_devices(site, count, now)
+    rule = make_rule(first.org, OFFLINE)
+    rule.channels.set(
+        [NotificationChannel.objects.create(org=first.org, name="Mail", kind="email", config={"to": ["a@b.co"]})]
+    )
+
+    with CaptureQueriesContext(connection) as queries:
+        report = evaluate.evaluate_all(now=now, pace=True)
+    paused = len(pauses)
+    again = evaluate.evaluate_all(now=now, pace=True)
+
+    # 7 openings at most 3 a statement, whole sites: two statements, whatever the order of the sites (2+3 | 2,
+    # 3 | 2+2, 2+2 | 3)
+    assert len([query for query in queries.captured_queries if "wanted_sites" in query["sql"]]) == 2
+    assert (report.rules, report.opened, Alert.objects.count()) == (1, 7, 7)
+    # the site of 3 (above the threshold of 2) has a digest, the others an opening each: as one statement announces
+    assert sorted(Notification.objects.values_list("event", flat=True)) == ["alert.digest"] + ["alert.opened"] * 4
+    # watched devices, site outages, two statements of the rule: four steps, a pause after each but the last
+    assert paused == 3
+    assert (again.opened, again.resolved) == (0, 0)
+
+
+def test_an_unpaced_pass_opens_every_alert_of_a_rule_in_one_statement(db, monkeypatch, make_rule, now):
+    monkeypatch.setattr(evaluate, "OPENINGS_PER_STATEMENT", 1)
+    first = factories.site()
+    for site in (first, factories.site(first.org)):
+        _silent_devices(site, 2, now)
+    make_rule(first.org, OFFLINE)
+
+    with CaptureQueriesContext(connection) as queries:
+        report = evaluate.evaluate_all(now=now)
+
+    assert len([query for query in queries.captured_queries if "wanted_sites" in query["sql"]]) == 1
+    assert report.opened == 4
