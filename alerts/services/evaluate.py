@@ -315,8 +315,8 @@ wanted_sites AS (
       FROM wanted GROUP BY site_id
 ),
 opening AS (
-    SELECT w.* FROM wanted w JOIN wanted_sites s ON s.site_id = w.site_id
-     WHERE %(open_limit)s::int IS NULL OR s.this_statement
+    SELECT * FROM wanted
+     WHERE %(open_limit)s::int IS NULL OR site_id IN (SELECT site_id FROM wanted_sites WHERE this_statement)
 ),
 opened AS (
     -- last_notified_at (renotify_minutes count from it) is written here, not by a second UPDATE of every row
@@ -760,7 +760,17 @@ def evaluate_all(*, now: dt.datetime | None = None, pace: bool = False) -> Evalu
     return report
 
 
-def _evaluate_rule_in_steps(rule: AlertRule, *, pacer: _Pacer, report: EvaluationReport, **kwargs: Any) -> None:
+def _evaluate_rule_in_steps(
+    rule: AlertRule,
+    *,
+    pacer: _Pacer,
+    report: EvaluationReport,
+    now: dt.datetime,
+    watched: WatchedDevices,
+    blocked_sites: Sequence[Any],
+    org_ids: list[Any],
+    open_limit: int | None,
+) -> None:
     """One rule of the pass: :func:`evaluate_rule` until it leaves no opening for later (with an ``open_limit``),
     each statement a step of ``pacer``. A rule whose evaluation fails is logged and reported, and the pass goes
     on."""
@@ -768,7 +778,9 @@ def _evaluate_rule_in_steps(rule: AlertRule, *, pacer: _Pacer, report: Evaluatio
     while more:
         with pacer.step():
             try:
-                outcome = evaluate_rule(rule, **kwargs)
+                outcome = evaluate_rule(
+                    rule, now=now, watched=watched, blocked_sites=blocked_sites, org_ids=org_ids, open_limit=open_limit
+                )
             except Exception:
                 logger.exception("alert rule %s could not be evaluated", rule.pk)
                 report.failed_rules.append(rule.pk)
@@ -777,7 +789,8 @@ def _evaluate_rule_in_steps(rule: AlertRule, *, pacer: _Pacer, report: Evaluatio
             # opened nothing (a racing evaluator had opened them) leaves the rest to the next pass rather than risk
             # spinning. Counted before this step ends, so that the step is followed by its pause.
             more = bool(outcome.deferred and outcome.opened)
-            pacer.steps_left += more
+            if more:
+                pacer.steps_left += 1
         report.opened += len(outcome.opened)
         report.resolved += len(outcome.resolved)
     report.rules += 1

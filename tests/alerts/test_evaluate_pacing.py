@@ -216,6 +216,10 @@ def _silent_devices(site, count: int, now: dt.datetime) -> list:
     return [factories.device(site, last_seen_at=now - dt.timedelta(hours=1)) for _ in range(count)]
 
 
+def _rule_statements(queries: CaptureQueriesContext) -> int:
+    return sum("wanted_sites" in query["sql"] for query in queries.captured_queries)
+
+
 def test_a_statement_opens_whole_sites_up_to_its_limit_and_leaves_the_others_holding_for_the_next(db, make_rule, now):
     big = factories.site()
     small = factories.site(big.org)
@@ -262,7 +266,7 @@ def test_a_paced_pass_opens_a_rules_alerts_in_statements_of_whole_sites_each_ann
 
     # 7 openings at most 3 a statement, whole sites: two statements, whatever the order of the sites (2+3 | 2,
     # 3 | 2+2, 2+2 | 3)
-    assert len([query for query in queries.captured_queries if "wanted_sites" in query["sql"]]) == 2
+    assert _rule_statements(queries) == 2
     assert (report.rules, report.opened, Alert.objects.count()) == (1, 7, 7)
     # the site of 3 (above the threshold of 2) has a digest, the others an opening each: as one statement announces
     assert sorted(Notification.objects.values_list("event", flat=True)) == ["alert.digest"] + ["alert.opened"] * 4
@@ -281,5 +285,5 @@ def test_an_unpaced_pass_opens_every_alert_of_a_rule_in_one_statement(db, monkey
     with CaptureQueriesContext(connection) as queries:
         report = evaluate.evaluate_all(now=now)
 
-    assert len([query for query in queries.captured_queries if "wanted_sites" in query["sql"]]) == 1
+    assert _rule_statements(queries) == 1
     assert report.opened == 4
