@@ -55,7 +55,7 @@ from devices.agent_api.errors import AgentError, invalid_fields, too_many_items
 from devices.models import Device
 from devices.models.inventory import DeviceDiskHealth, DeviceNetworkConnectionProtocol
 from devices.models.telemetry import BIGINT_MAX, INT_MAX, METRICS
-from rmm.parsing import MAX_JSON_DEPTH, json_depth_exceeds, json_problem, parse_datetime, text_problem
+from rmm.parsing import MAX_JSON_DEPTH, json_problem, parse_datetime, text_problem, value_nests_deeper_than
 
 # ---- the body as a whole ----------------------------------------------------------------------------------------
 
@@ -89,24 +89,30 @@ def read_body(request) -> bytes:
         raise AgentError(413, "payload_too_large", "The request body is too large.") from None
 
 
+def _too_deep() -> AgentError:
+    return AgentError(400, "invalid_json", f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
+
+
 def read_json_object(request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 / 413 in the shared error shape.
 
-    Refused here for every agent body alike: nesting deeper than ``MAX_JSON_DEPTH`` (on the raw bytes, before
-    ``json.loads`` would recurse into it), and text PostgreSQL cannot store (NUL, lone surrogates) in any string or
-    key, whether or not the endpoint reads that field.
+    Refused here for every agent body alike: nesting deeper than ``MAX_JSON_DEPTH`` (counted on the decoded value;
+    ``json.loads`` itself refuses what nests deeper than Python's recursion limit), and text PostgreSQL cannot store
+    (NUL, lone surrogates) in any string or key, whether or not the endpoint reads that field.
     """
     raw = read_body(request)
     if not raw:
         raise AgentError(400, "invalid_json", "The request body is empty; send a JSON object.")
-    # Nesting needs at least as many opening brackets as levels: counting them (in C) spares nearly every body the
-    # byte-by-byte walk.
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth_exceeds(raw):
-        raise AgentError(400, "invalid_json", f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
     try:
         data = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
+    except RecursionError:  # deeper than Python's recursion limit
+        raise _too_deep() from None
+    except ValueError:
         raise AgentError(400, "invalid_json", "The request body is not valid JSON.") from None
+    # Nesting needs at least as many opening brackets as levels: counting them (in C) spares nearly every body the
+    # walk over its containers.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and value_nests_deeper_than(data):
+        raise _too_deep()
     if not isinstance(data, dict):
         raise AgentError(400, "invalid_json", "The request body must be a JSON object.")
     if _MAY_HOLD_UNSTORABLE_TEXT.search(raw):
