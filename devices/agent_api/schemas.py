@@ -55,7 +55,14 @@ from devices.agent_api.errors import AgentError, invalid_fields, too_many_items
 from devices.models import Device
 from devices.models.inventory import DeviceDiskHealth, DeviceNetworkConnectionProtocol
 from devices.models.telemetry import BIGINT_MAX, INT_MAX, METRICS
-from rmm.parsing import MAX_JSON_DEPTH, json_problem, parse_datetime, text_problem, value_nests_deeper_than
+from rmm.parsing import (
+    MAX_JSON_DEPTH,
+    json_depth_exceeds,
+    json_problem,
+    parse_datetime,
+    text_problem,
+    value_nests_deeper_than,
+)
 
 # ---- the body as a whole ----------------------------------------------------------------------------------------
 
@@ -89,6 +96,12 @@ def read_body(request) -> bytes:
         raise AgentError(413, "payload_too_large", "The request body is too large.") from None
 
 
+def _may_nest_too_deep(raw: bytes) -> bool:
+    # Nesting needs at least as many opening brackets as levels: counting them (in C) spares nearly every body the
+    # count of its levels.
+    return raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+
+
 def _too_deep() -> AgentError:
     return AgentError(400, "invalid_json", f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.")
 
@@ -108,10 +121,11 @@ def read_json_object(request) -> dict[str, Any]:
     except RecursionError:  # deeper than Python's recursion limit
         raise _too_deep() from None
     except ValueError:
+        # Too deep is said first, as it always was, of a body that is also malformed.
+        if _may_nest_too_deep(raw) and json_depth_exceeds(raw):
+            raise _too_deep() from None
         raise AgentError(400, "invalid_json", "The request body is not valid JSON.") from None
-    # Nesting needs at least as many opening brackets as levels: counting them (in C) spares nearly every body the
-    # walk over its containers.
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and value_nests_deeper_than(data):
+    if _may_nest_too_deep(raw) and value_nests_deeper_than(data):
         raise _too_deep()
     if not isinstance(data, dict):
         raise AgentError(400, "invalid_json", "The request body must be a JSON object.")

@@ -138,6 +138,23 @@ def test_json_nested_deeper_than_the_limit_gets_400_invalid_json(
     assert stored_nothing(quiet_agent)
 
 
+@pytest.mark.parametrize("levels", [MAX_JSON_DEPTH, 5_000], ids=["just-over-the-limit", "5000-levels"])
+def test_a_malformed_body_nested_too_deep_is_refused_for_its_depth(quiet_agent, levels):
+    text = json.dumps(heartbeat_body())[:-1] + ', "extra": ' + "[" * (levels + 1)  # never closed
+
+    answer = assert_error(quiet_agent.post("heartbeat", raw=text.encode()), 400, "invalid_json")
+
+    assert str(MAX_JSON_DEPTH) in answer["message"]
+
+
+def test_a_malformed_body_within_the_limit_is_refused_as_malformed(quiet_agent):
+    text = json.dumps(heartbeat_body())[:-1] + ', "extra": ' + "[" * (MAX_JSON_DEPTH - 1)
+
+    answer = assert_error(quiet_agent.post("heartbeat", raw=text.encode()), 400, "invalid_json")
+
+    assert answer["message"] == "The request body is not valid JSON."
+
+
 def test_json_nested_exactly_to_the_limit_is_read(quiet_agent):
     body = {**heartbeat_body(), "extra": "@"}
     text = json.dumps(body).replace('"@"', nested(MAX_JSON_DEPTH - 1))
