@@ -7,6 +7,8 @@
 #   changed  new lists (another --seed): the same program names, every version and install date different
 #
 #   bench/uploads_bench.sh                          # this tree
+#   PASSES=first bench/uploads_bench.sh             # some passes (repeat and changed need first before them)
+#   BENCH_AFTER_MIGRATE_SQL="DROP INDEX device_software_org_name_trgm" bench/uploads_bench.sh  # a schema variant
 #   TREE=/tmp/uploads-before bench/uploads_bench.sh  # another checkout (a git worktree), with this venv
 #
 # Besides throughput and latency, each pass prints the CPU milliseconds per upload of the gunicorn workers and of the
@@ -69,7 +71,7 @@ server = cpu(psutil.Process(int(sys.argv[1])).children(recursive=True))
 print(f"{server:.3f} {cpu(psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)):.3f}")
 EOF
 }
-for pass in first repeat changed; do
+for pass in ${PASSES:-first repeat changed}; do
   seed=rmm-sim
   [ "$pass" = changed ] && seed=rmm-sim-changed
   echo "== $pass: $UPLOADS uploads of $ITEMS items (load $(cut -d' ' -f1 /proc/loadavg))"
